@@ -1,0 +1,224 @@
+//! The directory's operations: each RPC calls exactly one of these.
+
+use std::sync::Arc;
+
+use crate::error::{DomainError, ResourceKind};
+use crate::list::{OrderField, SortKey, UserQuery, decode_page_token, encode_page_token, page_size};
+use crate::repo::{TenantRepository, UserKey, UserRepository};
+use crate::tenant::{Tenant, TenantId, TenantMask, TenantSettings};
+use crate::text::{Revision, Timestamp};
+use crate::user::{User, UserInput, UserMask, UserName};
+
+/// A page of results and the token of the next one (empty on the last page).
+#[derive(Debug)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub next_page_token: String,
+}
+
+/// Entry point of the domain, generic over the store.
+pub struct Directory<R> {
+    repo: Arc<R>,
+}
+
+impl<R> Clone for Directory<R> {
+    fn clone(&self) -> Self {
+        Self { repo: Arc::clone(&self.repo) }
+    }
+}
+
+fn check_etag(etag: &str, current: Revision, kind: ResourceKind, name: String) -> Result<(), DomainError> {
+    if etag.is_empty() || Revision::from_etag(etag) == Some(current) {
+        Ok(())
+    } else {
+        Err(DomainError::EtagMismatch { kind, name })
+    }
+}
+
+fn invalid<T>(r: Result<T, crate::error::FieldViolation>) -> Result<T, DomainError> {
+    r.map_err(|v| DomainError::Invalid(vec![v]))
+}
+
+impl<R: TenantRepository + UserRepository> Directory<R> {
+    pub fn new(repo: Arc<R>) -> Self {
+        Self { repo }
+    }
+
+    pub fn repo(&self) -> &Arc<R> {
+        &self.repo
+    }
+
+    // ---- tenants ----
+
+    pub async fn create_tenant(&self, tenant_id: &str, settings: TenantSettings) -> Result<Tenant, DomainError> {
+        let id = invalid(TenantId::parse("tenant_id", tenant_id))?;
+        let tenant = Tenant::create(id, settings, Timestamp::now())?;
+        self.repo.insert_tenant(&tenant).await?;
+        Ok(tenant)
+    }
+
+    pub async fn get_tenant(&self, name: &str) -> Result<Tenant, DomainError> {
+        let id = invalid(TenantId::from_resource_name("name", name))?;
+        self.repo.get_tenant(&id).await
+    }
+
+    pub async fn list_tenants(&self, requested_size: i32, page_token: &str) -> Result<Page<Tenant>, DomainError> {
+        const SCOPE: &str = "tenants";
+        let limit = page_size(requested_size)?;
+        let after = if page_token.is_empty() { None } else { Some(decode_page_token(SCOPE, page_token)?.id) };
+        let mut items = self.repo.list_tenants(after.as_deref(), limit + 1).await?;
+        let next_page_token = next_token(&mut items, limit, |t| {
+            encode_page_token(SCOPE, SortKey { text: None, int: None, id: t.id.as_str().to_owned() })
+        });
+        Ok(Page { items, next_page_token })
+    }
+
+    pub async fn update_tenant(
+        &self,
+        name: &str,
+        settings: TenantSettings,
+        mask_paths: &[String],
+        etag: &str,
+    ) -> Result<Tenant, DomainError> {
+        let id = invalid(TenantId::from_resource_name("tenant.name", name))?;
+        let mask = TenantMask::parse(mask_paths, &settings)?;
+        let mut tenant = self.repo.get_tenant(&id).await?;
+        let expected = tenant.revision;
+        check_etag(etag, expected, ResourceKind::Tenant, name.to_owned())?;
+        tenant.apply(settings, mask, Timestamp::now())?;
+        tenant.revision = expected.next();
+        self.repo.update_tenant(&tenant, expected).await?;
+        Ok(tenant)
+    }
+
+    // ---- users ----
+
+    /// Creates a user; with `validate_only` runs every check (rules, schema,
+    /// uniqueness, seats) and returns the would-be user without writing it.
+    pub async fn create_user(&self, parent: &str, input: UserInput, validate_only: bool) -> Result<User, DomainError> {
+        let tenant_id = invalid(TenantId::from_resource_name("parent", parent))?;
+        let tenant = self.repo.get_tenant(&tenant_id).await?;
+        let user = User::create(tenant_id, input, &tenant.custom_attributes, Timestamp::now())?;
+        if validate_only {
+            self.check_unique(&user).await?;
+            if tenant.seat_limit != 0 && tenant.user_count >= tenant.seat_limit {
+                return Err(DomainError::SeatLimitExceeded { tenant: tenant.id.to_string(), limit: tenant.seat_limit });
+            }
+            return Ok(user);
+        }
+        self.repo.insert_user(&user).await?;
+        Ok(user)
+    }
+
+    async fn check_unique(&self, user: &User) -> Result<(), DomainError> {
+        let taken = |field: &'static str, value: &str| DomainError::AlreadyExists {
+            kind: ResourceKind::User,
+            field,
+            value: value.to_owned(),
+        };
+        match self.repo.find_user(&user.tenant, &UserKey::EmailKey(user.email.key().to_owned())).await {
+            Ok(other) if other.id != user.id => return Err(taken("email", user.email.as_str())),
+            Ok(_) | Err(DomainError::NotFound { .. }) => {}
+            Err(e) => return Err(e),
+        }
+        if let Some(ext) = &user.external_id {
+            match self.repo.find_user(&user.tenant, &UserKey::ExternalId(ext.clone())).await {
+                Ok(other) if other.id != user.id => return Err(taken("external_id", ext)),
+                Ok(_) | Err(DomainError::NotFound { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    pub async fn get_user(&self, name: &str) -> Result<User, DomainError> {
+        let name = invalid(UserName::parse("name", name))?;
+        self.repo.get_user(&name).await
+    }
+
+    /// Applies a partial update. A write that changes nothing leaves the user,
+    /// its `update_time` and its etag untouched.
+    pub async fn update_user(
+        &self,
+        name: &str,
+        input: UserInput,
+        mask_paths: &[String],
+        etag: &str,
+    ) -> Result<User, DomainError> {
+        let name = invalid(UserName::parse("user.name", name))?;
+        let mask = UserMask::parse(mask_paths, &input)?;
+        let tenant = self.repo.get_tenant(&name.tenant).await?;
+        let mut user = self.repo.get_user(&name).await?;
+        let expected = user.revision;
+        check_etag(etag, expected, ResourceKind::User, name.to_string())?;
+        if !user.apply(input, &mask, &tenant.custom_attributes)? {
+            return Ok(user);
+        }
+        user.update_time = Timestamp::now();
+        user.revision = expected.next();
+        self.repo.update_user(&user, expected).await?;
+        Ok(user)
+    }
+
+    pub async fn delete_user(&self, name: &str, etag: &str) -> Result<(), DomainError> {
+        let parsed = invalid(UserName::parse("name", name))?;
+        let expected = if etag.is_empty() {
+            None
+        } else {
+            match Revision::from_etag(etag) {
+                Some(r) => Some(r),
+                None => return Err(DomainError::EtagMismatch { kind: ResourceKind::User, name: name.to_owned() }),
+            }
+        };
+        self.repo.delete_user(&parsed, expected).await
+    }
+
+    pub async fn list_users(
+        &self,
+        parent: &str,
+        filter: &str,
+        order_by: &str,
+        requested_size: i32,
+        page_token: &str,
+    ) -> Result<Page<User>, DomainError> {
+        let tenant = invalid(TenantId::from_resource_name("parent", parent))?;
+        let query = UserQuery::parse(tenant.as_str(), filter, order_by, requested_size, page_token)?;
+        // NOT_FOUND for an unknown tenant rather than an empty page.
+        self.repo.get_tenant(&tenant).await?;
+        let mut items = self.repo.list_users(&tenant, &query, query.limit + 1).await?;
+        let next_page_token =
+            next_token(&mut items, query.limit, |u| encode_page_token(&query.scope, sort_key(u, query.order.field)));
+        Ok(Page { items, next_page_token })
+    }
+
+    pub async fn lookup_user(&self, parent: &str, key: UserKey) -> Result<User, DomainError> {
+        let tenant = invalid(TenantId::from_resource_name("parent", parent))?;
+        let key = match key {
+            UserKey::EmailKey(email) => UserKey::EmailKey(crate::email::email_key(&email)),
+            other => other,
+        };
+        self.repo.find_user(&tenant, &key).await
+    }
+}
+
+/// Trims a fetched `limit + 1` rows to `limit` and builds the next token if
+/// there was an extra row.
+fn next_token<T>(items: &mut Vec<T>, limit: u32, token: impl Fn(&T) -> String) -> String {
+    if items.len() > limit as usize {
+        items.truncate(limit as usize);
+        items.last().map(token).unwrap_or_default()
+    } else {
+        String::new()
+    }
+}
+
+/// The keyset position of `user` in the given order.
+pub fn sort_key(user: &User, field: OrderField) -> SortKey {
+    let id = user.id.to_string();
+    match field {
+        OrderField::Email => SortKey { text: Some(user.email.key().to_owned()), int: None, id },
+        OrderField::DisplayName => SortKey { text: Some(user.display_name.clone()), int: None, id },
+        OrderField::CreateTime => SortKey { text: None, int: Some(user.create_time.unix_micros()), id },
+        OrderField::UpdateTime => SortKey { text: None, int: Some(user.update_time.unix_micros()), id },
+    }
+}

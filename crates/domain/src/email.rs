@@ -1,0 +1,179 @@
+//! The sign-in email: validation per seed 001 plus RFC 5321 basics, and the
+//! case-insensitive key that makes it unique per tenant.
+
+use std::fmt;
+
+use unicode_normalization::UnicodeNormalization;
+
+use crate::error::FieldViolation;
+
+/// Most characters in an email (seed 001).
+pub const EMAIL_MAX_CHARS: usize = 128;
+/// Most octets in the local part (RFC 5321 4.5.3.1.1).
+pub const LOCAL_PART_MAX_OCTETS: usize = 64;
+/// Most characters in one domain label (seed 001, RFC 1035).
+pub const DOMAIN_LABEL_MAX_CHARS: usize = 63;
+
+/// A valid email address, as the user typed it (NFC-normalised), with its
+/// uniqueness key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Email {
+    value: String,
+    key: String,
+}
+
+impl Email {
+    /// Validates `raw` (surrounding whitespace is an error, not trimmed away).
+    ///
+    /// Rules: required; at most 128 characters; exactly one `@`; a local part of
+    /// 1..=64 octets that neither starts nor ends with `.`; a domain of labels
+    /// separated by `.`, each 1..=63 characters, not starting or ending with `-`;
+    /// no `..` anywhere; no whitespace or control characters.
+    pub fn parse(field: &str, raw: &str) -> Result<Self, FieldViolation> {
+        let bad = |msg: &str| Err(FieldViolation::new(field, msg));
+        if raw.is_empty() {
+            return bad("email is required");
+        }
+        let value: String = raw.nfc().collect();
+        let chars = value.chars().count();
+        if chars > EMAIL_MAX_CHARS {
+            return Err(FieldViolation::new(
+                field,
+                format!("email must be at most {EMAIL_MAX_CHARS} characters (got {chars})"),
+            ));
+        }
+        if value.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return bad("email must not contain spaces or control characters");
+        }
+        if value.contains("..") {
+            return bad("email must not contain two dots in a row (..)");
+        }
+        let mut parts = value.split('@');
+        let (Some(local), Some(domain), None) = (parts.next(), parts.next(), parts.next()) else {
+            return bad("email must contain exactly one @");
+        };
+        if local.is_empty() {
+            return bad("email needs a local part before the @");
+        }
+        if local.len() > LOCAL_PART_MAX_OCTETS {
+            return Err(FieldViolation::new(
+                field,
+                format!("the part before @ must be at most {LOCAL_PART_MAX_OCTETS} octets (got {})", local.len()),
+            ));
+        }
+        if local.ends_with('.') {
+            return bad("email must not have a dot right before the @");
+        }
+        if local.starts_with('.') {
+            return bad("email must not start with a dot");
+        }
+        if domain.is_empty() {
+            return bad("email needs a domain after the @");
+        }
+        for label in domain.split('.') {
+            if label.is_empty() {
+                return bad("the domain must not start or end with a dot");
+            }
+            let n = label.chars().count();
+            if n > DOMAIN_LABEL_MAX_CHARS {
+                return Err(FieldViolation::new(
+                    field,
+                    format!("domain label {label:?} is {n} characters; each label may have at most {DOMAIN_LABEL_MAX_CHARS}"),
+                ));
+            }
+            if label.starts_with('-') || label.ends_with('-') {
+                return Err(FieldViolation::new(
+                    field,
+                    format!("domain label {label:?} must not start or end with a hyphen"),
+                ));
+            }
+        }
+        let key = email_key(&value);
+        Ok(Self { value, key })
+    }
+
+    /// The address as stored and shown.
+    pub fn as_str(&self) -> &str {
+        &self.value
+    }
+
+    /// The uniqueness key: see [`email_key`].
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// Rebuilds an email read back from storage (already validated once).
+    pub fn from_trusted(value: String) -> Self {
+        let key = email_key(&value);
+        Self { value, key }
+    }
+}
+
+impl fmt::Display for Email {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.value)
+    }
+}
+
+/// The key that makes emails unique within a tenant: the whole address in
+/// Unicode NFC, then lower-cased (Unicode simple lower case, locale independent).
+/// `Taro.Yamada@Example.COM` and `taro.yamada@example.com` are the same user.
+pub fn email_key(email: &str) -> String {
+    email.nfc().collect::<String>().to_lowercase()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ok(s: &str) -> bool {
+        Email::parse("email", s).is_ok()
+    }
+
+    #[test]
+    fn seed_001_rules() {
+        assert!(ok("a@example.com"));
+        assert!(ok("taro.yamada+tag@sub.example.co.jp"));
+        assert!(!ok(""));
+        assert!(!ok("a.@example.com"), "dot right before @");
+        assert!(!ok("a..b@example.com"), "double dot");
+        assert!(!ok("a@example..com"));
+        let label63 = "a".repeat(63);
+        let label64 = "a".repeat(64);
+        assert!(ok(&format!("u@{label63}.com")));
+        assert!(!ok(&format!("u@{label64}.com")));
+        let long = format!("{}@{}.com", "a".repeat(60), "b".repeat(63));
+        assert_eq!(long.chars().count(), 128);
+        assert!(ok(&long));
+        let too_long = format!("{}@{}.{}.com", "a".repeat(60), "b".repeat(40), "c".repeat(23));
+        assert_eq!(too_long.chars().count(), 129);
+        assert!(!ok(&too_long));
+    }
+
+    #[test]
+    fn rfc_basics() {
+        assert!(!ok("no-at.example.com"));
+        assert!(!ok("a@b@example.com"));
+        assert!(!ok("a b@example.com"));
+        assert!(!ok(" a@example.com"));
+        assert!(!ok("a\u{0}@example.com"));
+        assert!(!ok(&format!("{}@example.com", "a".repeat(65))));
+        assert!(ok(&format!("{}@example.com", "a".repeat(64))));
+        assert!(!ok("@example.com"));
+        assert!(!ok("a@"));
+        assert!(!ok(".a@example.com"));
+        assert!(!ok("a@-example.com"));
+    }
+
+    #[test]
+    fn key_ignores_case_and_normal_form() {
+        let a = Email::parse("email", "Taro@Example.COM").unwrap();
+        let b = Email::parse("email", "taro@example.com").unwrap();
+        assert_eq!(a.key(), b.key());
+        assert_eq!(a.as_str(), "Taro@Example.COM");
+        // "é" precomposed vs e + combining acute
+        let c = Email::parse("email", "caf\u{e9}@example.com").unwrap();
+        let d = Email::parse("email", "cafe\u{301}@example.com").unwrap();
+        assert_eq!(c.key(), d.key());
+    }
+}

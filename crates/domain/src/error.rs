@@ -1,0 +1,116 @@
+//! The one error type of the domain, mapped to gRPC statuses once, in the server.
+
+use std::fmt;
+
+/// A field that failed validation, named as in the API (`email`,
+/// `custom_attributes.custom_03`), with a message a person can act on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldViolation {
+    pub field: String,
+    pub description: String,
+}
+
+impl FieldViolation {
+    pub fn new(field: impl Into<String>, description: impl Into<String>) -> Self {
+        Self { field: field.into(), description: description.into() }
+    }
+}
+
+impl fmt::Display for FieldViolation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.field, self.description)
+    }
+}
+
+/// Source error of a storage failure, kept for the log.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Everything that can go wrong in a directory operation.
+#[derive(Debug, thiserror::Error)]
+pub enum DomainError {
+    /// The request is malformed; one violation per bad field.
+    #[error("invalid request: {}", join(.0))]
+    Invalid(Vec<FieldViolation>),
+    /// The named resource does not exist (or lives in another tenant).
+    #[error("{kind} {name} not found")]
+    NotFound { kind: ResourceKind, name: String },
+    /// A unique field already belongs to another resource.
+    #[error("{kind} with {field} {value:?} already exists")]
+    AlreadyExists { kind: ResourceKind, field: &'static str, value: String },
+    /// The caller's etag is stale: someone changed the resource in between.
+    #[error("{kind} {name} was changed by someone else (etag mismatch); read it again and retry")]
+    EtagMismatch { kind: ResourceKind, name: String },
+    /// The tenant has no free seat left.
+    #[error("tenant {tenant} has no free seat (seat limit {limit})")]
+    SeatLimitExceeded { tenant: String, limit: u32 },
+    /// The database could not be reached or failed.
+    #[error("storage failure: {0}")]
+    Storage(#[source] BoxError),
+}
+
+/// The kinds of resources errors talk about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResourceKind {
+    Tenant,
+    User,
+}
+
+impl fmt::Display for ResourceKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Tenant => "tenant",
+            Self::User => "user",
+        })
+    }
+}
+
+impl DomainError {
+    /// One invalid field.
+    pub fn invalid(field: impl Into<String>, description: impl Into<String>) -> Self {
+        Self::Invalid(vec![FieldViolation::new(field, description)])
+    }
+
+    /// Wraps a storage error, keeping it as the source.
+    pub fn storage(err: impl Into<BoxError>) -> Self {
+        Self::Storage(err.into())
+    }
+
+    /// A stable, machine-readable reason (`USER_NOT_FOUND`), for `google.rpc.ErrorInfo`.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Invalid(_) => "INVALID_ARGUMENT",
+            Self::NotFound { kind: ResourceKind::Tenant, .. } => "TENANT_NOT_FOUND",
+            Self::NotFound { kind: ResourceKind::User, .. } => "USER_NOT_FOUND",
+            Self::AlreadyExists { field: "email", .. } => "EMAIL_ALREADY_EXISTS",
+            Self::AlreadyExists { field: "external_id", .. } => "EXTERNAL_ID_ALREADY_EXISTS",
+            Self::AlreadyExists { .. } => "ALREADY_EXISTS",
+            Self::EtagMismatch { .. } => "ETAG_MISMATCH",
+            Self::SeatLimitExceeded { .. } => "SEAT_LIMIT_EXCEEDED",
+            Self::Storage(_) => "STORAGE_FAILURE",
+        }
+    }
+}
+
+fn join(violations: &[FieldViolation]) -> String {
+    violations.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+}
+
+/// Collects violations while checking many fields, so one response names them all.
+#[derive(Debug, Default)]
+pub struct Violations(Vec<FieldViolation>);
+
+impl Violations {
+    pub fn add(&mut self, field: impl Into<String>, description: impl Into<String>) {
+        self.0.push(FieldViolation::new(field, description));
+    }
+
+    /// Records the error of `result` (if any) and returns its value.
+    pub fn check<T>(&mut self, result: Result<T, FieldViolation>) -> Option<T> {
+        result.map_err(|v| self.0.push(v)).ok()
+    }
+
+    /// `Ok(value)` when nothing was recorded, otherwise `DomainError::Invalid`.
+    pub fn finish<T>(self, value: T) -> Result<T, DomainError> {
+        if self.0.is_empty() { Ok(value) } else { Err(DomainError::Invalid(self.0)) }
+    }
+}

@@ -1,0 +1,16 @@
+//! The userdir domain: types that validate once at construction, the rules of
+//! the seeds, the list/filter language and the repository traits the store
+//! implements. No database, gRPC or protobuf code lives here.
+
+pub mod directory;
+pub mod email;
+pub mod error;
+pub mod filter;
+pub mod list;
+pub mod repo;
+pub mod tenant;
+pub mod text;
+pub mod user;
+
+pub use directory::Directory;
+pub use error::{DomainError, FieldViolation, ResourceKind};

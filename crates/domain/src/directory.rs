@@ -23,7 +23,9 @@ pub struct Directory<R> {
 
 impl<R> Clone for Directory<R> {
     fn clone(&self) -> Self {
-        Self { repo: Arc::clone(&self.repo) }
+        Self {
+            repo: Arc::clone(&self.repo),
+        }
     }
 }
 
@@ -65,10 +67,21 @@ impl<R: TenantRepository + UserRepository> Directory<R> {
     pub async fn list_tenants(&self, requested_size: i32, page_token: &str) -> Result<Page<Tenant>, DomainError> {
         const SCOPE: &str = "tenants";
         let limit = page_size(requested_size)?;
-        let after = if page_token.is_empty() { None } else { Some(decode_page_token(SCOPE, page_token)?.id) };
+        let after = if page_token.is_empty() {
+            None
+        } else {
+            Some(decode_page_token(SCOPE, page_token)?.id)
+        };
         let mut items = self.repo.list_tenants(after.as_deref(), limit + 1).await?;
         let next_page_token = next_token(&mut items, limit, |t| {
-            encode_page_token(SCOPE, SortKey { text: None, int: None, id: t.id.as_str().to_owned() })
+            encode_page_token(
+                SCOPE,
+                SortKey {
+                    text: None,
+                    int: None,
+                    id: t.id.as_str().to_owned(),
+                },
+            )
         });
         Ok(Page { items, next_page_token })
     }
@@ -102,7 +115,10 @@ impl<R: TenantRepository + UserRepository> Directory<R> {
         if validate_only {
             self.check_unique(&user).await?;
             if tenant.seat_limit != 0 && tenant.user_count >= tenant.seat_limit {
-                return Err(DomainError::SeatLimitExceeded { tenant: tenant.id.to_string(), limit: tenant.seat_limit });
+                return Err(DomainError::SeatLimitExceeded {
+                    tenant: tenant.id.to_string(),
+                    limit: tenant.seat_limit,
+                });
             }
             return Ok(user);
         }
@@ -116,13 +132,21 @@ impl<R: TenantRepository + UserRepository> Directory<R> {
             field,
             value: value.to_owned(),
         };
-        match self.repo.find_user(&user.tenant, &UserKey::EmailKey(user.email.key().to_owned())).await {
+        match self
+            .repo
+            .find_user(&user.tenant, &UserKey::EmailKey(user.email.key().to_owned()))
+            .await
+        {
             Ok(other) if other.id != user.id => return Err(taken("email", user.email.as_str())),
             Ok(_) | Err(DomainError::NotFound { .. }) => {}
             Err(e) => return Err(e),
         }
         if let Some(ext) = &user.external_id {
-            match self.repo.find_user(&user.tenant, &UserKey::ExternalId(ext.clone())).await {
+            match self
+                .repo
+                .find_user(&user.tenant, &UserKey::ExternalId(ext.clone()))
+                .await
+            {
                 Ok(other) if other.id != user.id => return Err(taken("external_id", ext)),
                 Ok(_) | Err(DomainError::NotFound { .. }) => {}
                 Err(e) => return Err(e),
@@ -167,7 +191,12 @@ impl<R: TenantRepository + UserRepository> Directory<R> {
         } else {
             match Revision::from_etag(etag) {
                 Some(r) => Some(r),
-                None => return Err(DomainError::EtagMismatch { kind: ResourceKind::User, name: name.to_owned() }),
+                None => {
+                    return Err(DomainError::EtagMismatch {
+                        kind: ResourceKind::User,
+                        name: name.to_owned(),
+                    });
+                }
             }
         };
         self.repo.delete_user(&parsed, expected).await
@@ -186,8 +215,9 @@ impl<R: TenantRepository + UserRepository> Directory<R> {
         // NOT_FOUND for an unknown tenant rather than an empty page.
         self.repo.get_tenant(&tenant).await?;
         let mut items = self.repo.list_users(&tenant, &query, query.limit + 1).await?;
-        let next_page_token =
-            next_token(&mut items, query.limit, |u| encode_page_token(&query.scope, sort_key(u, query.order.field)));
+        let next_page_token = next_token(&mut items, query.limit, |u| {
+            encode_page_token(&query.scope, sort_key(u, query.order.field))
+        });
         Ok(Page { items, next_page_token })
     }
 
@@ -216,9 +246,25 @@ fn next_token<T>(items: &mut Vec<T>, limit: u32, token: impl Fn(&T) -> String) -
 pub fn sort_key(user: &User, field: OrderField) -> SortKey {
     let id = user.id.to_string();
     match field {
-        OrderField::Email => SortKey { text: Some(user.email.key().to_owned()), int: None, id },
-        OrderField::DisplayName => SortKey { text: Some(user.display_name.clone()), int: None, id },
-        OrderField::CreateTime => SortKey { text: None, int: Some(user.create_time.unix_micros()), id },
-        OrderField::UpdateTime => SortKey { text: None, int: Some(user.update_time.unix_micros()), id },
+        OrderField::Email => SortKey {
+            text: Some(user.email.key().to_owned()),
+            int: None,
+            id,
+        },
+        OrderField::DisplayName => SortKey {
+            text: Some(user.display_name.clone()),
+            int: None,
+            id,
+        },
+        OrderField::CreateTime => SortKey {
+            text: None,
+            int: Some(user.create_time.unix_micros()),
+            id,
+        },
+        OrderField::UpdateTime => SortKey {
+            text: None,
+            int: Some(user.update_time.unix_micros()),
+            id,
+        },
     }
 }

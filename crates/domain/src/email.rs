@@ -58,7 +58,10 @@ impl Email {
         if local.len() > LOCAL_PART_MAX_OCTETS {
             return Err(FieldViolation::new(
                 field,
-                format!("the part before @ must be at most {LOCAL_PART_MAX_OCTETS} octets (got {})", local.len()),
+                format!(
+                    "the part before @ must be at most {LOCAL_PART_MAX_OCTETS} octets (got {})",
+                    local.len()
+                ),
             ));
         }
         if local.ends_with('.') {
@@ -78,7 +81,9 @@ impl Email {
             if n > DOMAIN_LABEL_MAX_CHARS {
                 return Err(FieldViolation::new(
                     field,
-                    format!("domain label {label:?} is {n} characters; each label may have at most {DOMAIN_LABEL_MAX_CHARS}"),
+                    format!(
+                        "domain label {label:?} is {n} characters; each label may have at most {DOMAIN_LABEL_MAX_CHARS}"
+                    ),
                 ));
             }
             if label.starts_with('-') || label.ends_with('-') {

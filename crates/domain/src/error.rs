@@ -12,7 +12,10 @@ pub struct FieldViolation {
 
 impl FieldViolation {
     pub fn new(field: impl Into<String>, description: impl Into<String>) -> Self {
-        Self { field: field.into(), description: description.into() }
+        Self {
+            field: field.into(),
+            description: description.into(),
+        }
     }
 }
 
@@ -36,14 +39,21 @@ pub enum DomainError {
     NotFound { kind: ResourceKind, name: String },
     /// A unique field already belongs to another resource.
     #[error("{kind} with {field} {value:?} already exists")]
-    AlreadyExists { kind: ResourceKind, field: &'static str, value: String },
+    AlreadyExists {
+        kind: ResourceKind,
+        field: &'static str,
+        value: String,
+    },
     /// The caller's etag is stale: someone changed the resource in between.
     #[error("{kind} {name} was changed by someone else (etag mismatch); read it again and retry")]
     EtagMismatch { kind: ResourceKind, name: String },
     /// The tenant has no free seat left.
     #[error("tenant {tenant} has no free seat (seat limit {limit})")]
     SeatLimitExceeded { tenant: String, limit: u32 },
-    /// The database could not be reached or failed.
+    /// The database cannot be reached right now; retrying later may work.
+    #[error("database unavailable: {0}")]
+    Unavailable(#[source] BoxError),
+    /// The database failed in a way the caller cannot fix.
     #[error("storage failure: {0}")]
     Storage(#[source] BoxError),
 }
@@ -79,20 +89,33 @@ impl DomainError {
     pub fn reason(&self) -> &'static str {
         match self {
             Self::Invalid(_) => "INVALID_ARGUMENT",
-            Self::NotFound { kind: ResourceKind::Tenant, .. } => "TENANT_NOT_FOUND",
-            Self::NotFound { kind: ResourceKind::User, .. } => "USER_NOT_FOUND",
+            Self::NotFound {
+                kind: ResourceKind::Tenant,
+                ..
+            } => "TENANT_NOT_FOUND",
+            Self::NotFound {
+                kind: ResourceKind::User,
+                ..
+            } => "USER_NOT_FOUND",
             Self::AlreadyExists { field: "email", .. } => "EMAIL_ALREADY_EXISTS",
-            Self::AlreadyExists { field: "external_id", .. } => "EXTERNAL_ID_ALREADY_EXISTS",
+            Self::AlreadyExists {
+                field: "external_id", ..
+            } => "EXTERNAL_ID_ALREADY_EXISTS",
             Self::AlreadyExists { .. } => "ALREADY_EXISTS",
             Self::EtagMismatch { .. } => "ETAG_MISMATCH",
             Self::SeatLimitExceeded { .. } => "SEAT_LIMIT_EXCEEDED",
+            Self::Unavailable(_) => "DATABASE_UNAVAILABLE",
             Self::Storage(_) => "STORAGE_FAILURE",
         }
     }
 }
 
 fn join(violations: &[FieldViolation]) -> String {
-    violations.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+    violations
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// Collects violations while checking many fields, so one response names them all.
@@ -111,6 +134,10 @@ impl Violations {
 
     /// `Ok(value)` when nothing was recorded, otherwise `DomainError::Invalid`.
     pub fn finish<T>(self, value: T) -> Result<T, DomainError> {
-        if self.0.is_empty() { Ok(value) } else { Err(DomainError::Invalid(self.0)) }
+        if self.0.is_empty() {
+            Ok(value)
+        } else {
+            Err(DomainError::Invalid(self.0))
+        }
     }
 }

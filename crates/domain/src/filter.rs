@@ -172,7 +172,11 @@ impl Parser {
             self.at += 1;
             terms.push(self.and(depth)?);
         }
-        Ok(if terms.len() == 1 { terms.remove(0) } else { Filter::Or(terms) })
+        Ok(if terms.len() == 1 {
+            terms.remove(0)
+        } else {
+            Filter::Or(terms)
+        })
     }
 
     fn and(&mut self, depth: usize) -> Result<Filter, DomainError> {
@@ -185,7 +189,11 @@ impl Parser {
             }
             terms.push(self.unary(depth)?);
         }
-        Ok(if terms.len() == 1 { terms.remove(0) } else { Filter::And(terms) })
+        Ok(if terms.len() == 1 {
+            terms.remove(0)
+        } else {
+            Filter::And(terms)
+        })
     }
 
     fn unary(&mut self, depth: usize) -> Result<Filter, DomainError> {
@@ -230,15 +238,28 @@ impl Parser {
         self.at += 1;
         let op_pos = self.pos();
         let Some(Token::Op(op)) = self.peek().cloned() else {
-            return Err(err(op_pos, "expected an operator (= != < > <= >= :) after the field name"));
+            return Err(err(
+                op_pos,
+                "expected an operator (= != < > <= >= :) after the field name",
+            ));
         };
         self.at += 1;
         let value_pos = self.pos();
         let raw = match self.tokens.get(self.at) {
-            Some((_, Token::Word(w))) => RawValue { text: w.clone(), quoted: false },
-            Some((_, Token::Str(s))) => RawValue { text: s.clone(), quoted: true },
-            Some((_, t)) => return Err(err(value_pos, format!("expected a value, found {}", describe(t)))),
-            None => return Err(err(value_pos, "expected a value, found the end of the filter")),
+            Some((_, Token::Word(w))) => RawValue {
+                text: w.clone(),
+                quoted: false,
+            },
+            Some((_, Token::Str(s))) => RawValue {
+                text: s.clone(),
+                quoted: true,
+            },
+            Some((_, t)) => {
+                return Err(err(value_pos, format!("expected a value, found {}", describe(t))));
+            }
+            None => {
+                return Err(err(value_pos, "expected a value, found the end of the filter"));
+            }
         };
         self.at += 1;
         let value = typed_value(field, op, raw).map_err(|m| err(value_pos, m))?;
@@ -281,7 +302,11 @@ fn typed_value(field: FilterField, op: Op, raw: RawValue) -> Result<Value, Strin
     }
     match field {
         Email | DisplayName | ExternalId | Custom(_) => {
-            let text = if field == Email { crate::email::email_key(&raw.text) } else { raw.text };
+            let text = if field == Email {
+                crate::email::email_key(&raw.text)
+            } else {
+                raw.text
+            };
             Ok(Value::Text(text))
         }
         Status => {
@@ -305,7 +330,10 @@ fn typed_value(field: FilterField, op: Op, raw: RawValue) -> Result<Value, Strin
                 return Err("times support = != < > <= >=, not ':'".into());
             }
             Timestamp::parse_rfc3339(&raw.text).map(Value::Time).ok_or_else(|| {
-                format!("{:?} is not an RFC 3339 time; write it quoted, like \"2026-01-31T09:00:00Z\"", raw.text)
+                format!(
+                    "{:?} is not an RFC 3339 time; write it quoted, like \"2026-01-31T09:00:00Z\"",
+                    raw.text
+                )
             })
         }
     }
@@ -314,13 +342,20 @@ fn typed_value(field: FilterField, op: Op, raw: RawValue) -> Result<Value, Strin
 /// Parses a filter; an empty or blank filter is `None` (match everything).
 pub fn parse_filter(input: &str) -> Result<Option<Filter>, DomainError> {
     if input.len() > FILTER_MAX_LEN {
-        return Err(DomainError::invalid("filter", format!("must be at most {FILTER_MAX_LEN} bytes")));
+        return Err(DomainError::invalid(
+            "filter",
+            format!("must be at most {FILTER_MAX_LEN} bytes"),
+        ));
     }
     if input.trim().is_empty() {
         return Ok(None);
     }
     let tokens = tokenize(input)?;
-    let mut p = Parser { tokens, at: 0, end: input.len() };
+    let mut p = Parser {
+        tokens,
+        at: 0,
+        end: input.len(),
+    };
     let filter = p.or(0)?;
     if let Some(t) = p.peek() {
         let what = describe(t);
@@ -339,9 +374,11 @@ mod tests {
 
     #[test]
     fn precedence_and_grouping() {
-        let f = parse_filter(r#"status = CONFIRMED AND (email : "@Example.com" OR custom_02 = "x") OR NOT enabled = false"#)
-            .unwrap()
-            .unwrap();
+        let f = parse_filter(
+            r#"status = CONFIRMED AND (email : "@Example.com" OR custom_02 = "x") OR NOT enabled = false"#,
+        )
+        .unwrap()
+        .unwrap();
         let expected = Filter::Or(vec![
             Filter::And(vec![
                 cmp(FilterField::Status, Op::Eq, Value::Status(UserStatus::Confirmed)),
@@ -357,10 +394,19 @@ mod tests {
 
     #[test]
     fn implicit_and_presence_and_times() {
-        let f = parse_filter(r#"external_id:* create_time >= "2026-01-01T00:00:00Z""#).unwrap().unwrap();
+        let f = parse_filter(r#"external_id:* create_time >= "2026-01-01T00:00:00Z""#)
+            .unwrap()
+            .unwrap();
         let Filter::And(terms) = f else { panic!("{f:?}") };
         assert_eq!(terms[0], cmp(FilterField::ExternalId, Op::Has, Value::Present));
-        assert!(matches!(terms[1], Filter::Compare(Comparison { op: Op::Ge, value: Value::Time(_), .. })));
+        assert!(matches!(
+            terms[1],
+            Filter::Compare(Comparison {
+                op: Op::Ge,
+                value: Value::Time(_),
+                ..
+            })
+        ));
     }
 
     #[test]

@@ -53,7 +53,9 @@ impl OrderBy {
             [] => return Ok(Self::default()),
             [f] => (*f, None),
             [f, d] => (*f, Some(*d)),
-            _ if input.contains(',') => return Err(bad("only one order_by field is supported".into())),
+            _ if input.contains(',') => {
+                return Err(bad("only one order_by field is supported".into()));
+            }
             _ => return Err(bad(format!("{input:?} is not `field [asc|desc]`"))),
         };
         let field = match field {
@@ -98,7 +100,10 @@ struct TokenBody {
 
 /// Encodes the cursor after `after` for the given scope.
 pub fn encode_page_token(scope: &str, after: SortKey) -> String {
-    let body = TokenBody { scope: scope.to_owned(), after };
+    let body = TokenBody {
+        scope: scope.to_owned(),
+        after,
+    };
     let json = serde_json::to_vec(&body).unwrap_or_default();
     let mut bytes = fnv1a(&json).to_be_bytes().to_vec();
     bytes.extend_from_slice(&json);
@@ -126,7 +131,9 @@ pub fn decode_page_token(scope: &str, token: &str) -> Result<SortKey, DomainErro
 
 /// 64-bit FNV-1a: a checksum that catches damaged or hand-edited tokens.
 fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 /// A parsed `ListUsers` request.
@@ -143,13 +150,29 @@ pub struct UserQuery {
 
 impl UserQuery {
     /// Parses and checks the list parameters of `tenant`.
-    pub fn parse(tenant: &str, filter: &str, order_by: &str, page_size: i32, page_token: &str) -> Result<Self, DomainError> {
+    pub fn parse(
+        tenant: &str,
+        filter: &str,
+        order_by: &str,
+        page_size: i32,
+        page_token: &str,
+    ) -> Result<Self, DomainError> {
         let parsed_filter = parse_filter(filter)?;
         let order = OrderBy::parse(order_by)?;
         let limit = self::page_size(page_size)?;
         let scope = format!("tenants/{tenant}/users\u{0}{}\u{0}{order:?}", filter.trim());
-        let after = if page_token.is_empty() { None } else { Some(decode_page_token(&scope, page_token)?) };
-        Ok(Self { filter: parsed_filter, order, after, limit, scope })
+        let after = if page_token.is_empty() {
+            None
+        } else {
+            Some(decode_page_token(&scope, page_token)?)
+        };
+        Ok(Self {
+            filter: parsed_filter,
+            order,
+            after,
+            limit,
+            scope,
+        })
     }
 }
 
@@ -159,10 +182,19 @@ mod tests {
 
     #[test]
     fn tokens_round_trip_and_are_bound_to_scope() {
-        let key = SortKey { text: Some("a@example.com".into()), int: None, id: "x".into() };
+        let key = SortKey {
+            text: Some("a@example.com".into()),
+            int: None,
+            id: "x".into(),
+        };
         let t = encode_page_token("s1", key.clone());
         assert_eq!(decode_page_token("s1", &t).unwrap(), key);
-        assert!(decode_page_token("s2", &t).unwrap_err().to_string().contains("different request"));
+        assert!(
+            decode_page_token("s2", &t)
+                .unwrap_err()
+                .to_string()
+                .contains("different request")
+        );
         let mut tampered = t.into_bytes();
         let last = tampered.len() - 3;
         tampered[last] = if tampered[last] == b'A' { b'B' } else { b'A' };
@@ -174,7 +206,13 @@ mod tests {
     #[test]
     fn order_by() {
         assert_eq!(OrderBy::parse("").unwrap(), OrderBy::default());
-        assert_eq!(OrderBy::parse("email desc").unwrap(), OrderBy { field: OrderField::Email, descending: true });
+        assert_eq!(
+            OrderBy::parse("email desc").unwrap(),
+            OrderBy {
+                field: OrderField::Email,
+                descending: true
+            }
+        );
         assert!(OrderBy::parse("password").is_err());
         assert!(OrderBy::parse("email sideways").is_err());
         assert!(OrderBy::parse("email, display_name").is_err());

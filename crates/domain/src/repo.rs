@@ -46,7 +46,12 @@ pub trait UserRepository: Send + Sync + 'static {
     /// Deletes a user (and frees its seat), if `expected` is `None` or still current.
     fn delete_user(&self, name: &UserName, expected: Option<Revision>) -> impl Future<Output = RepoResult<()>> + Send;
     /// The users of `tenant` matching `query`, after its cursor, at most `limit`.
-    fn list_users(&self, tenant: &TenantId, query: &UserQuery, limit: u32) -> impl Future<Output = RepoResult<Vec<User>>> + Send;
+    fn list_users(
+        &self,
+        tenant: &TenantId,
+        query: &UserQuery,
+        limit: u32,
+    ) -> impl Future<Output = RepoResult<Vec<User>>> + Send;
 }
 
 /// Liveness of the database, for health checks.

@@ -6,7 +6,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{DomainError, FieldViolation, Violations};
-use crate::text::{check_text, Revision, Timestamp};
+use crate::text::{Revision, Timestamp, check_text};
 
 /// Number of custom attribute slots (`custom_01`..`custom_10`, seed 001).
 pub const CUSTOM_SLOTS: usize = 10;
@@ -24,7 +24,9 @@ impl TenantId {
         let valid = (2..=63).contains(&raw.len())
             && raw.starts_with(|c: char| c.is_ascii_lowercase())
             && !raw.ends_with('-')
-            && raw.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+            && raw
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
         if valid {
             Ok(Self(raw.to_owned()))
         } else {
@@ -75,7 +77,11 @@ pub struct CustomAttributeDef {
 
 impl Default for CustomAttributeDef {
     fn default() -> Self {
-        Self { label: String::new(), required: false, visible: true }
+        Self {
+            label: String::new(),
+            required: false,
+            visible: true,
+        }
     }
 }
 
@@ -142,13 +148,17 @@ impl TenantMask {
                 "display_name" => mask.display_name = true,
                 "seat_limit" => mask.seat_limit = true,
                 "custom_attributes" => mask.custom_attributes = true,
-                "*" => mask = Self { display_name: true, seat_limit: true, custom_attributes: true },
+                "*" => {
+                    mask = Self {
+                        display_name: true,
+                        seat_limit: true,
+                        custom_attributes: true,
+                    }
+                }
                 other => {
                     return Err(DomainError::invalid(
                         "update_mask",
-                        format!(
-                            "unknown field {other:?}; allowed: display_name, seat_limit, custom_attributes"
-                        ),
+                        format!("unknown field {other:?}; allowed: display_name, seat_limit, custom_attributes"),
                     ));
                 }
             }
@@ -170,7 +180,11 @@ impl Tenant {
             update_time: now,
             revision: Revision::FIRST,
         };
-        let all = TenantMask { display_name: true, seat_limit: true, custom_attributes: true };
+        let all = TenantMask {
+            display_name: true,
+            seat_limit: true,
+            custom_attributes: true,
+        };
         tenant.apply(settings, all, now)?;
         Ok(tenant)
     }
@@ -178,13 +192,17 @@ impl Tenant {
     /// Applies the masked settings, validating them all at once.
     pub fn apply(&mut self, settings: TenantSettings, mask: TenantMask, now: Timestamp) -> Result<(), DomainError> {
         let mut v = Violations::default();
-        if mask.display_name {
-            if let Some(name) = v.check(check_text("display_name", &settings.display_name, TENANT_TEXT_MAX_CHARS)) {
-                if name.trim().is_empty() {
-                    v.add("display_name", "display name is required");
-                }
-                self.display_name = name;
+        if mask.display_name
+            && let Some(name) = v.check(check_text(
+                "display_name",
+                &settings.display_name,
+                TENANT_TEXT_MAX_CHARS,
+            ))
+        {
+            if name.trim().is_empty() {
+                v.add("display_name", "display name is required");
             }
+            self.display_name = name;
         }
         if mask.seat_limit {
             self.seat_limit = settings.seat_limit;
@@ -194,7 +212,10 @@ impl Tenant {
             for (key, def) in settings.custom_attributes {
                 let field = format!("custom_attributes.{key}");
                 let Some(slot) = custom_slot(&key) else {
-                    v.add(field, format!("{key:?} is not a custom attribute slot; use custom_01 to custom_10"));
+                    v.add(
+                        field,
+                        format!("{key:?} is not a custom attribute slot; use custom_01 to custom_10"),
+                    );
                     continue;
                 };
                 if std::mem::replace(&mut seen[slot], true) {

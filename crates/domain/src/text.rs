@@ -12,9 +12,15 @@ use crate::error::FieldViolation;
 pub fn check_text(field: &str, value: &str, max: usize) -> Result<String, FieldViolation> {
     let n = value.chars().count();
     if n > max {
-        return Err(FieldViolation::new(field, format!("must be at most {max} characters (got {n})")));
+        return Err(FieldViolation::new(
+            field,
+            format!("must be at most {max} characters (got {n})"),
+        ));
     }
-    if value.chars().any(|c| c.is_control() && !matches!(c, '\t' | '\n' | '\r')) {
+    if value
+        .chars()
+        .any(|c| c.is_control() && !matches!(c, '\t' | '\n' | '\r'))
+    {
         return Err(FieldViolation::new(field, "must not contain control characters"));
     }
     if value.contains('\u{FFFD}') {
@@ -56,7 +62,11 @@ impl Timestamp {
     }
 
     pub fn from_seconds_nanos(seconds: i64, nanos: i32) -> Self {
-        Self(seconds.saturating_mul(1_000_000).saturating_add(i64::from(nanos) / 1000))
+        Self(
+            seconds
+                .saturating_mul(1_000_000)
+                .saturating_add(i64::from(nanos) / 1000),
+        )
     }
 
     /// Parses RFC 3339 (`2026-11-22T09:00:00Z`, `2026-11-22T18:00:00+09:00`).

@@ -7,8 +7,8 @@ use uuid::Uuid;
 
 use crate::email::Email;
 use crate::error::{DomainError, FieldViolation, Violations};
-use crate::tenant::{custom_key, custom_slot, CustomAttributeSchema, TenantId, CUSTOM_SLOTS};
-use crate::text::{check_text, Revision, Timestamp};
+use crate::tenant::{CUSTOM_SLOTS, CustomAttributeSchema, TenantId, custom_key, custom_slot};
+use crate::text::{Revision, Timestamp, check_text};
 
 /// Most characters in a display name (seed 001).
 pub const DISPLAY_NAME_MAX_CHARS: usize = 2048;
@@ -61,8 +61,8 @@ impl UserName {
             return Err(bad());
         };
         let tenant = TenantId::parse(field, tenant)?;
-        let id = Uuid::parse_str(id)
-            .map_err(|_| FieldViolation::new(field, format!("{id:?} is not a user id (a UUID)")))?;
+        let id =
+            Uuid::parse_str(id).map_err(|_| FieldViolation::new(field, format!("{id:?} is not a user id (a UUID)")))?;
         Ok(Self { tenant, id: UserId(id) })
     }
 }
@@ -221,7 +221,10 @@ pub struct User {
 
 impl User {
     pub fn name(&self) -> UserName {
-        UserName { tenant: self.tenant.clone(), id: self.id }
+        UserName {
+            tenant: self.tenant.clone(),
+            id: self.id,
+        }
     }
 
     pub fn profile(&self, field: ProfileField) -> &str {
@@ -355,25 +358,39 @@ impl User {
         };
         let enabled = input.enabled.unwrap_or(true);
         let status = input.status.unwrap_or_default();
-        user.apply(UserInput { enabled: Some(enabled), status: Some(status), ..input }, &UserMask::all(), schema)?;
+        user.apply(
+            UserInput {
+                enabled: Some(enabled),
+                status: Some(status),
+                ..input
+            },
+            &UserMask::all(),
+            schema,
+        )?;
         Ok(user)
     }
 
     /// Writes the masked fields of `input` into `self`, checking every rule and
     /// reporting all bad fields at once. Returns whether anything changed.
     /// On error `self` may be partly written; callers drop it.
-    pub fn apply(&mut self, input: UserInput, mask: &UserMask, schema: &CustomAttributeSchema) -> Result<bool, DomainError> {
+    pub fn apply(
+        &mut self,
+        input: UserInput,
+        mask: &UserMask,
+        schema: &CustomAttributeSchema,
+    ) -> Result<bool, DomainError> {
         let before = self.clone();
         let mut v = Violations::default();
-        if mask.email {
-            if let Some(email) = v.check(Email::parse("email", &input.email)) {
-                self.email = email;
-            }
+        if mask.email
+            && let Some(email) = v.check(Email::parse("email", &input.email))
+        {
+            self.email = email;
         }
         if mask.display_name {
             if input.display_name.trim().is_empty() {
                 v.add("display_name", "display name is required");
-            } else if let Some(name) = v.check(check_text("display_name", &input.display_name, DISPLAY_NAME_MAX_CHARS)) {
+            } else if let Some(name) = v.check(check_text("display_name", &input.display_name, DISPLAY_NAME_MAX_CHARS))
+            {
                 self.display_name = name;
             }
         }
@@ -383,23 +400,26 @@ impl User {
         if mask.status {
             self.status = input.status.unwrap_or_default();
         }
-        if mask.external_id {
-            if let Some(id) = v.check(check_text("external_id", &input.external_id, PROFILE_MAX_CHARS)) {
-                self.external_id = (!id.is_empty()).then_some(id);
-            }
+        if mask.external_id
+            && let Some(id) = v.check(check_text("external_id", &input.external_id, PROFILE_MAX_CHARS))
+        {
+            self.external_id = (!id.is_empty()).then_some(id);
         }
         let mut custom_given = [false; CUSTOM_SLOTS];
         for (key, value) in input.custom {
             let field = format!("custom_attributes.{key}");
             let Some(slot) = custom_slot(&key) else {
-                v.add(field, format!("{key:?} is not a custom attribute; use custom_01 to custom_10"));
+                v.add(
+                    field,
+                    format!("{key:?} is not a custom attribute; use custom_01 to custom_10"),
+                );
                 continue;
             };
             custom_given[slot] = true;
-            if mask.custom[slot] {
-                if let Some(value) = v.check(check_text(&field, &value, CUSTOM_VALUE_MAX_CHARS)) {
-                    self.custom[slot] = value;
-                }
+            if mask.custom[slot]
+                && let Some(value) = v.check(check_text(&field, &value, CUSTOM_VALUE_MAX_CHARS))
+            {
+                self.custom[slot] = value;
             }
         }
         for slot in 0..CUSTOM_SLOTS {
@@ -410,20 +430,27 @@ impl User {
             // block unrelated edits of older users.
             if mask.custom[slot] && schema[slot].required && self.custom[slot].is_empty() {
                 let label = &schema[slot].label;
-                let named = if label.is_empty() { String::new() } else { format!(" ({label})") };
+                let named = if label.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({label})")
+                };
                 v.add(
                     format!("custom_attributes.{}", custom_key(slot)),
-                    format!("{}{named} is required by the tenant's custom attribute settings", custom_key(slot)),
+                    format!(
+                        "{}{named} is required by the tenant's custom attribute settings",
+                        custom_key(slot)
+                    ),
                 );
             }
         }
         let mut profile_given = [false; ProfileField::ALL.len()];
         for (field, value) in input.profile {
             profile_given[field.index()] = true;
-            if mask.profile[field.index()] {
-                if let Some(value) = v.check(field.check(&value)) {
-                    self.profile[field.index()] = value;
-                }
+            if mask.profile[field.index()]
+                && let Some(value) = v.check(field.check(&value))
+            {
+                self.profile[field.index()] = value;
             }
         }
         for (i, given) in profile_given.iter().enumerate() {
@@ -445,7 +472,11 @@ mod tests {
     }
 
     fn input() -> UserInput {
-        UserInput { email: "a@example.com".into(), display_name: "A".into(), ..Default::default() }
+        UserInput {
+            email: "a@example.com".into(),
+            display_name: "A".into(),
+            ..Default::default()
+        }
     }
 
     #[test]
@@ -468,7 +499,15 @@ mod tests {
             panic!("expected invalid");
         };
         let fields: Vec<_> = v.iter().map(|v| v.field.as_str()).collect();
-        assert_eq!(fields, ["email", "display_name", "custom_attributes.custom_01", "custom_attributes.custom_11"]);
+        assert_eq!(
+            fields,
+            [
+                "email",
+                "display_name",
+                "custom_attributes.custom_01",
+                "custom_attributes.custom_11"
+            ]
+        );
     }
 
     #[test]
@@ -477,15 +516,25 @@ mod tests {
         schema[2].required = true;
         schema[2].label = "Department code".into();
         let err = User::create(tenant(), input(), &schema, Timestamp::now()).unwrap_err();
-        assert!(err.to_string().contains("custom_03 (Department code) is required"), "{err}");
-        let ok = UserInput { custom: vec![("custom_03".into(), "D1".into())], ..input() };
+        assert!(
+            err.to_string().contains("custom_03 (Department code) is required"),
+            "{err}"
+        );
+        let ok = UserInput {
+            custom: vec![("custom_03".into(), "D1".into())],
+            ..input()
+        };
         assert!(User::create(tenant(), ok, &schema, Timestamp::now()).is_ok());
     }
 
     #[test]
     fn masks() {
         let mut u = User::create(tenant(), input(), &Default::default(), Timestamp::now()).unwrap();
-        let change = UserInput { display_name: "B".into(), email: "ignored@example.com".into(), ..Default::default() };
+        let change = UserInput {
+            display_name: "B".into(),
+            email: "ignored@example.com".into(),
+            ..Default::default()
+        };
         let mask = UserMask::parse(&["display_name".into()], &change).unwrap();
         assert!(u.apply(change, &mask, &Default::default()).unwrap());
         assert_eq!(u.display_name, "B");

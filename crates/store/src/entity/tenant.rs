@@ -1,0 +1,24 @@
+//! `tenants`: one row per customer organization.
+
+use sea_orm::entity::prelude::*;
+
+#[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+#[sea_orm(table_name = "tenants")]
+pub struct Model {
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub id: String,
+    pub display_name: String,
+    pub seat_limit: i64,
+    /// Seats in use, kept in step with inserts and deletes of users.
+    pub user_count: i64,
+    /// The custom attribute schema as JSON: ten `{label, required, visible}`.
+    pub custom_attributes: String,
+    pub create_time: i64,
+    pub update_time: i64,
+    pub revision: i64,
+}
+
+#[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+pub enum Relation {}
+
+impl ActiveModelBehavior for ActiveModel {}

@@ -1,0 +1,14 @@
+//! Schema migrations, append-only: never edit a migration that has shipped.
+
+use sea_orm_migration::prelude::*;
+
+mod m20261122_000001_tenants_users;
+
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(m20261122_000001_tenants_users::Migration)]
+    }
+}

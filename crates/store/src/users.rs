@@ -1,0 +1,152 @@
+//! `UserRepository` on sea-orm.
+
+use sea_orm::sea_query::Expr;
+use sea_orm::{
+    ColumnTrait, Condition, DatabaseTransaction, EntityTrait, ExprTrait, QueryFilter, QuerySelect, TransactionTrait,
+};
+use userdir_domain::list::UserQuery;
+use userdir_domain::repo::{RepoResult, TenantRepository, UserKey, UserRepository};
+use userdir_domain::tenant::TenantId;
+use userdir_domain::text::Revision;
+use userdir_domain::user::{User, UserName};
+use userdir_domain::{DomainError, ResourceKind};
+
+use crate::convert::{user_from_row, user_to_active};
+use crate::entity::{tenant, user};
+use crate::error::user_write_error;
+use crate::query::{apply_order_and_cursor, filter_condition};
+use crate::{Store, db_error};
+
+fn user_not_found(name: &UserName) -> DomainError {
+    DomainError::NotFound {
+        kind: ResourceKind::User,
+        name: name.to_string(),
+    }
+}
+
+/// Moves the seat counter of a tenant by `delta` inside `txn`. Taking seats
+/// (`delta > 0`) only succeeds while the seat limit allows it; the row update
+/// also serialises concurrent writers of the tenant.
+async fn move_seats(txn: &DatabaseTransaction, tenant: &TenantId, delta: i64) -> RepoResult<bool> {
+    let mut update = tenant::Entity::update_many()
+        .col_expr(
+            tenant::Column::UserCount,
+            Expr::col(tenant::Column::UserCount).add(delta),
+        )
+        .filter(tenant::Column::Id.eq(tenant.as_str()));
+    if delta > 0 {
+        update = update.filter(
+            Condition::any().add(tenant::Column::SeatLimit.eq(0)).add(
+                Expr::col(tenant::Column::UserCount)
+                    .add(delta)
+                    .lte(Expr::col(tenant::Column::SeatLimit)),
+            ),
+        );
+    }
+    let result = update.exec(txn).await.map_err(db_error)?;
+    Ok(result.rows_affected == 1)
+}
+
+impl UserRepository for Store {
+    async fn insert_user(&self, user: &User) -> RepoResult<()> {
+        let txn = self.connection().begin().await.map_err(db_error)?;
+        // The seat is taken first: that write locks the tenant row (PostgreSQL)
+        // or the database (SQLite) before anything is read.
+        if !move_seats(&txn, &user.tenant, 1).await? {
+            txn.rollback().await.map_err(db_error)?;
+            let tenant = self.get_tenant(&user.tenant).await?;
+            return Err(DomainError::SeatLimitExceeded {
+                tenant: tenant.id.to_string(),
+                limit: tenant.seat_limit,
+            });
+        }
+        if let Err(e) = user::Entity::insert(user_to_active(user)).exec(&txn).await {
+            txn.rollback().await.map_err(db_error)?;
+            return Err(user_write_error(e, user.email.as_str(), user.external_id.as_deref()));
+        }
+        txn.commit().await.map_err(db_error)
+    }
+
+    async fn get_user(&self, name: &UserName) -> RepoResult<User> {
+        let row = user::Entity::find_by_id(name.id.0)
+            .filter(user::Column::TenantId.eq(name.tenant.as_str()))
+            .one(self.connection())
+            .await
+            .map_err(db_error)?;
+        row.map(user_from_row).unwrap_or_else(|| Err(user_not_found(name)))
+    }
+
+    async fn find_user(&self, tenant: &TenantId, key: &UserKey) -> RepoResult<User> {
+        let (column, value, label) = match key {
+            UserKey::EmailKey(k) => (user::Column::EmailKey, k, "email"),
+            UserKey::ExternalId(id) => (user::Column::ExternalId, id, "external_id"),
+        };
+        let row = user::Entity::find()
+            .filter(user::Column::TenantId.eq(tenant.as_str()))
+            .filter(column.eq(value.as_str()))
+            .one(self.connection())
+            .await
+            .map_err(db_error)?;
+        row.map(user_from_row).unwrap_or_else(|| {
+            Err(DomainError::NotFound {
+                kind: ResourceKind::User,
+                name: format!("with {label} {value:?} in {}", tenant.resource_name()),
+            })
+        })
+    }
+
+    async fn update_user(&self, user: &User, expected: Revision) -> RepoResult<()> {
+        let result = user::Entity::update_many()
+            .set(user_to_active(user))
+            .filter(user::Column::Id.eq(user.id.0))
+            .filter(user::Column::TenantId.eq(user.tenant.as_str()))
+            .filter(user::Column::Revision.eq(expected.0))
+            .exec(self.connection())
+            .await
+            .map_err(|e| user_write_error(e, user.email.as_str(), user.external_id.as_deref()))?;
+        if result.rows_affected == 1 {
+            return Ok(());
+        }
+        let name = user.name();
+        self.get_user(&name).await?;
+        Err(DomainError::EtagMismatch {
+            kind: ResourceKind::User,
+            name: name.to_string(),
+        })
+    }
+
+    async fn delete_user(&self, name: &UserName, expected: Option<Revision>) -> RepoResult<()> {
+        let txn = self.connection().begin().await.map_err(db_error)?;
+        let mut delete = user::Entity::delete_many()
+            .filter(user::Column::Id.eq(name.id.0))
+            .filter(user::Column::TenantId.eq(name.tenant.as_str()));
+        if let Some(rev) = expected {
+            delete = delete.filter(user::Column::Revision.eq(rev.0));
+        }
+        let deleted = delete.exec(&txn).await.map_err(db_error)?.rows_affected;
+        if deleted == 0 {
+            txn.rollback().await.map_err(db_error)?;
+            self.get_user(name).await?;
+            return Err(DomainError::EtagMismatch {
+                kind: ResourceKind::User,
+                name: name.to_string(),
+            });
+        }
+        move_seats(&txn, &name.tenant, -1).await?;
+        txn.commit().await.map_err(db_error)
+    }
+
+    async fn list_users(&self, tenant: &TenantId, query: &UserQuery, limit: u32) -> RepoResult<Vec<User>> {
+        let mut select = user::Entity::find().filter(user::Column::TenantId.eq(tenant.as_str()));
+        if let Some(filter) = &query.filter {
+            select = select.filter(filter_condition(filter));
+        }
+        let select = apply_order_and_cursor(select, query.order, query.after.as_ref())?;
+        let rows = select
+            .limit(u64::from(limit))
+            .all(self.connection())
+            .await
+            .map_err(db_error)?;
+        rows.into_iter().map(user_from_row).collect()
+    }
+}

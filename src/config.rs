@@ -1,0 +1,107 @@
+//! Configuration: one typed struct, defaults in code, `USERDIR_*` environment
+//! overrides, command-line flags over both.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+
+/// The default embedded database: a SQLite file in the working directory,
+/// created on first start.
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://userdir.db?mode=rwc";
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+/// Settings of `userdir serve`.
+#[derive(Clone, Args)]
+pub struct Config {
+    /// Address to listen on.
+    #[arg(long, env = "USERDIR_LISTEN", default_value = "127.0.0.1:50051")]
+    pub listen: SocketAddr,
+    /// Database URL: `sqlite://FILE?mode=rwc` (default) or `postgres://USER@HOST/DB`.
+    #[arg(long, env = "USERDIR_DATABASE_URL", default_value = DEFAULT_DATABASE_URL, hide_env_values = true)]
+    pub database_url: String,
+    /// Database connection pool size.
+    #[arg(long, env = "USERDIR_DB_MAX_CONNECTIONS", default_value_t = 16)]
+    pub db_max_connections: u32,
+    /// How often the health check probes the database, in milliseconds.
+    #[arg(long, env = "USERDIR_HEALTH_PROBE_MS", default_value_t = 2000)]
+    pub health_probe_ms: u64,
+    /// Log format.
+    #[arg(long, env = "USERDIR_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// PostgreSQL schema (`search_path`) to use; empty for the default.
+    #[arg(long, env = "USERDIR_PG_SCHEMA", default_value = "")]
+    pub pg_schema: String,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("listen", &self.listen)
+            .field("database_url", &redact_url(&self.database_url))
+            .field("db_max_connections", &self.db_max_connections)
+            .field("health_probe_ms", &self.health_probe_ms)
+            .field("log_format", &self.log_format)
+            .field("pg_schema", &self.pg_schema)
+            .finish()
+    }
+}
+
+impl Config {
+    /// Settings for tests: an ephemeral port and a fast health probe.
+    pub fn for_test(database_url: impl Into<String>) -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            database_url: database_url.into(),
+            db_max_connections: 8,
+            health_probe_ms: 100,
+            log_format: LogFormat::Text,
+            pg_schema: String::new(),
+        }
+    }
+
+    pub fn health_probe_interval(&self) -> Duration {
+        Duration::from_millis(self.health_probe_ms.max(10))
+    }
+
+    pub fn store_options(&self) -> userdir_store::StoreOptions {
+        let mut options = userdir_store::StoreOptions::new(self.database_url.clone());
+        options.max_connections = self.db_max_connections.max(1);
+        options.pg_schema = (!self.pg_schema.is_empty()).then(|| self.pg_schema.clone());
+        options
+    }
+}
+
+/// The URL with any password replaced by `***`, safe to log.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let Some((userinfo, host)) = rest.rsplit_once('@') else {
+        return url.to_owned();
+    };
+    match userinfo.split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+        None => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact_url;
+
+    #[test]
+    fn passwords_never_logged() {
+        assert_eq!(redact_url("postgres://u:secret@h/db"), "postgres://u:***@h/db");
+        assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
+        assert_eq!(redact_url("sqlite://x.db?mode=rwc"), "sqlite://x.db?mode=rwc");
+    }
+}

@@ -1,0 +1,8 @@
+//! gRPC services: thin translators between protobuf and the domain.
+
+mod convert;
+pub mod status;
+pub mod tenants;
+pub mod users;
+
+pub use status::to_status;

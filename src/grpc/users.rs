@@ -1,0 +1,92 @@
+//! `userdir.v1.UserDirectory`.
+
+use tonic::{Request, Response, Status};
+use userdir_domain::Directory;
+use userdir_domain::repo::UserKey;
+use userdir_store::Store;
+
+use super::convert::{mask_paths, user_input, user_to_pb};
+use super::to_status;
+use crate::pb::lookup_user_request::Key;
+use crate::pb::user_directory_server::UserDirectory;
+use crate::pb::{
+    CreateUserRequest, DeleteUserRequest, GetUserRequest, ListUsersRequest, ListUsersResponse, LookupUserRequest,
+    UpdateUserRequest, User,
+};
+
+pub struct UserDirectoryService {
+    dir: Directory<Store>,
+}
+
+impl UserDirectoryService {
+    pub fn new(dir: Directory<Store>) -> Self {
+        Self { dir }
+    }
+}
+
+#[tonic::async_trait]
+impl UserDirectory for UserDirectoryService {
+    async fn create_user(&self, request: Request<CreateUserRequest>) -> Result<Response<User>, Status> {
+        let req = request.into_inner();
+        let input = user_input(req.user.unwrap_or_default()).map_err(to_status)?;
+        let user = self
+            .dir
+            .create_user(&req.parent, input, req.validate_only)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(user_to_pb(user)))
+    }
+
+    async fn get_user(&self, request: Request<GetUserRequest>) -> Result<Response<User>, Status> {
+        let user = self.dir.get_user(&request.into_inner().name).await.map_err(to_status)?;
+        Ok(Response::new(user_to_pb(user)))
+    }
+
+    async fn update_user(&self, request: Request<UpdateUserRequest>) -> Result<Response<User>, Status> {
+        let req = request.into_inner();
+        let user = req.user.unwrap_or_default();
+        let (name, etag) = (user.name.clone(), user.etag.clone());
+        let input = user_input(user).map_err(to_status)?;
+        let updated = self
+            .dir
+            .update_user(&name, input, &mask_paths(req.update_mask), &etag)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(user_to_pb(updated)))
+    }
+
+    async fn delete_user(&self, request: Request<DeleteUserRequest>) -> Result<Response<()>, Status> {
+        let req = request.into_inner();
+        self.dir.delete_user(&req.name, &req.etag).await.map_err(to_status)?;
+        Ok(Response::new(()))
+    }
+
+    async fn list_users(&self, request: Request<ListUsersRequest>) -> Result<Response<ListUsersResponse>, Status> {
+        let req = request.into_inner();
+        let page = self
+            .dir
+            .list_users(&req.parent, &req.filter, &req.order_by, req.page_size, &req.page_token)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(ListUsersResponse {
+            users: page.items.into_iter().map(user_to_pb).collect(),
+            next_page_token: page.next_page_token,
+        }))
+    }
+
+    async fn lookup_user(&self, request: Request<LookupUserRequest>) -> Result<Response<User>, Status> {
+        let req = request.into_inner();
+        let key = match req.key {
+            Some(Key::Email(email)) => UserKey::EmailKey(email),
+            Some(Key::ExternalId(id)) => UserKey::ExternalId(id),
+            None => {
+                return Err(to_status(userdir_domain::DomainError::invalid(
+                    "key",
+                    "set email or external_id",
+                )));
+            }
+        };
+        let user = self.dir.lookup_user(&req.parent, key).await.map_err(to_status)?;
+        Ok(Response::new(user_to_pb(user)))
+    }
+}

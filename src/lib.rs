@@ -1,0 +1,11 @@
+//! userdir: a multi-tenant user directory service spoken to over gRPC.
+//!
+//! The server crate: generated protobuf code ([`pb`]), thin gRPC translators
+//! ([`grpc`]), the server assembly ([`server`]), configuration and telemetry.
+
+pub mod cli;
+pub mod config;
+pub mod grpc;
+pub mod pb;
+pub mod server;
+pub mod telemetry;

@@ -1,0 +1,163 @@
+//! Assembles the gRPC server: our services, health tied to the database,
+//! reflection (v1 and v1alpha), the RPC log layer and graceful shutdown.
+//! `main` and the integration tests run the same [`serve`].
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::Server;
+use tonic_health::ServingStatus;
+use tonic_health::server::HealthReporter;
+use userdir_domain::Directory;
+use userdir_domain::repo::Ping;
+use userdir_store::Store;
+
+use crate::config::{Config, redact_url};
+use crate::grpc::tenants::TenantAdminService;
+use crate::grpc::users::UserDirectoryService;
+use crate::pb;
+use crate::pb::tenant_admin_server::TenantAdminServer;
+use crate::pb::user_directory_server::UserDirectoryServer;
+use crate::telemetry::RpcLogLayer;
+
+/// Services whose health is reported, besides the overall `""`.
+const SERVICES: [&str; 2] = ["userdir.v1.UserDirectory", "userdir.v1.TenantAdmin"];
+
+/// Why the server could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("cannot open the database {url}: {source}")]
+    Database { url: String, source: sea_orm::DbErr },
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("reflection descriptors are invalid: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    #[error("transport error: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// Opens the database (creating and migrating it), binds, and serves until
+/// `shutdown` resolves.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ServeError> {
+    let url = redact_url(&config.database_url);
+    let store = Store::open(&config.store_options())
+        .await
+        .map_err(|source| ServeError::Database {
+            url: url.clone(),
+            source,
+        })?;
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| ServeError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| ServeError::Bind {
+        addr: config.listen,
+        source,
+    })?;
+    tracing::info!(%addr, database = %url, backend = ?store.backend(), "userdir listening");
+    serve(listener, store.clone(), &config, shutdown).await?;
+    if let Err(e) = store.close().await {
+        tracing::warn!(error = %e, "closing the database pool failed");
+    }
+    tracing::info!("userdir stopped");
+    Ok(())
+}
+
+/// Serves on `listener` with a migrated `store` until `shutdown` resolves, then
+/// reports NOT_SERVING and lets in-flight calls finish.
+pub async fn serve(
+    listener: TcpListener,
+    store: Store,
+    config: &Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    let (reporter, health_service) = tonic_health::server::health_reporter();
+    set_health(&reporter, ServingStatus::NotServing).await;
+    let (stop_probe, probe_stopped) = watch::channel(false);
+    let probe = tokio::spawn(probe_database(
+        store.clone(),
+        reporter.clone(),
+        config.health_probe_interval(),
+        probe_stopped,
+    ));
+
+    let reflection_v1 = reflection().build_v1()?;
+    let reflection_v1alpha = reflection().build_v1alpha()?;
+
+    let directory = Directory::new(Arc::new(store));
+    let shutdown_reporter = reporter.clone();
+    let graceful = async move {
+        shutdown.await;
+        tracing::info!("shutting down: draining in-flight calls");
+        let _ = stop_probe.send(true);
+        set_health(&shutdown_reporter, ServingStatus::NotServing).await;
+    };
+
+    let result = Server::builder()
+        .layer(RpcLogLayer)
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(UserDirectoryServer::new(UserDirectoryService::new(directory.clone())))
+        .add_service(TenantAdminServer::new(TenantAdminService::new(directory)))
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), graceful)
+        .await;
+    probe.abort();
+    Ok(result?)
+}
+
+/// Reflection over our protos, health, and `google.rpc` error details (so
+/// grpcurl can print `BadRequest` and `ErrorInfo` of failed calls).
+fn reflection() -> tonic_reflection::server::Builder<'static> {
+    tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
+}
+
+async fn set_health(reporter: &HealthReporter, status: ServingStatus) {
+    reporter.set_service_status("", status).await;
+    for service in SERVICES {
+        reporter.set_service_status(service, status).await;
+    }
+}
+
+/// SERVING while the database answers, NOT_SERVING while it does not.
+async fn probe_database(store: Store, reporter: HealthReporter, every: Duration, mut stop: watch::Receiver<bool>) {
+    let mut last: Option<bool> = None;
+    loop {
+        let up = matches!(
+            tokio::time::timeout(every.max(Duration::from_secs(1)), store.ping()).await,
+            Ok(Ok(()))
+        );
+        if last != Some(up) {
+            if up {
+                tracing::info!("database answers: SERVING");
+            } else {
+                tracing::warn!("database does not answer: NOT_SERVING");
+            }
+            set_health(
+                &reporter,
+                if up {
+                    ServingStatus::Serving
+                } else {
+                    ServingStatus::NotServing
+                },
+            )
+            .await;
+            last = Some(up);
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = stop.changed() => return,
+        }
+    }
+}

@@ -1,0 +1,9 @@
+//! userdir integration tests: one binary, every test against a real server.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+mod list;
+mod ops;
+mod tenants;
+mod users;

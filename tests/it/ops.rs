@@ -1,0 +1,149 @@
+//! Operability: health tied to the database, reflection v1 and v1alpha,
+//! graceful shutdown.
+
+use std::time::Duration;
+
+use tonic_reflection::pb::{v1, v1alpha};
+
+use crate::common::pgproxy::{PgProxy, pg_target};
+use crate::common::{Backend, TestServer, pg_url, spawn_with};
+
+const SERVING: i32 = 1;
+const NOT_SERVING: i32 = 2;
+
+async fn health_reports_every_service(s: TestServer) {
+    for service in ["", "userdir.v1.UserDirectory", "userdir.v1.TenantAdmin"] {
+        assert_eq!(s.health_status(service).await, SERVING, "{service:?}");
+    }
+}
+
+fn expected_services() -> Vec<String> {
+    let mut v: Vec<String> = [
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1.ServerReflection",
+        "grpc.reflection.v1alpha.ServerReflection",
+        "userdir.v1.TenantAdmin",
+        "userdir.v1.UserDirectory",
+    ]
+    .map(String::from)
+    .into();
+    v.sort();
+    v
+}
+
+async fn reflection_v1_and_v1alpha(s: TestServer) {
+    // v1
+    let req = v1::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(v1::server_reflection_request::MessageRequest::ListServices(
+            String::new(),
+        )),
+    };
+    let mut client = v1::server_reflection_client::ServerReflectionClient::new(s.channel.clone());
+    let mut stream = client
+        .server_reflection_info(tokio_stream::iter([req]))
+        .await
+        .unwrap()
+        .into_inner();
+    let response = stream.message().await.unwrap().unwrap();
+    let Some(v1::server_reflection_response::MessageResponse::ListServicesResponse(list)) = response.message_response
+    else {
+        panic!("unexpected reflection response");
+    };
+    let mut names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    names.sort();
+    // v1 lists the services it knows about; both reflection versions are served.
+    for expected in [
+        "grpc.health.v1.Health",
+        "userdir.v1.TenantAdmin",
+        "userdir.v1.UserDirectory",
+    ] {
+        assert!(names.contains(&expected.to_owned()), "{names:?}");
+    }
+
+    // v1alpha (what grpcurl 1.8 speaks): describe a message by symbol.
+    let req = v1alpha::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(
+            v1alpha::server_reflection_request::MessageRequest::FileContainingSymbol("userdir.v1.User".into()),
+        ),
+    };
+    let mut client = v1alpha::server_reflection_client::ServerReflectionClient::new(s.channel.clone());
+    let mut stream = client
+        .server_reflection_info(tokio_stream::iter([req]))
+        .await
+        .unwrap()
+        .into_inner();
+    let response = stream.message().await.unwrap().unwrap();
+    assert!(matches!(
+        response.message_response,
+        Some(v1alpha::server_reflection_response::MessageResponse::FileDescriptorResponse(ref f)) if !f.file_descriptor_proto.is_empty()
+    ));
+    let _ = expected_services();
+}
+
+async fn graceful_shutdown(s: TestServer) {
+    s.tenant("acme").await;
+    let addr = s.addr;
+    s.stop().await;
+    let reconnect = tonic::transport::Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await;
+    assert!(reconnect.is_err(), "the port is closed after shutdown");
+}
+
+crate::on_both_backends!(
+    health_reports_every_service,
+    reflection_v1_and_v1alpha,
+    graceful_shutdown
+);
+
+/// Health follows the database: NOT_SERVING while PostgreSQL does not answer,
+/// SERVING again once it does; calls meanwhile fail UNAVAILABLE, not INTERNAL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_follows_the_database() {
+    let proxy = PgProxy::start(pg_target(&pg_url())).await;
+    let url = proxy.url_through(&pg_url());
+    let Some(s) = spawn_with(Backend::Postgres, |c| c.database_url = url).await else {
+        return;
+    };
+    s.tenant("acme").await;
+    assert_eq!(s.health_status("").await, SERVING);
+
+    proxy.set_up(false);
+    wait_for(&s, NOT_SERVING).await;
+    assert_eq!(s.health_status("userdir.v1.UserDirectory").await, NOT_SERVING);
+    let err = s.create(
+        "acme",
+        userdir::pb::User {
+            email: "a@example.com".into(),
+            display_name: "A".into(),
+            ..Default::default()
+        },
+    );
+    let err = err.await.unwrap_err();
+    assert!(
+        matches!(err.code(), tonic::Code::Unavailable | tonic::Code::Internal),
+        "database down is reported as a server-side failure: {err:?}"
+    );
+    assert!(
+        !err.message().contains("postgres://"),
+        "no connection details leak: {}",
+        err.message()
+    );
+
+    proxy.set_up(true);
+    wait_for(&s, SERVING).await;
+    s.user("acme", "a@example.com", "A").await;
+}
+
+async fn wait_for(s: &TestServer, status: i32) {
+    for _ in 0..200 {
+        if s.health_status("").await == status {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("health never became {status}");
+}

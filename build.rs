@@ -5,7 +5,11 @@ use std::path::PathBuf;
 
 use prost::Message;
 
-const PROTOS: &[&str] = &["userdir/v1/tenants.proto", "userdir/v1/users.proto"];
+const PROTOS: &[&str] = &[
+    "userdir/v1/tenants.proto",
+    "userdir/v1/users.proto",
+    "userdir/v1/import.proto",
+];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=proto");

@@ -29,7 +29,11 @@ fn stats(mut samples: Vec<Duration>) -> Stats {
     samples.sort();
     let pick = |q: f64| samples[((samples.len() as f64 - 1.0) * q).round() as usize];
     let mean = samples.iter().sum::<Duration>() / samples.len() as u32;
-    Stats { p50: pick(0.5), p99: pick(0.99), mean }
+    Stats {
+        p50: pick(0.5),
+        p99: pick(0.99),
+        mean,
+    }
 }
 
 async fn start(config: Config) -> (Channel, tokio::sync::oneshot::Sender<()>) {
@@ -44,15 +48,28 @@ async fn start(config: Config) -> (Channel, tokio::sync::oneshot::Sender<()>) {
         .await
         .unwrap();
     });
-    let channel = Channel::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap();
+    let channel = Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
     (channel, tx)
 }
 
 async fn measure(label: &str, channel: Channel, n: usize) {
     let mut tenants = TenantAdminClient::new(channel.clone());
     let mut users = UserDirectoryClient::new(channel);
-    let tenant = Tenant { display_name: "Bench".into(), ..Default::default() };
-    tenants.create_tenant(CreateTenantRequest { tenant_id: "bench".into(), tenant: Some(tenant) }).await.unwrap();
+    let tenant = Tenant {
+        display_name: "Bench".into(),
+        ..Default::default()
+    };
+    tenants
+        .create_tenant(CreateTenantRequest {
+            tenant_id: "bench".into(),
+            tenant: Some(tenant),
+        })
+        .await
+        .unwrap();
     let create = |i: usize| CreateUserRequest {
         parent: "tenants/bench".into(),
         user: Some(User {
@@ -99,7 +116,10 @@ async fn measure(label: &str, channel: Channel, n: usize) {
 
 #[tokio::main]
 async fn main() {
-    let n: usize = std::env::var("RPC_LATENCY_N").ok().and_then(|v| v.parse().ok()).unwrap_or(2000);
+    let n: usize = std::env::var("RPC_LATENCY_N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2000);
     println!("| backend | rpc | calls | p50 µs | p99 µs | mean µs |\n|---|---|---|---|---|---|");
 
     let dir = tempfile::tempdir().unwrap();
@@ -112,13 +132,19 @@ async fn main() {
     match Database::connect(pg.as_str()).await {
         Ok(admin) => {
             let schema = format!("bench_{}", uuid::Uuid::now_v7().simple());
-            admin.execute_unprepared(&format!("CREATE SCHEMA {schema}")).await.unwrap();
+            admin
+                .execute_unprepared(&format!("CREATE SCHEMA {schema}"))
+                .await
+                .unwrap();
             let mut config = Config::for_test(pg.clone());
             config.pg_schema = schema.clone();
             let (channel, stop) = start(config).await;
             measure("PostgreSQL", channel, n).await;
             let _ = stop.send(());
-            admin.execute_unprepared(&format!("DROP SCHEMA {schema} CASCADE")).await.unwrap();
+            admin
+                .execute_unprepared(&format!("DROP SCHEMA {schema} CASCADE"))
+                .await
+                .unwrap();
         }
         Err(e) => eprintln!("PostgreSQL at {pg} unreachable, skipped: {e}"),
     }

@@ -18,7 +18,8 @@ pub fn to_status(err: DomainError) -> Status {
         DomainError::NotFound { .. } => Code::NotFound,
         DomainError::AlreadyExists { .. } => Code::AlreadyExists,
         DomainError::EtagMismatch { .. } => Code::Aborted,
-        DomainError::SeatLimitExceeded { .. } => Code::FailedPrecondition,
+        DomainError::SeatLimitExceeded { .. } | DomainError::Precondition { .. } => Code::FailedPrecondition,
+        DomainError::Conflict { .. } => Code::Aborted,
         DomainError::Unavailable(_) => Code::Unavailable,
         DomainError::Storage(_) => Code::Internal,
     };

@@ -1,18 +1,24 @@
 //! `userdir.v1.UserDirectory`.
 
-use tonic::{Request, Response, Status};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
 use userdir_domain::Directory;
 use userdir_domain::repo::UserKey;
 use userdir_store::Store;
 
 use super::convert::{mask_paths, user_input, user_to_pb};
+use super::imports::{job_to_pb, read_options, spawn_import};
 use super::to_status;
 use crate::pb::lookup_user_request::Key;
 use crate::pb::user_directory_server::UserDirectory;
 use crate::pb::{
-    CreateUserRequest, DeleteUserRequest, GetUserRequest, ListUsersRequest, ListUsersResponse, LookupUserRequest,
-    UpdateUserRequest, User,
+    CreateUserRequest, DeleteUserRequest, GetImportJobRequest, GetUserRequest, ImportJob, ImportUsersRequest,
+    ImportUsersResponse, ListImportJobsRequest, ListImportJobsResponse, ListUsersRequest, ListUsersResponse,
+    LookupUserRequest, UpdateUserRequest, User,
 };
+
+/// Who runs an import, until authentication lands: a header the caller sets.
+const ACTOR_HEADER: &str = "x-userdir-actor";
 
 pub struct UserDirectoryService {
     dir: Directory<Store>,
@@ -26,6 +32,8 @@ impl UserDirectoryService {
 
 #[tonic::async_trait]
 impl UserDirectory for UserDirectoryService {
+    type ImportUsersStream = ReceiverStream<Result<ImportUsersResponse, Status>>;
+
     async fn create_user(&self, request: Request<CreateUserRequest>) -> Result<Response<User>, Status> {
         let req = request.into_inner();
         let input = user_input(req.user.unwrap_or_default()).map_err(to_status)?;
@@ -88,5 +96,50 @@ impl UserDirectory for UserDirectoryService {
         };
         let user = self.dir.lookup_user(&req.parent, key).await.map_err(to_status)?;
         Ok(Response::new(user_to_pb(user)))
+    }
+
+    async fn import_users(
+        &self,
+        request: Request<Streaming<ImportUsersRequest>>,
+    ) -> Result<Response<Self::ImportUsersStream>, Status> {
+        let actor = request
+            .metadata()
+            .get(ACTOR_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        let mut inbound = request.into_inner();
+        let (parent, options) = read_options(&mut inbound).await?;
+        let importer = self
+            .dir
+            .start_import(&parent, options, actor)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(ReceiverStream::new(spawn_import(importer, inbound))))
+    }
+
+    async fn get_import_job(&self, request: Request<GetImportJobRequest>) -> Result<Response<ImportJob>, Status> {
+        let job = self
+            .dir
+            .get_import_job(&request.into_inner().name)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(job_to_pb(&job)))
+    }
+
+    async fn list_import_jobs(
+        &self,
+        request: Request<ListImportJobsRequest>,
+    ) -> Result<Response<ListImportJobsResponse>, Status> {
+        let req = request.into_inner();
+        let page = self
+            .dir
+            .list_import_jobs(&req.parent, req.page_size, &req.page_token)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(ListImportJobsResponse {
+            import_jobs: page.items.iter().map(job_to_pb).collect(),
+            next_page_token: page.next_page_token,
+        }))
     }
 }

@@ -3,8 +3,10 @@
 use std::sync::Arc;
 
 use crate::error::{DomainError, ResourceKind};
+use crate::import::engine::Importer;
+use crate::import::{ImportJob, ImportOptions};
 use crate::list::{OrderField, SortKey, UserQuery, decode_page_token, encode_page_token, page_size};
-use crate::repo::{TenantRepository, UserKey, UserRepository};
+use crate::repo::{ImportRepository, TenantRepository, UserKey, UserRepository};
 use crate::tenant::{Tenant, TenantId, TenantMask, TenantSettings};
 use crate::text::{Revision, Timestamp};
 use crate::user::{User, UserInput, UserMask, UserName};
@@ -266,5 +268,56 @@ pub fn sort_key(user: &User, field: OrderField) -> SortKey {
             int: Some(user.update_time.unix_micros()),
             id,
         },
+    }
+}
+
+impl<R: TenantRepository + UserRepository + ImportRepository> Directory<R> {
+    /// Starts an import into `parent` (`tenants/{id}`). `actor` is who runs it,
+    /// when known.
+    pub async fn start_import(
+        &self,
+        parent: &str,
+        options: ImportOptions,
+        actor: String,
+    ) -> Result<Importer<R>, DomainError> {
+        let tenant_id = invalid(TenantId::from_resource_name("options.parent", parent))?;
+        let tenant = self.repo.get_tenant(&tenant_id).await?;
+        Importer::start(Arc::clone(&self.repo), tenant, options, actor).await
+    }
+
+    pub async fn get_import_job(&self, name: &str) -> Result<ImportJob, DomainError> {
+        let (tenant, id) = invalid(ImportJob::parse_name("name", name))?;
+        self.repo.get_import_job(&tenant, id).await
+    }
+
+    /// The import history of a tenant, newest first.
+    pub async fn list_import_jobs(
+        &self,
+        parent: &str,
+        requested_size: i32,
+        page_token: &str,
+    ) -> Result<Page<ImportJob>, DomainError> {
+        let tenant = invalid(TenantId::from_resource_name("parent", parent))?;
+        let limit = page_size(requested_size)?;
+        let scope = format!("{}/importJobs", tenant.resource_name());
+        let before = if page_token.is_empty() {
+            None
+        } else {
+            let key = decode_page_token(&scope, page_token)?;
+            Some(uuid::Uuid::parse_str(&key.id).map_err(|_| DomainError::invalid("page_token", "is damaged"))?)
+        };
+        self.repo.get_tenant(&tenant).await?;
+        let mut items = self.repo.list_import_jobs(&tenant, before, limit + 1).await?;
+        let next_page_token = next_token(&mut items, limit, |j| {
+            encode_page_token(
+                &scope,
+                SortKey {
+                    text: None,
+                    int: None,
+                    id: j.id.to_string(),
+                },
+            )
+        });
+        Ok(Page { items, next_page_token })
     }
 }

@@ -50,6 +50,13 @@ pub enum DomainError {
     /// The tenant has no free seat left.
     #[error("tenant {tenant} has no free seat (seat limit {limit})")]
     SeatLimitExceeded { tenant: String, limit: u32 },
+    /// The operation conflicts with another one in progress (retry later).
+    #[error("{message}")]
+    Conflict { reason: &'static str, message: String },
+    /// The system is not in the state the operation needs; the caller must
+    /// change something first.
+    #[error("{message}")]
+    Precondition { reason: &'static str, message: String },
     /// The database cannot be reached right now; retrying later may work.
     #[error("database unavailable: {0}")]
     Unavailable(#[source] BoxError),
@@ -63,6 +70,7 @@ pub enum DomainError {
 pub enum ResourceKind {
     Tenant,
     User,
+    ImportJob,
 }
 
 impl fmt::Display for ResourceKind {
@@ -70,6 +78,7 @@ impl fmt::Display for ResourceKind {
         f.write_str(match self {
             Self::Tenant => "tenant",
             Self::User => "user",
+            Self::ImportJob => "import job",
         })
     }
 }
@@ -97,6 +106,10 @@ impl DomainError {
                 kind: ResourceKind::User,
                 ..
             } => "USER_NOT_FOUND",
+            Self::NotFound {
+                kind: ResourceKind::ImportJob,
+                ..
+            } => "IMPORT_JOB_NOT_FOUND",
             Self::AlreadyExists { field: "email", .. } => "EMAIL_ALREADY_EXISTS",
             Self::AlreadyExists {
                 field: "external_id", ..
@@ -104,6 +117,7 @@ impl DomainError {
             Self::AlreadyExists { .. } => "ALREADY_EXISTS",
             Self::EtagMismatch { .. } => "ETAG_MISMATCH",
             Self::SeatLimitExceeded { .. } => "SEAT_LIMIT_EXCEEDED",
+            Self::Conflict { reason, .. } | Self::Precondition { reason, .. } => reason,
             Self::Unavailable(_) => "DATABASE_UNAVAILABLE",
             Self::Storage(_) => "STORAGE_FAILURE",
         }

@@ -6,6 +6,7 @@ pub mod directory;
 pub mod email;
 pub mod error;
 pub mod filter;
+pub mod import;
 pub mod list;
 pub mod repo;
 pub mod tenant;

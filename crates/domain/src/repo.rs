@@ -1,13 +1,17 @@
 //! What the domain needs from persistence. The store crate implements these
 //! traits; the rules stay here.
 
+use std::collections::HashSet;
 use std::future::Future;
 
+use uuid::Uuid;
+
 use crate::error::DomainError;
+use crate::import::ImportJob;
 use crate::list::UserQuery;
 use crate::tenant::{Tenant, TenantId};
-use crate::text::Revision;
-use crate::user::{User, UserName};
+use crate::text::{Revision, Timestamp};
+use crate::user::{User, UserId, UserName};
 
 /// Result alias for repository calls.
 pub type RepoResult<T> = Result<T, DomainError>;
@@ -57,4 +61,78 @@ pub trait UserRepository: Send + Sync + 'static {
 /// Liveness of the database, for health checks.
 pub trait Ping: Send + Sync + 'static {
     fn ping(&self) -> impl Future<Output = RepoResult<()>> + Send;
+}
+
+/// Import persistence: job records, the FULL_SYNC lock, batch reads and writes.
+pub trait ImportRepository: Send + Sync + 'static {
+    fn insert_import_job(&self, job: &ImportJob) -> impl Future<Output = RepoResult<()>> + Send;
+    /// Overwrites state, end time, counts and error of a job.
+    fn update_import_job(&self, job: &ImportJob) -> impl Future<Output = RepoResult<()>> + Send;
+    fn get_import_job(&self, tenant: &TenantId, id: Uuid) -> impl Future<Output = RepoResult<ImportJob>> + Send;
+    /// Jobs of a tenant, newest first, with id below `before`, at most `limit`.
+    fn list_import_jobs(
+        &self,
+        tenant: &TenantId,
+        before: Option<Uuid>,
+        limit: u32,
+    ) -> impl Future<Output = RepoResult<Vec<ImportJob>>> + Send;
+
+    /// Takes the tenant's FULL_SYNC lock for `job` if it is free or its holder
+    /// last refreshed it before `stale_before`. Returns the previous holder
+    /// when a stale lock was taken over, `Err(AlreadyRunning)` when it is held.
+    fn acquire_sync_lock(
+        &self,
+        tenant: &TenantId,
+        job: Uuid,
+        now: Timestamp,
+        stale_before: Timestamp,
+    ) -> impl Future<Output = RepoResult<SyncLock>> + Send;
+    fn refresh_sync_lock(
+        &self,
+        tenant: &TenantId,
+        job: Uuid,
+        now: Timestamp,
+    ) -> impl Future<Output = RepoResult<()>> + Send;
+    fn release_sync_lock(&self, tenant: &TenantId, job: Uuid) -> impl Future<Output = RepoResult<()>> + Send;
+
+    /// Users of `tenant` whose email key, external id or id is in the lists.
+    fn find_import_matches(
+        &self,
+        tenant: &TenantId,
+        email_keys: &[String],
+        external_ids: &[String],
+        ids: &[Uuid],
+    ) -> impl Future<Output = RepoResult<Vec<User>>> + Send;
+
+    /// Writes one batch atomically per row: creates take seats while the seat
+    /// limit allows (`SeatLimitExceeded` for the rest, in order), updates apply
+    /// if the stored revision is still the expected one. One result per item,
+    /// creates first, then updates. A row that fails leaves the others intact.
+    fn write_import_batch(
+        &self,
+        tenant: &TenantId,
+        creates: &[User],
+        updates: &[(User, Revision)],
+    ) -> impl Future<Output = RepoResult<Vec<RepoResult<()>>>> + Send;
+
+    /// FULL_SYNC: in one transaction, deletes every user of `tenant` created
+    /// before `created_before` whose id is not in `keep`, and returns them
+    /// (id and email). With `dry_run` nothing is deleted.
+    fn delete_absent_users(
+        &self,
+        tenant: &TenantId,
+        created_before: Timestamp,
+        keep: &HashSet<Uuid>,
+        dry_run: bool,
+    ) -> impl Future<Output = RepoResult<Vec<(UserId, String)>>> + Send;
+}
+
+/// Result of taking the FULL_SYNC lock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyncLock {
+    Acquired,
+    /// Taken over from a job that stopped refreshing it (its server died).
+    TakenOver(Uuid),
+    /// Another FULL_SYNC of the tenant is running.
+    Held(Uuid),
 }

@@ -5,6 +5,7 @@
 mod convert;
 pub mod entity;
 mod error;
+mod imports;
 pub mod migration;
 mod query;
 mod tenants;

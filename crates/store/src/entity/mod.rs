@@ -1,4 +1,5 @@
 //! sea-orm entities: the tables exactly as migrated.
 
+pub mod import_job;
 pub mod tenant;
 pub mod user;

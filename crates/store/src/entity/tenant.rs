@@ -16,6 +16,10 @@ pub struct Model {
     pub create_time: i64,
     pub update_time: i64,
     pub revision: i64,
+    /// The import job holding the tenant's FULL_SYNC lock, if any.
+    pub sync_job: Option<Uuid>,
+    /// When the lock holder last said it is alive (microseconds).
+    pub sync_heartbeat: Option<i64>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -3,12 +3,16 @@
 use sea_orm_migration::prelude::*;
 
 mod m20261122_000001_tenants_users;
+mod m20261122_000002_import_jobs;
 
 pub struct Migrator;
 
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(m20261122_000001_tenants_users::Migration)]
+        vec![
+            Box::new(m20261122_000001_tenants_users::Migration),
+            Box::new(m20261122_000002_import_jobs::Migration),
+        ]
     }
 }

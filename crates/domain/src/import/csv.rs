@@ -1,0 +1,360 @@
+//! Streaming CSV decoding: bytes in chunks of any size -> records of strings
+//! with the line each starts on. Parsing runs on the raw bytes (csv-core):
+//! in Shift-JIS, as in UTF-8, the bytes of `,` `"` CR and LF never occur
+//! inside a multi-byte character, so each field is decoded on its own after
+//! splitting, without ever producing U+FFFD.
+
+use csv_core::{ReadRecordResult, Reader};
+use encoding_rs::SHIFT_JIS;
+
+/// The resolved encoding of a file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileEncoding {
+    Utf8,
+    ShiftJis,
+}
+
+/// What the caller declared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DeclaredEncoding {
+    #[default]
+    Auto,
+    Utf8,
+    ShiftJis,
+}
+
+/// How much of the file start is inspected to detect or check the encoding.
+const SNIFF_BYTES: usize = 64 * 1024;
+const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
+
+/// A problem with the whole file: nothing may be written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileError {
+    pub line: u64,
+    pub message: String,
+}
+
+/// A problem with one record: that row fails, the import goes on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordError {
+    pub reason: &'static str,
+    pub message: String,
+}
+
+/// One record of the file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    /// Line of the file the record starts on (1-based).
+    pub line: u64,
+    pub fields: Result<Vec<String>, RecordError>,
+}
+
+/// Push-style CSV decoder.
+pub struct CsvDecoder {
+    declared: DeclaredEncoding,
+    encoding: Option<FileEncoding>,
+    /// Bytes held back until the encoding is known.
+    sniff: Vec<u8>,
+    reader: Reader,
+    buf: Vec<u8>,
+    ends: Vec<usize>,
+    out_len: usize,
+    ends_len: usize,
+    /// `\n` bytes consumed so far.
+    newlines: u64,
+    /// `"` bytes consumed in the current record.
+    quotes: u64,
+    finished: bool,
+}
+
+impl CsvDecoder {
+    pub fn new(declared: DeclaredEncoding) -> Self {
+        Self {
+            declared,
+            encoding: None,
+            sniff: Vec::new(),
+            reader: Reader::new(),
+            buf: vec![0; 4096],
+            ends: vec![0; 64],
+            out_len: 0,
+            ends_len: 0,
+            newlines: 0,
+            quotes: 0,
+            finished: false,
+        }
+    }
+
+    /// The encoding in use, once known.
+    pub fn encoding(&self) -> Option<FileEncoding> {
+        self.encoding
+    }
+
+    /// Feeds the next bytes; complete records are appended to `out`.
+    pub fn push(&mut self, bytes: &[u8], out: &mut Vec<Record>) -> Result<(), FileError> {
+        if self.encoding.is_none() {
+            self.sniff.extend_from_slice(bytes);
+            if self.sniff.len() < SNIFF_BYTES {
+                return Ok(());
+            }
+            let held = std::mem::take(&mut self.sniff);
+            self.resolve(&held, false)?;
+            self.parse(&held, out);
+            return Ok(());
+        }
+        self.parse(bytes, out);
+        Ok(())
+    }
+
+    /// Signals the end of the file; the last record (if unterminated) is appended.
+    pub fn finish(&mut self, out: &mut Vec<Record>) -> Result<(), FileError> {
+        if self.finished {
+            return Ok(());
+        }
+        if self.encoding.is_none() {
+            let held = std::mem::take(&mut self.sniff);
+            self.resolve(&held, true)?;
+            self.parse(&held, out);
+        }
+        self.finished = true;
+        self.parse(&[], out);
+        Ok(())
+    }
+
+    fn resolve(&mut self, start: &[u8], eof: bool) -> Result<(), FileError> {
+        let bom = start.starts_with(UTF8_BOM);
+        let body = if bom { &start[UTF8_BOM.len()..] } else { start };
+        let utf8 = is_utf8_prefix(body, eof);
+        let sjis = is_shift_jis_prefix(body, eof);
+        let wrong = |message: &str| {
+            Err(FileError {
+                line: 1,
+                message: message.to_owned(),
+            })
+        };
+        let encoding = match self.declared {
+            DeclaredEncoding::Auto if bom || utf8 => FileEncoding::Utf8,
+            DeclaredEncoding::Auto if sjis => FileEncoding::ShiftJis,
+            DeclaredEncoding::Auto => FileEncoding::Utf8,
+            DeclaredEncoding::Utf8 if !utf8 && sjis => {
+                return wrong(
+                    "the file was declared UTF-8 but is not valid UTF-8; it looks like Shift-JIS (set encoding SHIFT_JIS or AUTO)",
+                );
+            }
+            DeclaredEncoding::Utf8 => FileEncoding::Utf8,
+            DeclaredEncoding::ShiftJis if bom => {
+                return wrong(
+                    "the file was declared SHIFT_JIS but starts with a UTF-8 byte order mark (set encoding UTF8 or AUTO)",
+                );
+            }
+            DeclaredEncoding::ShiftJis if utf8 && !body.is_ascii() => {
+                return wrong("the file was declared SHIFT_JIS but is UTF-8 text (set encoding UTF8 or AUTO)");
+            }
+            DeclaredEncoding::ShiftJis => FileEncoding::ShiftJis,
+        };
+        // csv-core strips a leading UTF-8 BOM by itself.
+        self.encoding = Some(encoding);
+        Ok(())
+    }
+
+    fn parse(&mut self, mut input: &[u8], out: &mut Vec<Record>) {
+        loop {
+            let (res, nin, nout, nend) =
+                self.reader
+                    .read_record(input, &mut self.buf[self.out_len..], &mut self.ends[self.ends_len..]);
+            let consumed = &input[..nin];
+            self.newlines += count(consumed, b'\n');
+            self.quotes += count(consumed, b'"');
+            let last = consumed.last().copied();
+            input = &input[nin..];
+            self.out_len += nout;
+            self.ends_len += nend;
+            match res {
+                ReadRecordResult::InputEmpty => return,
+                ReadRecordResult::OutputFull => {
+                    let len = self.buf.len() * 2;
+                    self.buf.resize(len, 0);
+                }
+                ReadRecordResult::OutputEndsFull => {
+                    let len = self.ends.len() * 2;
+                    self.ends.resize(len, 0);
+                }
+                ReadRecordResult::Record => {
+                    let terminated = matches!(last, Some(b'\n' | b'\r'));
+                    out.push(self.take_record(terminated, last == Some(b'\n')));
+                }
+                ReadRecordResult::End => return,
+            }
+        }
+    }
+
+    fn take_record(&mut self, terminated: bool, ended_by_lf: bool) -> Record {
+        let raw = &self.buf[..self.out_len];
+        // The line the record ends on, less the line breaks inside its quoted values.
+        let end_line = if ended_by_lf { self.newlines } else { self.newlines + 1 };
+        let line = end_line.saturating_sub(count(raw, b'\n'));
+        let fields = if self.quotes % 2 == 1 {
+            let message = if terminated {
+                "stray double quote: a value containing \" must be enclosed in double quotes, with the quote doubled (\"\")"
+            } else {
+                "unterminated double quote: a quoted value is never closed before the end of the file"
+            };
+            Err(RecordError {
+                reason: "MALFORMED_CSV",
+                message: message.to_owned(),
+            })
+        } else if raw.contains(&0) {
+            Err(RecordError {
+                reason: "NUL_BYTE",
+                message: "the row contains a NUL byte".to_owned(),
+            })
+        } else {
+            let mut fields = Vec::with_capacity(self.ends_len);
+            let mut start = 0;
+            let mut failed = None;
+            for (i, &end) in self.ends[..self.ends_len].iter().enumerate() {
+                match decode(&raw[start..end], self.encoding.unwrap_or(FileEncoding::Utf8)) {
+                    Some(text) => fields.push(text),
+                    None => {
+                        failed = Some(i + 1);
+                        break;
+                    }
+                }
+                start = end;
+            }
+            match failed {
+                None => Ok(fields),
+                Some(column) => Err(RecordError {
+                    reason: "ENCODING_ERROR",
+                    message: format!(
+                        "column {column} holds bytes that are not valid {}; check the file's encoding",
+                        match self.encoding {
+                            Some(FileEncoding::ShiftJis) => "Shift-JIS",
+                            _ => "UTF-8",
+                        }
+                    ),
+                }),
+            }
+        };
+        self.out_len = 0;
+        self.ends_len = 0;
+        self.quotes = 0;
+        Record { line, fields }
+    }
+}
+
+fn count(bytes: &[u8], b: u8) -> u64 {
+    bytes.iter().filter(|&&x| x == b).count() as u64
+}
+
+fn decode(bytes: &[u8], encoding: FileEncoding) -> Option<String> {
+    match encoding {
+        FileEncoding::Utf8 => std::str::from_utf8(bytes).ok().map(str::to_owned),
+        FileEncoding::ShiftJis => SHIFT_JIS
+            .decode_without_bom_handling_and_without_replacement(bytes)
+            .map(|c| c.into_owned()),
+    }
+}
+
+/// Valid UTF-8, allowing a character cut at the end of a partial buffer.
+fn is_utf8_prefix(bytes: &[u8], eof: bool) -> bool {
+    match std::str::from_utf8(bytes) {
+        Ok(_) => true,
+        Err(e) => !eof && e.error_len().is_none(),
+    }
+}
+
+/// Valid Shift-JIS, allowing a lead byte cut at the end of a partial buffer.
+fn is_shift_jis_prefix(bytes: &[u8], eof: bool) -> bool {
+    let mut decoder = SHIFT_JIS.new_decoder_without_bom_handling();
+    let mut out = String::with_capacity(bytes.len() * 3);
+    let (result, _) = decoder.decode_to_string_without_replacement(bytes, &mut out, eof);
+    matches!(result, encoding_rs::DecoderResult::InputEmpty)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decode_all(bytes: &[u8], declared: DeclaredEncoding, chunk: usize) -> Result<Vec<Record>, FileError> {
+        let mut d = CsvDecoder::new(declared);
+        let mut out = Vec::new();
+        for c in bytes.chunks(chunk.max(1)) {
+            d.push(c, &mut out)?;
+        }
+        d.finish(&mut out)?;
+        Ok(out)
+    }
+
+    fn ok_fields(r: &Record) -> Vec<&str> {
+        r.fields.as_ref().unwrap().iter().map(String::as_str).collect()
+    }
+
+    #[test]
+    fn quotes_crlf_bom_and_lines_in_any_chunking() {
+        let text = "\u{FEFF}name,email\r\n\"Yamada, Taro\",taro@example.com\r\n\"say \"\"hi\"\"\nsecond line\",b@example.com\r\nlast,c@example.com";
+        for chunk in [1, 2, 3, 7, 1000] {
+            let recs = decode_all(text.as_bytes(), DeclaredEncoding::Auto, chunk).unwrap();
+            assert_eq!(recs.len(), 4, "chunk {chunk}");
+            assert_eq!(ok_fields(&recs[0]), ["name", "email"]);
+            assert_eq!(recs[0].line, 1);
+            assert_eq!(ok_fields(&recs[1]), ["Yamada, Taro", "taro@example.com"]);
+            assert_eq!(recs[1].line, 2);
+            assert_eq!(ok_fields(&recs[2]), ["say \"hi\"\nsecond line", "b@example.com"]);
+            assert_eq!(recs[2].line, 3);
+            assert_eq!(recs[3].line, 5);
+        }
+    }
+
+    #[test]
+    fn shift_jis_split_anywhere() {
+        let (bytes, _, unmappable) =
+            SHIFT_JIS.encode("name,email\n髙橋 ①,a@example.com\nソニー㈱ 表 能 ～,b@example.com\n");
+        assert!(!unmappable);
+        for declared in [DeclaredEncoding::ShiftJis, DeclaredEncoding::Auto] {
+            for chunk in [1, 2, 5] {
+                let recs = decode_all(&bytes, declared, chunk).unwrap();
+                assert_eq!(ok_fields(&recs[1]), ["髙橋 ①", "a@example.com"]);
+                assert_eq!(ok_fields(&recs[2]), ["ソニー㈱ 表 能 ～", "b@example.com"]);
+            }
+        }
+        let err = decode_all(&bytes, DeclaredEncoding::Utf8, 3).unwrap_err();
+        assert!(err.message.contains("looks like Shift-JIS"), "{}", err.message);
+        let utf8 = "name,email\n山田,a@example.com\n".as_bytes();
+        assert!(
+            decode_all(utf8, DeclaredEncoding::ShiftJis, 4)
+                .unwrap_err()
+                .message
+                .contains("UTF-8")
+        );
+    }
+
+    #[test]
+    fn row_level_problems() {
+        let mut bytes = b"name,email\nok,a@example.com\nbad\xff\xfe,b@example.com\nn\0ul,c@example.com\nab\"c,d@example.com\nfine,e@example.com\n\"open,f@example.com\n".to_vec();
+        bytes.extend_from_slice(b"more\n");
+        let recs = decode_all(&bytes, DeclaredEncoding::Utf8, 4).unwrap();
+        let reasons: Vec<_> = recs.iter().map(|r| r.fields.as_ref().err().map(|e| e.reason)).collect();
+        assert_eq!(
+            reasons,
+            [
+                None,
+                None,
+                Some("ENCODING_ERROR"),
+                Some("NUL_BYTE"),
+                Some("MALFORMED_CSV"),
+                None,
+                Some("MALFORMED_CSV")
+            ]
+        );
+        assert_eq!(recs[6].line, 7);
+        assert!(recs[6].fields.as_ref().unwrap_err().message.contains("unterminated"));
+    }
+
+    #[test]
+    fn empty_and_blank_lines() {
+        assert!(decode_all(b"", DeclaredEncoding::Auto, 10).unwrap().is_empty());
+        let recs = decode_all(b"a,b\n\n1,2\n", DeclaredEncoding::Auto, 10).unwrap();
+        assert_eq!(recs.len(), 2);
+        assert_eq!(recs[1].line, 3);
+    }
+}

@@ -1,0 +1,830 @@
+//! The import engine: every row goes decode -> parse -> validate -> write ->
+//! result. Rows are gathered into batches; each batch is looked up with one
+//! query and written in one transaction, and its results are handed back once
+//! it has committed.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use uuid::Uuid;
+use xxhash_rust::xxh3::xxh3_64;
+
+use super::columns::{Column, ColumnMap, resolve};
+use super::csv::{CsvDecoder, FileError, Record};
+use super::{
+    ImportCounts, ImportJob, ImportMode, ImportOptions, ImportState, MatchKey, RowFailure, RowOutcome, RowResult,
+};
+use crate::email::Email;
+use crate::error::DomainError;
+use crate::repo::{ImportRepository, SyncLock, TenantRepository, UserRepository};
+use crate::tenant::{Tenant, custom_key};
+use crate::text::{Revision, Timestamp};
+use crate::user::{User, UserId, UserInput, UserMask, UserStatus};
+
+/// Rows per batch: one lookup query and one transaction each. 500 rows of
+/// ~35 columns stay under SQLite's 32766 bound parameters per statement.
+pub const BATCH_ROWS: usize = 500;
+/// A FULL_SYNC lock not refreshed for this long belongs to a dead server.
+const SYNC_LOCK_STALE: Duration = Duration::from_secs(60);
+const SYNC_LOCK_REFRESH: Duration = Duration::from_secs(10);
+/// How often a running job's counts are saved, for GetImportJob.
+const JOB_SAVE_EVERY: Duration = Duration::from_secs(2);
+
+/// Where rows come from; fixed by the first data message.
+enum Input {
+    Unknown,
+    Csv {
+        decoder: Box<CsvDecoder>,
+        columns: Option<ColumnMap>,
+    },
+    Rows {
+        next_line: u64,
+    },
+}
+
+/// A row waiting for its batch.
+struct Pending {
+    line: u64,
+    cells: Result<Vec<(Column, String)>, RowFailure>,
+}
+
+/// What a row's match key resolved to.
+enum Key {
+    Email(Email),
+    Id(Uuid),
+    /// USER_ID matching, empty cell: a new user.
+    NewId,
+    External(String),
+}
+
+/// A validated row, ready to compare with the stored user.
+struct Prepared {
+    line: u64,
+    key: Key,
+    cells: Vec<(Column, String)>,
+}
+
+/// One import in progress. Created by [`crate::Directory::start_import`].
+pub struct Importer<R> {
+    repo: Arc<R>,
+    tenant: Tenant,
+    job: ImportJob,
+    input: Input,
+    pending: Vec<Pending>,
+    /// Match-key hash -> line of its first row.
+    seen_keys: HashMap<u64, u64>,
+    /// Email-key hash -> line, when emails are not the match key.
+    seen_emails: HashMap<u64, u64>,
+    /// External-id hash -> line, when external ids are not the match key.
+    seen_external: HashMap<u64, u64>,
+    /// FULL_SYNC: users the file names.
+    keep: HashSet<Uuid>,
+    /// Dry runs: seats the file would take.
+    dry_created: u64,
+    locked: bool,
+    last_refresh: Instant,
+    last_save: Instant,
+}
+
+fn failure(reason: &str, field: impl Into<String>, message: impl Into<String>) -> RowFailure {
+    RowFailure {
+        reason: reason.to_owned(),
+        field: field.into(),
+        message: message.into(),
+    }
+}
+
+fn file_error(e: FileError) -> DomainError {
+    DomainError::invalid("file", format!("line {}: {}", e.line, e.message))
+}
+
+/// A domain error about one row, as a row failure.
+fn row_failure(err: DomainError) -> RowFailure {
+    match err {
+        DomainError::Invalid(v) => {
+            let field = v.first().map(|v| v.field.clone()).unwrap_or_default();
+            let message = v
+                .iter()
+                .map(|v| format!("{}: {}", v.field, v.description))
+                .collect::<Vec<_>>()
+                .join("; ");
+            failure("INVALID_ARGUMENT", field, message)
+        }
+        DomainError::AlreadyExists { field, .. } => {
+            let reason = err.reason();
+            failure(reason, field, err.to_string())
+        }
+        DomainError::EtagMismatch { .. } => failure(
+            "CONCURRENT_MODIFICATION",
+            "",
+            "the user was changed by someone else during the import; run the import again",
+        ),
+        other => failure(other.reason(), "", other.to_string()),
+    }
+}
+
+/// Undoes the export's formula protection: `'=1` -> `=1`, `''x` -> `'x`.
+pub fn unprotect_formula(value: &str) -> &str {
+    match value.strip_prefix('\'') {
+        Some(rest) if rest.starts_with(['=', '+', '-', '@', '\t', '\r', '\'']) => rest,
+        _ => value,
+    }
+}
+
+fn parse_bool(value: &str) -> Option<bool> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "y" | "enabled" | "有効" => Some(true),
+        "false" | "0" | "no" | "n" | "disabled" | "無効" => Some(false),
+        _ => None,
+    }
+}
+
+/// The writable fields of a row and, for updates, which of them it writes.
+/// Empty cells never clear `email`, `external_id`, `enabled` or `status`
+/// (seed 000: identifiers cannot be blanked by import); with
+/// `skip_empty_values` no empty cell writes anything.
+fn row_input(cells: &[(Column, String)], skip_empty: bool) -> Result<(UserInput, UserMask), RowFailure> {
+    let mut input = UserInput::default();
+    let mut mask = UserMask::default();
+    for (column, value) in cells {
+        let empty = value.is_empty();
+        if empty
+            && (skip_empty
+                || matches!(
+                    column,
+                    Column::Email | Column::ExternalId | Column::Enabled | Column::Status
+                ))
+        {
+            continue;
+        }
+        match *column {
+            Column::Email => {
+                input.email = value.trim().to_owned();
+                mask.email = true;
+            }
+            Column::DisplayName => {
+                input.display_name = value.clone();
+                mask.display_name = true;
+            }
+            Column::Enabled => {
+                let enabled = parse_bool(value)
+                    .ok_or_else(|| failure("INVALID_ARGUMENT", "enabled", format!("{value:?} is not true or false")))?;
+                input.enabled = Some(enabled);
+                mask.enabled = true;
+            }
+            Column::Status => {
+                let status: UserStatus = value
+                    .parse()
+                    .map_err(|e: String| failure("INVALID_ARGUMENT", "status", e))?;
+                input.status = Some(status);
+                mask.status = true;
+            }
+            Column::ExternalId => {
+                input.external_id = value.clone();
+                mask.external_id = true;
+            }
+            Column::Custom(slot) => {
+                input.custom.push((custom_key(slot), value.clone()));
+                mask.custom[slot] = true;
+            }
+            Column::Profile(field) => {
+                input.profile.push((field, value.clone()));
+                mask.profile[field as usize] = true;
+            }
+            Column::UserId | Column::ReadOnly | Column::Ignored => {}
+        }
+    }
+    Ok((input, mask))
+}
+
+fn cell(cells: &[(Column, String)], column: Column) -> Option<&str> {
+    cells.iter().find(|(c, _)| *c == column).map(|(_, v)| v.as_str())
+}
+
+impl<R: TenantRepository + UserRepository + ImportRepository> Importer<R> {
+    /// Starts an import: checks the tenant, takes the FULL_SYNC lock when
+    /// needed and records the job as RUNNING.
+    pub(crate) async fn start(
+        repo: Arc<R>,
+        tenant: Tenant,
+        options: ImportOptions,
+        actor: String,
+    ) -> Result<Self, DomainError> {
+        let now = Timestamp::now();
+        let job = ImportJob {
+            tenant: tenant.id.clone(),
+            id: Uuid::now_v7(),
+            actor,
+            options,
+            state: ImportState::Running,
+            start_time: now,
+            end_time: None,
+            counts: ImportCounts::default(),
+            error: String::new(),
+        };
+        let mut locked = false;
+        if job.options.mode == ImportMode::FullSync && !job.options.validate_only {
+            let stale = Timestamp::from_unix_micros(now.unix_micros() - SYNC_LOCK_STALE.as_micros() as i64);
+            match repo.acquire_sync_lock(&tenant.id, job.id, now, stale).await? {
+                SyncLock::Acquired => {}
+                SyncLock::TakenOver(previous) => {
+                    if let Ok(mut dead) = repo.get_import_job(&tenant.id, previous).await {
+                        dead.state = ImportState::Failed;
+                        dead.end_time = Some(now);
+                        dead.error = "the server running this import stopped before it finished".into();
+                        repo.update_import_job(&dead).await?;
+                    }
+                }
+                SyncLock::Held(other) => {
+                    return Err(DomainError::Conflict {
+                        reason: "FULL_SYNC_ALREADY_RUNNING",
+                        message: format!(
+                            "another FULL_SYNC import of tenant {} is running (tenants/{}/importJobs/{}); wait for it to finish",
+                            tenant.id, tenant.id, other
+                        ),
+                    });
+                }
+            }
+            locked = true;
+        }
+        if let Err(e) = repo.insert_import_job(&job).await {
+            if locked {
+                let _ = repo.release_sync_lock(&tenant.id, job.id).await;
+            }
+            return Err(e);
+        }
+        Ok(Self {
+            repo,
+            tenant,
+            job,
+            input: Input::Unknown,
+            pending: Vec::new(),
+            seen_keys: HashMap::new(),
+            seen_emails: HashMap::new(),
+            seen_external: HashMap::new(),
+            keep: HashSet::new(),
+            dry_created: 0,
+            locked,
+            last_refresh: Instant::now(),
+            last_save: Instant::now(),
+        })
+    }
+
+    /// The job as it stands.
+    pub fn job(&self) -> &ImportJob {
+        &self.job
+    }
+
+    /// Feeds the next bytes of a CSV file.
+    pub async fn push_chunk(&mut self, bytes: &[u8]) -> Result<Vec<RowResult>, DomainError> {
+        if matches!(self.input, Input::Unknown) {
+            let decoder = Box::new(CsvDecoder::new(self.job.options.encoding));
+            self.input = Input::Csv { decoder, columns: None };
+        }
+        let Input::Csv { decoder, .. } = &mut self.input else {
+            return Err(DomainError::invalid(
+                "chunk",
+                "an import takes file chunks or parsed rows, not both",
+            ));
+        };
+        let mut records = Vec::new();
+        decoder.push(bytes, &mut records).map_err(file_error)?;
+        self.take_records(records)?;
+        self.flush_full_batches().await
+    }
+
+    /// Feeds parsed rows: each a list of (field name, value).
+    pub async fn push_rows(&mut self, rows: Vec<Vec<(String, String)>>) -> Result<Vec<RowResult>, DomainError> {
+        if matches!(self.input, Input::Unknown) {
+            self.input = Input::Rows { next_line: 1 };
+        }
+        let Input::Rows { next_line } = &mut self.input else {
+            return Err(DomainError::invalid(
+                "rows",
+                "an import takes file chunks or parsed rows, not both",
+            ));
+        };
+        let key_column = Column::for_key(self.job.options.match_key);
+        for row in rows {
+            let line = *next_line;
+            *next_line += 1;
+            let mut cells = Vec::with_capacity(row.len());
+            let mut bad = None;
+            for (name, value) in row {
+                match resolve(&name, &self.job.options.column_mapping) {
+                    Ok(column) if cells.iter().any(|(c, _)| *c == column) && column != Column::Ignored => {
+                        bad = Some(failure(
+                            "DUPLICATE_FIELD",
+                            column.field(),
+                            format!("{name:?} is given twice"),
+                        ));
+                    }
+                    Ok(column) => cells.push((column, value)),
+                    Err(message) => bad = Some(failure("UNKNOWN_FIELD", name, message)),
+                }
+            }
+            let cells = match bad {
+                Some(f) => Err(f),
+                None if cell(&cells, key_column).is_none() => Err(failure(
+                    "MISSING_KEY",
+                    key_column.field(),
+                    format!("the row has no {} to match users by", key_column.field()),
+                )),
+                None => Ok(cells),
+            };
+            self.pending.push(Pending { line, cells });
+        }
+        self.flush_full_batches().await
+    }
+
+    fn take_records(&mut self, records: Vec<Record>) -> Result<(), DomainError> {
+        let Input::Csv { columns, .. } = &mut self.input else {
+            return Ok(());
+        };
+        for record in records {
+            let Some(map) = columns.as_ref() else {
+                let header = record.fields.map_err(|e| {
+                    DomainError::invalid(
+                        "file",
+                        format!("line {}: the header row is unreadable: {}", record.line, e.message),
+                    )
+                })?;
+                let map = ColumnMap::from_header(&header, &self.job.options.column_mapping, self.job.options.match_key)
+                    .map_err(|m| DomainError::invalid("file", format!("line {}: {m}", record.line)))?;
+                *columns = Some(map);
+                continue;
+            };
+            let cells = match record.fields {
+                Err(e) => Err(failure(e.reason, "", e.message)),
+                Ok(fields) if fields.len() != map.columns.len() => Err(failure(
+                    "RAGGED_ROW",
+                    "",
+                    format!(
+                        "the row has {} values but the header has {} columns",
+                        fields.len(),
+                        map.columns.len()
+                    ),
+                )),
+                Ok(fields) => Ok(map
+                    .columns
+                    .iter()
+                    .zip(fields)
+                    .filter(|(c, _)| !matches!(c, Column::Ignored | Column::ReadOnly))
+                    .map(|(c, v)| (*c, unprotect_formula(&v).to_owned()))
+                    .collect()),
+            };
+            self.pending.push(Pending {
+                line: record.line,
+                cells,
+            });
+        }
+        Ok(())
+    }
+
+    async fn flush_full_batches(&mut self) -> Result<Vec<RowResult>, DomainError> {
+        let mut results = Vec::new();
+        while self.pending.len() >= BATCH_ROWS {
+            let batch: Vec<Pending> = self.pending.drain(..BATCH_ROWS).collect();
+            results.extend(self.process(batch).await?);
+        }
+        self.keep_alive().await?;
+        Ok(results)
+    }
+
+    /// Refreshes the sync lock and saves progress now and then.
+    async fn keep_alive(&mut self) -> Result<(), DomainError> {
+        if self.locked && self.last_refresh.elapsed() >= SYNC_LOCK_REFRESH {
+            self.repo
+                .refresh_sync_lock(&self.tenant.id, self.job.id, Timestamp::now())
+                .await?;
+            self.last_refresh = Instant::now();
+        }
+        if self.last_save.elapsed() >= JOB_SAVE_EVERY {
+            self.repo.update_import_job(&self.job).await?;
+            self.last_save = Instant::now();
+        }
+        Ok(())
+    }
+
+    /// Ends the input: processes what is left, then (FULL_SYNC) deletes the
+    /// users absent from the file, and records the job as SUCCEEDED.
+    pub async fn finish(&mut self) -> Result<Vec<RowResult>, DomainError> {
+        if matches!(self.input, Input::Unknown) {
+            return Err(DomainError::invalid(
+                "file",
+                "the import received neither file bytes nor rows",
+            ));
+        }
+        if let Input::Csv { decoder, .. } = &mut self.input {
+            let mut records = Vec::new();
+            decoder.finish(&mut records).map_err(file_error)?;
+            self.take_records(records)?;
+            if matches!(&self.input, Input::Csv { columns: None, .. }) {
+                return Err(DomainError::invalid("file", "the file is empty: it has no header row"));
+            }
+        }
+        let mut results = Vec::new();
+        while !self.pending.is_empty() {
+            let n = self.pending.len().min(BATCH_ROWS);
+            let batch: Vec<Pending> = self.pending.drain(..n).collect();
+            results.extend(self.process(batch).await?);
+        }
+        if self.job.options.mode == ImportMode::FullSync {
+            results.extend(self.delete_absent().await?);
+        }
+        self.end(ImportState::Succeeded, None).await;
+        Ok(results)
+    }
+
+    async fn delete_absent(&mut self) -> Result<Vec<RowResult>, DomainError> {
+        let opts = &self.job.options;
+        if self.job.counts.rows == 0 && !opts.allow_delete_all {
+            return Err(DomainError::Precondition {
+                reason: "FULL_SYNC_EMPTY_FILE",
+                message: "the file has no rows: FULL_SYNC would delete every user of the tenant. \
+                          Set allow_delete_all to really do that"
+                    .into(),
+            });
+        }
+        if self.job.counts.failed > 0 {
+            self.job.error = format!(
+                "{} rows failed, so no user was deleted: a row that failed may stand for a user who must stay. \
+                 Fix the failed rows and run the FULL_SYNC again",
+                self.job.counts.failed
+            );
+            return Ok(Vec::new());
+        }
+        let deleted = self
+            .repo
+            .delete_absent_users(&self.tenant.id, self.job.start_time, &self.keep, opts.validate_only)
+            .await?;
+        let tenant = self.tenant.id.clone();
+        Ok(deleted
+            .into_iter()
+            .map(|(id, email)| {
+                self.job.counts.add(RowOutcome::Deleted);
+                RowResult {
+                    line: 0,
+                    outcome: RowOutcome::Deleted,
+                    user: format!("tenants/{tenant}/users/{id}"),
+                    email,
+                    failure: None,
+                }
+            })
+            .collect())
+    }
+
+    /// Records how the import ended (FAILED or CANCELLED with `error`) and
+    /// releases the FULL_SYNC lock. Never fails: the job record is best effort.
+    pub async fn end(&mut self, state: ImportState, error: Option<String>) {
+        if self.job.state != ImportState::Running {
+            return;
+        }
+        self.job.state = state;
+        self.job.end_time = Some(Timestamp::now());
+        if let Some(error) = error {
+            self.job.error = error;
+        }
+        if let Err(e) = self.repo.update_import_job(&self.job).await {
+            tracing::warn!(error = %e, job = %self.job.resource_name(), "could not record the end of an import job");
+        }
+        if self.locked {
+            self.locked = false;
+            let _ = self.repo.release_sync_lock(&self.tenant.id, self.job.id).await;
+        }
+    }
+
+    /// Decides and writes one batch; returns its results in file order.
+    async fn process(&mut self, batch: Vec<Pending>) -> Result<Vec<RowResult>, DomainError> {
+        let mut results: Vec<Option<RowResult>> = vec![None; batch.len()];
+        let mut prepared = Vec::with_capacity(batch.len());
+        let (mut email_keys, mut external_ids, mut ids) = (Vec::new(), Vec::new(), Vec::new());
+        for (i, row) in batch.into_iter().enumerate() {
+            let fail = |f: RowFailure| Some(RowResult::failed(row.line, String::new(), f));
+            let cells = match row.cells {
+                Ok(cells) => cells,
+                Err(f) => {
+                    results[i] = fail(f);
+                    continue;
+                }
+            };
+            let key = match self.key_of(&cells) {
+                Ok(key) => key,
+                Err(f) => {
+                    results[i] = fail(f);
+                    continue;
+                }
+            };
+            if let Some(hash) = key_hash(&key) {
+                if let Some(first) = self.seen_keys.get(&hash) {
+                    let field = Column::for_key(self.job.options.match_key).field();
+                    results[i] = fail(failure(
+                        "DUPLICATE_IN_FILE",
+                        &field,
+                        format!("the same {field} is on line {first}"),
+                    ));
+                    continue;
+                }
+                self.seen_keys.insert(hash, row.line);
+            }
+            match &key {
+                Key::Email(e) => email_keys.push(e.key().to_owned()),
+                Key::Id(id) => ids.push(*id),
+                Key::External(x) => external_ids.push(x.clone()),
+                Key::NewId => {}
+            }
+            // Secondary unique fields are looked up too, to report conflicts per row.
+            if let Some(Ok(e)) = cell(&cells, Column::Email)
+                .filter(|v| !v.is_empty())
+                .map(|v| Email::parse("email", v.trim()))
+            {
+                email_keys.push(e.key().to_owned());
+            }
+            if let Some(x) = cell(&cells, Column::ExternalId).filter(|v| !v.is_empty()) {
+                external_ids.push(x.to_owned());
+            }
+            prepared.push((
+                i,
+                Prepared {
+                    line: row.line,
+                    key,
+                    cells,
+                },
+            ));
+        }
+
+        let existing = if prepared.is_empty() {
+            Vec::new()
+        } else {
+            email_keys.sort();
+            email_keys.dedup();
+            external_ids.sort();
+            external_ids.dedup();
+            self.repo
+                .find_import_matches(&self.tenant.id, &email_keys, &external_ids, &ids)
+                .await?
+        };
+        let by_id: HashMap<Uuid, &User> = existing.iter().map(|u| (u.id.0, u)).collect();
+        let by_email: HashMap<&str, &User> = existing.iter().map(|u| (u.email.key(), u)).collect();
+        let by_external: HashMap<&str, &User> = existing
+            .iter()
+            .filter_map(|u| u.external_id.as_deref().map(|x| (x, u)))
+            .collect();
+
+        let now = Timestamp::now();
+        let mode = self.job.options.mode;
+        let skip_empty = self.job.options.skip_empty_values;
+        let mut creates: Vec<(usize, u64, User)> = Vec::new();
+        let mut updates: Vec<(usize, u64, User, Revision)> = Vec::new();
+        for (i, row) in prepared {
+            let current = match &row.key {
+                Key::Email(e) => by_email.get(e.key()).copied(),
+                Key::Id(id) => by_id.get(id).copied(),
+                Key::External(x) => by_external.get(x.as_str()).copied(),
+                Key::NewId => None,
+            };
+            let outcome = match (current, mode) {
+                (Some(user), ImportMode::CreateOnly) => Err(RowResult::done(row.line, RowOutcome::Skipped, user)),
+                (None, ImportMode::UpdateOnly) => Err(RowResult {
+                    line: row.line,
+                    outcome: RowOutcome::Skipped,
+                    user: String::new(),
+                    email: cell(&row.cells, Column::Email).unwrap_or_default().to_owned(),
+                    failure: None,
+                }),
+                (Some(user), _) => {
+                    self.keep.insert(user.id.0);
+                    Ok(self.update_of(user, &row, skip_empty))
+                }
+                (None, _) => Ok(self.create_of(&row, now)),
+            };
+            let planned = match outcome {
+                Err(result) => {
+                    results[i] = Some(result);
+                    continue;
+                }
+                Ok(Err(f)) => {
+                    let email = cell(&row.cells, Column::Email).unwrap_or_default().to_owned();
+                    let user = current.map(|u| u.name().to_string()).unwrap_or_default();
+                    results[i] = Some(RowResult {
+                        line: row.line,
+                        outcome: RowOutcome::Failed,
+                        user,
+                        email,
+                        failure: Some(f),
+                    });
+                    continue;
+                }
+                Ok(Ok(planned)) => planned,
+            };
+            // Unique fields the row would take from another user, in the database or earlier in the file.
+            if let Err(f) = self.check_unique(&planned, current, &by_email, &by_external, row.line) {
+                results[i] = Some(RowResult::failed(row.line, planned.email.as_str().to_owned(), f));
+                continue;
+            }
+            match current {
+                None => creates.push((i, row.line, planned)),
+                Some(user) if planned == *user => {
+                    results[i] = Some(RowResult::done(row.line, RowOutcome::Unchanged, user));
+                }
+                Some(user) => {
+                    let mut updated = planned;
+                    updated.update_time = now;
+                    updated.revision = user.revision.next();
+                    updates.push((i, row.line, updated, user.revision));
+                }
+            }
+        }
+
+        self.write(creates, updates, &mut results).await?;
+        let results: Vec<RowResult> = results.into_iter().flatten().collect();
+        for r in &results {
+            self.job.counts.add(r.outcome);
+        }
+        Ok(results)
+    }
+
+    fn key_of(&self, cells: &[(Column, String)]) -> Result<Key, RowFailure> {
+        let value = |column: Column| cell(cells, column).unwrap_or_default().trim();
+        match self.job.options.match_key {
+            MatchKey::Email => Email::parse("email", value(Column::Email))
+                .map(Key::Email)
+                .map_err(|v| failure("INVALID_ARGUMENT", v.field, v.description)),
+            MatchKey::UserId => match value(Column::UserId) {
+                "" => Ok(Key::NewId),
+                id => Uuid::parse_str(id).map(Key::Id).map_err(|_| {
+                    failure(
+                        "INVALID_ARGUMENT",
+                        "userid",
+                        format!("{id:?} is not a user id (a UUID)"),
+                    )
+                }),
+            },
+            MatchKey::ExternalId => match cell(cells, Column::ExternalId).unwrap_or_default() {
+                "" => Err(failure(
+                    "INVALID_ARGUMENT",
+                    "external_id",
+                    "external_id is empty; it is the match key",
+                )),
+                x => Ok(Key::External(x.to_owned())),
+            },
+        }
+    }
+
+    fn update_of(&self, user: &User, row: &Prepared, skip_empty: bool) -> Result<User, RowFailure> {
+        let (input, mask) = row_input(&row.cells, skip_empty)?;
+        let mut updated = user.clone();
+        updated
+            .apply(input, &mask, &self.tenant.custom_attributes)
+            .map_err(row_failure)?;
+        Ok(updated)
+    }
+
+    fn create_of(&self, row: &Prepared, now: Timestamp) -> Result<User, RowFailure> {
+        let (input, _) = row_input(&row.cells, false)?;
+        let mut user =
+            User::create(self.tenant.id.clone(), input, &self.tenant.custom_attributes, now).map_err(row_failure)?;
+        if let Key::Id(id) = row.key {
+            user.id = UserId(id);
+        }
+        Ok(user)
+    }
+
+    /// The row's email and external id must not belong to another user, in
+    /// the database or on an earlier line.
+    fn check_unique(
+        &mut self,
+        planned: &User,
+        current: Option<&User>,
+        by_email: &HashMap<&str, &User>,
+        by_external: &HashMap<&str, &User>,
+        line: u64,
+    ) -> Result<(), RowFailure> {
+        let other = |found: Option<&&User>| found.is_some_and(|u| u.id != planned.id);
+        if other(by_email.get(planned.email.key())) {
+            return Err(failure(
+                "EMAIL_ALREADY_EXISTS",
+                "email",
+                format!("{} belongs to another user of the tenant", planned.email),
+            ));
+        }
+        if let Some(x) = &planned.external_id
+            && other(by_external.get(x.as_str()))
+        {
+            return Err(failure(
+                "EXTERNAL_ID_ALREADY_EXISTS",
+                "external_id",
+                format!("external id {x:?} belongs to another user of the tenant"),
+            ));
+        }
+        let key = self.job.options.match_key;
+        let email_changes = current.is_none_or(|c| c.email.key() != planned.email.key());
+        if key != MatchKey::Email && email_changes {
+            let hash = xxh3_64(planned.email.key().as_bytes());
+            if let Some(first) = self.seen_emails.get(&hash) {
+                return Err(failure(
+                    "DUPLICATE_IN_FILE",
+                    "email",
+                    format!("the same email is on line {first}"),
+                ));
+            }
+            self.seen_emails.insert(hash, line);
+        }
+        if key != MatchKey::ExternalId
+            && let Some(x) = &planned.external_id
+            && current.is_none_or(|c| c.external_id.as_ref() != Some(x))
+        {
+            let hash = xxh3_64(x.as_bytes());
+            if let Some(first) = self.seen_external.get(&hash) {
+                return Err(failure(
+                    "DUPLICATE_IN_FILE",
+                    "external_id",
+                    format!("the same external_id is on line {first}"),
+                ));
+            }
+            self.seen_external.insert(hash, line);
+        }
+        Ok(())
+    }
+
+    async fn write(
+        &mut self,
+        creates: Vec<(usize, u64, User)>,
+        updates: Vec<(usize, u64, User, Revision)>,
+        results: &mut [Option<RowResult>],
+    ) -> Result<(), DomainError> {
+        let outcomes: Vec<Result<(), DomainError>> = if self.job.options.validate_only {
+            // A dry run takes seats on paper, in file order.
+            let limit = u64::from(self.tenant.seat_limit);
+            let mut out = Vec::with_capacity(creates.len() + updates.len());
+            for _ in &creates {
+                if limit != 0 && u64::from(self.tenant.user_count) + self.dry_created >= limit {
+                    out.push(Err(DomainError::SeatLimitExceeded {
+                        tenant: self.tenant.id.to_string(),
+                        limit: self.tenant.seat_limit,
+                    }));
+                } else {
+                    self.dry_created += 1;
+                    out.push(Ok(()));
+                }
+            }
+            out.extend(updates.iter().map(|_| Ok(())));
+            out
+        } else if creates.is_empty() && updates.is_empty() {
+            Vec::new()
+        } else {
+            let create_users: Vec<User> = creates.iter().map(|(_, _, u)| u.clone()).collect();
+            let update_users: Vec<(User, Revision)> = updates.iter().map(|(_, _, u, r)| (u.clone(), *r)).collect();
+            self.repo
+                .write_import_batch(&self.tenant.id, &create_users, &update_users)
+                .await?
+        };
+        let planned = creates
+            .into_iter()
+            .map(|(i, line, u)| (i, line, u, RowOutcome::Created))
+            .chain(
+                updates
+                    .into_iter()
+                    .map(|(i, line, u, _)| (i, line, u, RowOutcome::Updated)),
+            );
+        for ((i, line, user, outcome), written) in planned.zip(outcomes) {
+            results[i] = Some(match written {
+                Ok(()) => RowResult::done(line, outcome, &user),
+                Err(e) => RowResult::failed(line, user.email.as_str().to_owned(), row_failure(e)),
+            });
+        }
+        Ok(())
+    }
+}
+
+fn key_hash(key: &Key) -> Option<u64> {
+    match key {
+        Key::Email(e) => Some(xxh3_64(e.key().as_bytes())),
+        Key::Id(id) => Some(xxh3_64(id.as_bytes())),
+        Key::External(x) => Some(xxh3_64(x.as_bytes())),
+        Key::NewId => None,
+    }
+}
+
+impl RowResult {
+    fn done(line: u64, outcome: RowOutcome, user: &User) -> Self {
+        Self {
+            line,
+            outcome,
+            user: user.name().to_string(),
+            email: user.email.as_str().to_owned(),
+            failure: None,
+        }
+    }
+
+    fn failed(line: u64, email: String, failure: RowFailure) -> Self {
+        Self {
+            line,
+            outcome: RowOutcome::Failed,
+            user: String::new(),
+            email,
+            failure: Some(failure),
+        }
+    }
+}

@@ -1,0 +1,208 @@
+//! Bulk import: options, the import job record, decoding, column mapping and
+//! the per-row rules. The engine ([`engine::Importer`]) is fed file bytes or
+//! parsed rows and hands back a result for every row as batches commit.
+
+pub mod columns;
+pub mod csv;
+pub mod engine;
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::tenant::TenantId;
+use crate::text::Timestamp;
+
+pub use self::csv::DeclaredEncoding;
+
+/// What an import does with the users of the file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ImportMode {
+    CreateOnly,
+    UpdateOnly,
+    Upsert,
+    FullSync,
+}
+
+impl ImportMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::CreateOnly => "CREATE_ONLY",
+            Self::UpdateOnly => "UPDATE_ONLY",
+            Self::Upsert => "UPSERT",
+            Self::FullSync => "FULL_SYNC",
+        }
+    }
+}
+
+/// How a row finds its existing user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum MatchKey {
+    #[default]
+    Email,
+    UserId,
+    ExternalId,
+}
+
+/// The options of one import, as validated.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImportOptions {
+    pub mode: ImportMode,
+    pub match_key: MatchKey,
+    pub keep_admins: bool,
+    pub skip_empty_values: bool,
+    #[serde(with = "declared_encoding")]
+    pub encoding: DeclaredEncoding,
+    /// File header -> field name; "" ignores the column.
+    pub column_mapping: BTreeMap<String, String>,
+    pub validate_only: bool,
+    pub allow_delete_all: bool,
+}
+
+mod declared_encoding {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    use super::DeclaredEncoding;
+
+    pub fn serialize<S: Serializer>(e: &DeclaredEncoding, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(match e {
+            DeclaredEncoding::Auto => "AUTO",
+            DeclaredEncoding::Utf8 => "UTF8",
+            DeclaredEncoding::ShiftJis => "SHIFT_JIS",
+        })
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<DeclaredEncoding, D::Error> {
+        Ok(match String::deserialize(d)?.as_str() {
+            "UTF8" => DeclaredEncoding::Utf8,
+            "SHIFT_JIS" => DeclaredEncoding::ShiftJis,
+            _ => DeclaredEncoding::Auto,
+        })
+    }
+}
+
+/// What happened to one row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RowOutcome {
+    Created,
+    Updated,
+    Unchanged,
+    Deleted,
+    Skipped,
+    Failed,
+}
+
+/// The result of one row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RowResult {
+    /// Line where the row starts (or the position of a parsed row); 0 for deletions.
+    pub line: u64,
+    pub outcome: RowOutcome,
+    /// Resource name of the user, when known.
+    pub user: String,
+    pub email: String,
+    /// For failures.
+    pub failure: Option<RowFailure>,
+}
+
+/// Why a row failed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RowFailure {
+    pub reason: String,
+    pub field: String,
+    pub message: String,
+}
+
+/// Counts per outcome.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ImportCounts {
+    pub rows: u64,
+    pub created: u64,
+    pub updated: u64,
+    pub unchanged: u64,
+    pub deleted: u64,
+    pub skipped: u64,
+    pub failed: u64,
+}
+
+impl ImportCounts {
+    pub fn add(&mut self, outcome: RowOutcome) {
+        match outcome {
+            RowOutcome::Created => self.created += 1,
+            RowOutcome::Updated => self.updated += 1,
+            RowOutcome::Unchanged => self.unchanged += 1,
+            RowOutcome::Deleted => self.deleted += 1,
+            RowOutcome::Skipped => self.skipped += 1,
+            RowOutcome::Failed => self.failed += 1,
+        }
+        if outcome != RowOutcome::Deleted {
+            self.rows += 1;
+        }
+    }
+}
+
+/// State of an import job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ImportState {
+    Running,
+    Succeeded,
+    Failed,
+    Cancelled,
+}
+
+impl ImportState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Running => "RUNNING",
+            Self::Succeeded => "SUCCEEDED",
+            Self::Failed => "FAILED",
+            Self::Cancelled => "CANCELLED",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::Running, Self::Succeeded, Self::Failed, Self::Cancelled]
+            .into_iter()
+            .find(|st| st.as_str() == s)
+    }
+}
+
+/// The record an import leaves behind.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImportJob {
+    pub tenant: TenantId,
+    pub id: Uuid,
+    pub actor: String,
+    pub options: ImportOptions,
+    pub state: ImportState,
+    pub start_time: Timestamp,
+    pub end_time: Option<Timestamp>,
+    pub counts: ImportCounts,
+    pub error: String,
+}
+
+impl ImportJob {
+    pub fn resource_name(&self) -> String {
+        format!("tenants/{}/importJobs/{}", self.tenant, self.id.hyphenated())
+    }
+
+    /// Parses `tenants/{tenant}/importJobs/{uuid}`.
+    pub fn parse_name(field: &str, name: &str) -> Result<(TenantId, Uuid), crate::FieldViolation> {
+        let bad = || {
+            crate::FieldViolation::new(
+                field,
+                format!("{name:?} is not an import job name; expected tenants/{{tenant_id}}/importJobs/{{id}}"),
+            )
+        };
+        let mut parts = name.split('/');
+        let (Some("tenants"), Some(tenant), Some("importJobs"), Some(id), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(bad());
+        };
+        let tenant = TenantId::parse(field, tenant)?;
+        let id = Uuid::parse_str(id).map_err(|_| bad())?;
+        Ok((tenant, id))
+    }
+}

@@ -1,0 +1,464 @@
+//! `ImportRepository` on sea-orm: job records, the FULL_SYNC lock, and batch
+//! reads and writes of users.
+
+use std::collections::HashSet;
+
+use sea_orm::ActiveValue::Set;
+use sea_orm::sea_query::Expr;
+use sea_orm::{
+    ColumnTrait, Condition, ConnectionTrait, DatabaseTransaction, DbErr, EntityTrait, ExprTrait, QueryFilter,
+    QueryOrder, QuerySelect, SqlErr, TransactionTrait,
+};
+use userdir_domain::import::{ImportCounts, ImportJob, ImportOptions, ImportState};
+use userdir_domain::repo::{ImportRepository, RepoResult, SyncLock};
+use userdir_domain::tenant::TenantId;
+use userdir_domain::text::{Revision, Timestamp};
+use userdir_domain::user::{User, UserId};
+use userdir_domain::{DomainError, ResourceKind};
+use uuid::Uuid;
+
+use crate::convert::{user_from_row, user_to_active};
+use crate::entity::{import_job, tenant, user};
+use crate::error::user_write_error;
+use crate::tenants::tenant_not_found;
+use crate::{Store, db_error};
+
+/// Rows per multi-row INSERT and per `IN (...)` list.
+const CHUNK: usize = 500;
+
+fn job_to_active(job: &ImportJob) -> import_job::ActiveModel {
+    let c = &job.counts;
+    let n = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+    import_job::ActiveModel {
+        id: Set(job.id),
+        tenant_id: Set(job.tenant.as_str().to_owned()),
+        actor: Set(job.actor.clone()),
+        options: Set(serde_json::to_string(&job.options).unwrap_or_default()),
+        state: Set(job.state.as_str().to_owned()),
+        start_time: Set(job.start_time.unix_micros()),
+        end_time: Set(job.end_time.map(Timestamp::unix_micros)),
+        rows: Set(n(c.rows)),
+        created: Set(n(c.created)),
+        updated: Set(n(c.updated)),
+        unchanged: Set(n(c.unchanged)),
+        deleted: Set(n(c.deleted)),
+        skipped: Set(n(c.skipped)),
+        failed: Set(n(c.failed)),
+        error: Set(job.error.clone()),
+    }
+}
+
+fn job_from_row(row: import_job::Model) -> RepoResult<ImportJob> {
+    let corrupt = |what: &str| DomainError::storage(format!("stored import job {} has an unreadable {what}", row.id));
+    let options: ImportOptions = serde_json::from_str(&row.options).map_err(|_| corrupt("options"))?;
+    let n = |v: i64| u64::try_from(v).unwrap_or(0);
+    Ok(ImportJob {
+        tenant: TenantId::parse("tenant_id", &row.tenant_id).map_err(|_| corrupt("tenant"))?,
+        id: row.id,
+        actor: row.actor,
+        options,
+        state: ImportState::parse(&row.state).ok_or_else(|| corrupt("state"))?,
+        start_time: Timestamp::from_unix_micros(row.start_time),
+        end_time: row.end_time.map(Timestamp::from_unix_micros),
+        counts: ImportCounts {
+            rows: n(row.rows),
+            created: n(row.created),
+            updated: n(row.updated),
+            unchanged: n(row.unchanged),
+            deleted: n(row.deleted),
+            skipped: n(row.skipped),
+            failed: n(row.failed),
+        },
+        error: row.error,
+    })
+}
+
+fn is_unique_violation(e: &DbErr) -> bool {
+    matches!(e.sql_err(), Some(SqlErr::UniqueConstraintViolation(_)))
+}
+
+/// Seats of a tenant, read under its lock.
+struct Seats {
+    limit: i64,
+    /// `None` = no limit.
+    free: Option<u64>,
+}
+
+/// Locks the tenant row for the rest of `txn` (a write, so SQLite takes its
+/// write lock before anything is read) and returns its seats.
+async fn lock_seats(txn: &DatabaseTransaction, tenant: &TenantId) -> RepoResult<Seats> {
+    let touched = tenant::Entity::update_many()
+        .col_expr(tenant::Column::UserCount, Expr::col(tenant::Column::UserCount))
+        .filter(tenant::Column::Id.eq(tenant.as_str()))
+        .exec(txn)
+        .await
+        .map_err(db_error)?;
+    if touched.rows_affected == 0 {
+        return Err(tenant_not_found(tenant));
+    }
+    let row = tenant::Entity::find_by_id(tenant.as_str())
+        .one(txn)
+        .await
+        .map_err(db_error)?;
+    let row = row.ok_or_else(|| tenant_not_found(tenant))?;
+    let free = (row.seat_limit != 0).then(|| u64::try_from(row.seat_limit - row.user_count).unwrap_or(0));
+    Ok(Seats {
+        limit: row.seat_limit,
+        free,
+    })
+}
+
+async fn add_seats(txn: &DatabaseTransaction, tenant: &TenantId, delta: i64) -> RepoResult<()> {
+    if delta != 0 {
+        tenant::Entity::update_many()
+            .col_expr(
+                tenant::Column::UserCount,
+                Expr::col(tenant::Column::UserCount).add(delta),
+            )
+            .filter(tenant::Column::Id.eq(tenant.as_str()))
+            .exec(txn)
+            .await
+            .map_err(db_error)?;
+    }
+    Ok(())
+}
+
+async fn update_one(conn: &impl ConnectionTrait, user: &User, expected: Revision) -> Result<bool, DbErr> {
+    let result = user::Entity::update_many()
+        .set(user_to_active(user))
+        .filter(user::Column::Id.eq(user.id.0))
+        .filter(user::Column::TenantId.eq(user.tenant.as_str()))
+        .filter(user::Column::Revision.eq(expected.0))
+        .exec(conn)
+        .await?;
+    Ok(result.rows_affected == 1)
+}
+
+fn seat_error(tenant: &TenantId, seats: &Seats) -> DomainError {
+    DomainError::SeatLimitExceeded {
+        tenant: tenant.to_string(),
+        limit: u32::try_from(seats.limit).unwrap_or(u32::MAX),
+    }
+}
+
+fn stale(user: &User) -> DomainError {
+    DomainError::EtagMismatch {
+        kind: ResourceKind::User,
+        name: user.name().to_string(),
+    }
+}
+
+impl Store {
+    /// The whole batch in one transaction with multi-row inserts. `Ok(None)`
+    /// when a unique constraint fired (a row raced with another writer): the
+    /// transaction is rolled back and the caller retries row by row.
+    async fn write_batch_fast(
+        &self,
+        tenant: &TenantId,
+        creates: &[User],
+        updates: &[(User, Revision)],
+    ) -> RepoResult<Option<Vec<RepoResult<()>>>> {
+        let txn = self.connection().begin().await.map_err(db_error)?;
+        let seats = lock_seats(&txn, tenant).await?;
+        let allowed = seats.free.map_or(creates.len(), |f| {
+            creates.len().min(usize::try_from(f).unwrap_or(usize::MAX))
+        });
+        let mut results = Vec::with_capacity(creates.len() + updates.len());
+        for chunk in creates[..allowed].chunks(CHUNK) {
+            let insert = user::Entity::insert_many(chunk.iter().map(user_to_active))
+                .exec_without_returning(&txn)
+                .await;
+            match insert {
+                Ok(_) => {}
+                Err(e) if is_unique_violation(&e) => {
+                    txn.rollback().await.map_err(db_error)?;
+                    return Ok(None);
+                }
+                Err(e) => return Err(db_error(e)),
+            }
+        }
+        results.extend((0..creates.len()).map(|i| {
+            if i < allowed {
+                Ok(())
+            } else {
+                Err(seat_error(tenant, &seats))
+            }
+        }));
+        for (user, expected) in updates {
+            match update_one(&txn, user, *expected).await {
+                Ok(true) => results.push(Ok(())),
+                Ok(false) => results.push(Err(stale(user))),
+                Err(e) if is_unique_violation(&e) => {
+                    txn.rollback().await.map_err(db_error)?;
+                    return Ok(None);
+                }
+                Err(e) => return Err(db_error(e)),
+            }
+        }
+        add_seats(&txn, tenant, allowed as i64).await?;
+        txn.commit().await.map_err(db_error)?;
+        Ok(Some(results))
+    }
+
+    /// The batch in one transaction, each row behind its own savepoint, so a
+    /// row that violates a unique constraint fails alone.
+    async fn write_batch_rowwise(
+        &self,
+        tenant: &TenantId,
+        creates: &[User],
+        updates: &[(User, Revision)],
+    ) -> RepoResult<Vec<RepoResult<()>>> {
+        let txn = self.connection().begin().await.map_err(db_error)?;
+        let seats = lock_seats(&txn, tenant).await?;
+        let mut free = seats.free;
+        let mut inserted = 0i64;
+        let mut results = Vec::with_capacity(creates.len() + updates.len());
+        for user in creates {
+            if free == Some(0) {
+                results.push(Err(seat_error(tenant, &seats)));
+                continue;
+            }
+            let savepoint = txn.begin().await.map_err(db_error)?;
+            match user::Entity::insert(user_to_active(user))
+                .exec_without_returning(&savepoint)
+                .await
+            {
+                Ok(_) => {
+                    savepoint.commit().await.map_err(db_error)?;
+                    inserted += 1;
+                    free = free.map(|f| f - 1);
+                    results.push(Ok(()));
+                }
+                Err(e) => {
+                    savepoint.rollback().await.map_err(db_error)?;
+                    results.push(Err(user_write_error(
+                        e,
+                        user.email.as_str(),
+                        user.external_id.as_deref(),
+                    )));
+                }
+            }
+        }
+        for (user, expected) in updates {
+            let savepoint = txn.begin().await.map_err(db_error)?;
+            match update_one(&savepoint, user, *expected).await {
+                Ok(written) => {
+                    savepoint.commit().await.map_err(db_error)?;
+                    results.push(if written { Ok(()) } else { Err(stale(user)) });
+                }
+                Err(e) => {
+                    savepoint.rollback().await.map_err(db_error)?;
+                    results.push(Err(user_write_error(
+                        e,
+                        user.email.as_str(),
+                        user.external_id.as_deref(),
+                    )));
+                }
+            }
+        }
+        add_seats(&txn, tenant, inserted).await?;
+        txn.commit().await.map_err(db_error)?;
+        Ok(results)
+    }
+}
+
+impl ImportRepository for Store {
+    async fn insert_import_job(&self, job: &ImportJob) -> RepoResult<()> {
+        import_job::Entity::insert(job_to_active(job))
+            .exec_without_returning(self.connection())
+            .await
+            .map_err(db_error)?;
+        Ok(())
+    }
+
+    async fn update_import_job(&self, job: &ImportJob) -> RepoResult<()> {
+        import_job::Entity::update(job_to_active(job))
+            .exec(self.connection())
+            .await
+            .map_err(db_error)?;
+        Ok(())
+    }
+
+    async fn get_import_job(&self, tenant: &TenantId, id: Uuid) -> RepoResult<ImportJob> {
+        let row = import_job::Entity::find_by_id(id)
+            .filter(import_job::Column::TenantId.eq(tenant.as_str()))
+            .one(self.connection())
+            .await
+            .map_err(db_error)?;
+        match row {
+            Some(row) => job_from_row(row),
+            None => Err(DomainError::NotFound {
+                kind: ResourceKind::ImportJob,
+                name: format!("{}/importJobs/{id}", tenant.resource_name()),
+            }),
+        }
+    }
+
+    async fn list_import_jobs(
+        &self,
+        tenant: &TenantId,
+        before: Option<Uuid>,
+        limit: u32,
+    ) -> RepoResult<Vec<ImportJob>> {
+        let mut query = import_job::Entity::find()
+            .filter(import_job::Column::TenantId.eq(tenant.as_str()))
+            .order_by_desc(import_job::Column::Id)
+            .limit(u64::from(limit));
+        if let Some(before) = before {
+            query = query.filter(import_job::Column::Id.lt(before));
+        }
+        let rows = query.all(self.connection()).await.map_err(db_error)?;
+        rows.into_iter().map(job_from_row).collect()
+    }
+
+    async fn acquire_sync_lock(
+        &self,
+        tenant: &TenantId,
+        job: Uuid,
+        now: Timestamp,
+        stale_before: Timestamp,
+    ) -> RepoResult<SyncLock> {
+        let row = tenant::Entity::find_by_id(tenant.as_str())
+            .one(self.connection())
+            .await
+            .map_err(db_error)?;
+        let row = row.ok_or_else(|| tenant_not_found(tenant))?;
+        if let (Some(holder), Some(beat)) = (row.sync_job, row.sync_heartbeat)
+            && beat >= stale_before.unix_micros()
+        {
+            return Ok(SyncLock::Held(holder));
+        }
+        // Compare-and-swap on the holder we saw, so two starters cannot both win.
+        let holder_unchanged = match row.sync_job {
+            Some(holder) => tenant::Column::SyncJob.eq(holder),
+            None => tenant::Column::SyncJob.is_null(),
+        };
+        let result = tenant::Entity::update_many()
+            .col_expr(tenant::Column::SyncJob, Expr::value(job))
+            .col_expr(tenant::Column::SyncHeartbeat, Expr::value(now.unix_micros()))
+            .filter(tenant::Column::Id.eq(tenant.as_str()))
+            .filter(holder_unchanged)
+            .exec(self.connection())
+            .await
+            .map_err(db_error)?;
+        if result.rows_affected == 1 {
+            return Ok(row.sync_job.map_or(SyncLock::Acquired, SyncLock::TakenOver));
+        }
+        let now_row = tenant::Entity::find_by_id(tenant.as_str())
+            .one(self.connection())
+            .await
+            .map_err(db_error)?;
+        Ok(SyncLock::Held(now_row.and_then(|r| r.sync_job).unwrap_or(job)))
+    }
+
+    async fn refresh_sync_lock(&self, tenant: &TenantId, job: Uuid, now: Timestamp) -> RepoResult<()> {
+        tenant::Entity::update_many()
+            .col_expr(tenant::Column::SyncHeartbeat, Expr::value(now.unix_micros()))
+            .filter(tenant::Column::Id.eq(tenant.as_str()))
+            .filter(tenant::Column::SyncJob.eq(job))
+            .exec(self.connection())
+            .await
+            .map_err(db_error)?;
+        Ok(())
+    }
+
+    async fn release_sync_lock(&self, tenant: &TenantId, job: Uuid) -> RepoResult<()> {
+        tenant::Entity::update_many()
+            .col_expr(tenant::Column::SyncJob, Expr::value(Option::<Uuid>::None))
+            .col_expr(tenant::Column::SyncHeartbeat, Expr::value(Option::<i64>::None))
+            .filter(tenant::Column::Id.eq(tenant.as_str()))
+            .filter(tenant::Column::SyncJob.eq(job))
+            .exec(self.connection())
+            .await
+            .map_err(db_error)?;
+        Ok(())
+    }
+
+    async fn find_import_matches(
+        &self,
+        tenant: &TenantId,
+        email_keys: &[String],
+        external_ids: &[String],
+        ids: &[Uuid],
+    ) -> RepoResult<Vec<User>> {
+        let mut any = Condition::any();
+        if !email_keys.is_empty() {
+            any = any.add(user::Column::EmailKey.is_in(email_keys.iter().map(String::as_str)));
+        }
+        if !external_ids.is_empty() {
+            any = any.add(user::Column::ExternalId.is_in(external_ids.iter().map(String::as_str)));
+        }
+        if !ids.is_empty() {
+            any = any.add(user::Column::Id.is_in(ids.iter().copied()));
+        }
+        if any.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows = user::Entity::find()
+            .filter(user::Column::TenantId.eq(tenant.as_str()))
+            .filter(any)
+            .all(self.connection())
+            .await
+            .map_err(db_error)?;
+        rows.into_iter().map(user_from_row).collect()
+    }
+
+    async fn write_import_batch(
+        &self,
+        tenant: &TenantId,
+        creates: &[User],
+        updates: &[(User, Revision)],
+    ) -> RepoResult<Vec<RepoResult<()>>> {
+        match self.write_batch_fast(tenant, creates, updates).await? {
+            Some(results) => Ok(results),
+            None => self.write_batch_rowwise(tenant, creates, updates).await,
+        }
+    }
+
+    async fn delete_absent_users(
+        &self,
+        tenant: &TenantId,
+        created_before: Timestamp,
+        keep: &HashSet<Uuid>,
+        dry_run: bool,
+    ) -> RepoResult<Vec<(UserId, String)>> {
+        let txn = self.connection().begin().await.map_err(db_error)?;
+        if !dry_run {
+            lock_seats(&txn, tenant).await?;
+        }
+        let mut absent: Vec<(Uuid, String)> = Vec::new();
+        let mut after: Option<Uuid> = None;
+        loop {
+            let mut page = user::Entity::find()
+                .select_only()
+                .column(user::Column::Id)
+                .column(user::Column::Email)
+                .filter(user::Column::TenantId.eq(tenant.as_str()))
+                .filter(user::Column::CreateTime.lt(created_before.unix_micros()))
+                .order_by_asc(user::Column::Id)
+                .limit(5000);
+            if let Some(after) = after {
+                page = page.filter(user::Column::Id.gt(after));
+            }
+            let rows: Vec<(Uuid, String)> = page.into_tuple().all(&txn).await.map_err(db_error)?;
+            let Some(last) = rows.last() else { break };
+            after = Some(last.0);
+            absent.extend(rows.into_iter().filter(|(id, _)| !keep.contains(id)));
+        }
+        if !dry_run {
+            let mut deleted = 0u64;
+            for chunk in absent.chunks(CHUNK) {
+                let result = user::Entity::delete_many()
+                    .filter(user::Column::TenantId.eq(tenant.as_str()))
+                    .filter(user::Column::Id.is_in(chunk.iter().map(|(id, _)| *id)))
+                    .exec(&txn)
+                    .await
+                    .map_err(db_error)?;
+                deleted += result.rows_affected;
+            }
+            add_seats(&txn, tenant, -(deleted as i64)).await?;
+        }
+        txn.commit().await.map_err(db_error)?;
+        Ok(absent.into_iter().map(|(id, email)| (UserId(id), email)).collect())
+    }
+}

@@ -1,0 +1,250 @@
+//! `ImportUsers`, `GetImportJob`, `ListImportJobs`: protobuf <-> the domain's
+//! import engine. The stream is driven from a spawned task that sends results
+//! through a bounded channel: a client that stops reading stops the import
+//! from reading its file (backpressure), and one that goes away cancels it.
+
+use tokio::sync::mpsc;
+use tonic::{Status, Streaming};
+use userdir_domain::DomainError;
+use userdir_domain::import::engine::Importer;
+use userdir_domain::import::{
+    DeclaredEncoding, ImportJob, ImportMode, ImportOptions, ImportState, MatchKey, RowOutcome, RowResult,
+};
+use userdir_domain::repo::{ImportRepository, TenantRepository, UserRepository};
+
+use super::convert::timestamp;
+use super::to_status;
+use crate::pb;
+use crate::pb::import_users_request::Payload;
+use crate::pb::import_users_response::Payload as Out;
+
+/// Response messages buffered ahead of a slow reader.
+const RESPONSE_BUFFER: usize = 4;
+
+pub type ImportSender = mpsc::Sender<Result<pb::ImportUsersResponse, Status>>;
+
+/// Reads the options message that must open the stream.
+pub async fn read_options(inbound: &mut Streaming<pb::ImportUsersRequest>) -> Result<(String, ImportOptions), Status> {
+    let first = inbound.message().await?;
+    match first.and_then(|m| m.payload) {
+        Some(Payload::Options(options)) => import_options(options).map_err(to_status),
+        _ => Err(to_status(DomainError::invalid(
+            "options",
+            "the first message of ImportUsers must carry the options",
+        ))),
+    }
+}
+
+/// Starts the task that feeds `inbound` to `importer`; returns the response channel.
+pub fn spawn_import<R>(
+    importer: Importer<R>,
+    inbound: Streaming<pb::ImportUsersRequest>,
+) -> mpsc::Receiver<Result<pb::ImportUsersResponse, Status>>
+where
+    R: TenantRepository + UserRepository + ImportRepository,
+{
+    let (tx, rx) = mpsc::channel(RESPONSE_BUFFER);
+    tokio::spawn(run_import(importer, inbound, tx));
+    rx
+}
+
+async fn run_import<R>(mut importer: Importer<R>, mut inbound: Streaming<pb::ImportUsersRequest>, tx: ImportSender)
+where
+    R: TenantRepository + UserRepository + ImportRepository,
+{
+    loop {
+        let message = match inbound.message().await {
+            Ok(Some(message)) => message,
+            Ok(None) => {
+                let why = "the request stream closed without an end message, so the input may be cut short; \
+                           rows already reported stay, nothing after them was written";
+                importer.end(ImportState::Cancelled, Some(why.into())).await;
+                return;
+            }
+            Err(status) => {
+                let why = format!("the client's stream broke off: {}", status.message());
+                importer.end(ImportState::Cancelled, Some(why)).await;
+                return;
+            }
+        };
+        let step = match message.payload {
+            Some(Payload::Chunk(bytes)) => importer.push_chunk(&bytes).await,
+            Some(Payload::Rows(rows)) => {
+                importer
+                    .push_rows(rows.rows.into_iter().map(|r| r.fields.into_iter().collect()).collect())
+                    .await
+            }
+            Some(Payload::End(_)) => break,
+            Some(Payload::Options(_)) => Err(DomainError::invalid("options", "options may only be sent once, first")),
+            None => Ok(Vec::new()),
+        };
+        match step {
+            Ok(results) => {
+                if !send_results(&tx, results).await {
+                    importer
+                        .end(ImportState::Cancelled, Some("the client went away".into()))
+                        .await;
+                    return;
+                }
+            }
+            Err(e) => return fail(&mut importer, &tx, e).await,
+        }
+    }
+    match importer.finish().await {
+        Ok(results) => {
+            if !send_results(&tx, results).await {
+                return;
+            }
+            let summary = pb::ImportUsersResponse {
+                payload: Some(Out::Summary(job_to_pb(importer.job()))),
+            };
+            let _ = tx.send(Ok(summary)).await;
+        }
+        Err(e) => fail(&mut importer, &tx, e).await,
+    }
+}
+
+async fn fail<R>(importer: &mut Importer<R>, tx: &ImportSender, err: DomainError)
+where
+    R: TenantRepository + UserRepository + ImportRepository,
+{
+    importer.end(ImportState::Failed, Some(err.to_string())).await;
+    let _ = tx.send(Err(to_status(err))).await;
+}
+
+/// Sends a batch of results; false when the client is gone.
+async fn send_results(tx: &ImportSender, results: Vec<RowResult>) -> bool {
+    if results.is_empty() {
+        return true;
+    }
+    let results = results.into_iter().map(row_to_pb).collect();
+    let message = pb::ImportUsersResponse {
+        payload: Some(Out::Results(pb::ImportRowResults { results })),
+    };
+    tx.send(Ok(message)).await.is_ok()
+}
+
+fn row_to_pb(r: RowResult) -> pb::ImportRowResult {
+    let outcome = match r.outcome {
+        RowOutcome::Created => pb::ImportOutcome::Created,
+        RowOutcome::Updated => pb::ImportOutcome::Updated,
+        RowOutcome::Unchanged => pb::ImportOutcome::Unchanged,
+        RowOutcome::Deleted => pb::ImportOutcome::Deleted,
+        RowOutcome::Skipped => pb::ImportOutcome::Skipped,
+        RowOutcome::Failed => pb::ImportOutcome::Failed,
+    };
+    let failure = r.failure.unwrap_or_default();
+    pb::ImportRowResult {
+        line: i64::try_from(r.line).unwrap_or(i64::MAX),
+        outcome: outcome as i32,
+        user: r.user,
+        email: r.email,
+        reason: failure.reason,
+        field: failure.field,
+        message: failure.message,
+    }
+}
+
+/// The tenant and validated options of an import.
+pub fn import_options(o: pb::ImportOptions) -> Result<(String, ImportOptions), DomainError> {
+    let mode = match pb::ImportMode::try_from(o.mode) {
+        Ok(pb::ImportMode::CreateOnly) => ImportMode::CreateOnly,
+        Ok(pb::ImportMode::UpdateOnly) => ImportMode::UpdateOnly,
+        Ok(pb::ImportMode::Upsert) => ImportMode::Upsert,
+        Ok(pb::ImportMode::FullSync) => ImportMode::FullSync,
+        Ok(pb::ImportMode::Unspecified) | Err(_) => {
+            return Err(DomainError::invalid(
+                "options.mode",
+                "mode is required: IMPORT_MODE_CREATE_ONLY, IMPORT_MODE_UPDATE_ONLY, IMPORT_MODE_UPSERT or IMPORT_MODE_FULL_SYNC",
+            ));
+        }
+    };
+    let match_key = match pb::MatchKey::try_from(o.match_key) {
+        Ok(pb::MatchKey::Unspecified | pb::MatchKey::Email) => MatchKey::Email,
+        Ok(pb::MatchKey::UserId) => MatchKey::UserId,
+        Ok(pb::MatchKey::ExternalId) => MatchKey::ExternalId,
+        Err(_) => {
+            return Err(DomainError::invalid(
+                "options.match_key",
+                format!("{} is not a MatchKey", o.match_key),
+            ));
+        }
+    };
+    let encoding = match pb::ImportEncoding::try_from(o.encoding) {
+        Ok(pb::ImportEncoding::Unspecified | pb::ImportEncoding::Auto) => DeclaredEncoding::Auto,
+        Ok(pb::ImportEncoding::Utf8) => DeclaredEncoding::Utf8,
+        Ok(pb::ImportEncoding::ShiftJis) => DeclaredEncoding::ShiftJis,
+        Err(_) => {
+            return Err(DomainError::invalid(
+                "options.encoding",
+                format!("{} is not an ImportEncoding", o.encoding),
+            ));
+        }
+    };
+    let options = ImportOptions {
+        mode,
+        match_key,
+        keep_admins: o.keep_admins,
+        skip_empty_values: o.skip_empty_values,
+        encoding,
+        column_mapping: o.column_mapping.into_iter().collect(),
+        validate_only: o.validate_only,
+        allow_delete_all: o.allow_delete_all,
+    };
+    Ok((o.parent, options))
+}
+
+fn options_to_pb(parent: String, o: &ImportOptions) -> pb::ImportOptions {
+    pb::ImportOptions {
+        parent,
+        mode: match o.mode {
+            ImportMode::CreateOnly => pb::ImportMode::CreateOnly,
+            ImportMode::UpdateOnly => pb::ImportMode::UpdateOnly,
+            ImportMode::Upsert => pb::ImportMode::Upsert,
+            ImportMode::FullSync => pb::ImportMode::FullSync,
+        } as i32,
+        match_key: match o.match_key {
+            MatchKey::Email => pb::MatchKey::Email,
+            MatchKey::UserId => pb::MatchKey::UserId,
+            MatchKey::ExternalId => pb::MatchKey::ExternalId,
+        } as i32,
+        keep_admins: o.keep_admins,
+        skip_empty_values: o.skip_empty_values,
+        encoding: match o.encoding {
+            DeclaredEncoding::Auto => pb::ImportEncoding::Auto,
+            DeclaredEncoding::Utf8 => pb::ImportEncoding::Utf8,
+            DeclaredEncoding::ShiftJis => pb::ImportEncoding::ShiftJis,
+        } as i32,
+        column_mapping: o.column_mapping.clone().into_iter().collect(),
+        validate_only: o.validate_only,
+        allow_delete_all: o.allow_delete_all,
+    }
+}
+
+pub fn job_to_pb(job: &ImportJob) -> pb::ImportJob {
+    let c = &job.counts;
+    let n = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+    pb::ImportJob {
+        name: job.resource_name(),
+        actor: job.actor.clone(),
+        options: Some(options_to_pb(job.tenant.resource_name(), &job.options)),
+        state: match job.state {
+            ImportState::Running => pb::ImportJobState::Running,
+            ImportState::Succeeded => pb::ImportJobState::Succeeded,
+            ImportState::Failed => pb::ImportJobState::Failed,
+            ImportState::Cancelled => pb::ImportJobState::Cancelled,
+        } as i32,
+        start_time: timestamp(job.start_time),
+        end_time: job.end_time.and_then(timestamp),
+        counts: Some(pb::ImportCounts {
+            rows: n(c.rows),
+            created: n(c.created),
+            updated: n(c.updated),
+            unchanged: n(c.unchanged),
+            deleted: n(c.deleted),
+            skipped: n(c.skipped),
+            failed: n(c.failed),
+        }),
+        error: job.error.clone(),
+    }
+}

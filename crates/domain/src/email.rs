@@ -34,7 +34,11 @@ impl Email {
         if raw.is_empty() {
             return bad("email is required");
         }
-        let value: String = raw.nfc().collect();
+        let value: String = if raw.is_ascii() {
+            raw.to_owned()
+        } else {
+            raw.nfc().collect()
+        };
         let chars = value.chars().count();
         if chars > EMAIL_MAX_CHARS {
             return Err(FieldViolation::new(
@@ -124,6 +128,9 @@ impl fmt::Display for Email {
 /// Unicode NFC, then lower-cased (Unicode simple lower case, locale independent).
 /// `Taro.Yamada@Example.COM` and `taro.yamada@example.com` are the same user.
 pub fn email_key(email: &str) -> String {
+    if email.is_ascii() {
+        return email.to_ascii_lowercase();
+    }
     email.nfc().collect::<String>().to_lowercase()
 }
 

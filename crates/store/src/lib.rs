@@ -44,6 +44,11 @@ impl StoreOptions {
 #[derive(Clone, Debug)]
 pub struct Store {
     db: DatabaseConnection,
+    /// Where writes go. On SQLite a pool of one connection: SQLite runs one
+    /// writer at a time anyway, and a single writer keeps its page cache
+    /// (another connection's commit would invalidate it). On PostgreSQL the
+    /// same pool as reads.
+    writer: DatabaseConnection,
 }
 
 impl Store {
@@ -61,12 +66,25 @@ impl Store {
                     .busy_timeout(Duration::from_secs(30))
                     .foreign_keys(true)
                     .create_if_missing(true)
-            });
+                    .pragma("cache_size", "-65536")
+                    .pragma("wal_autocheckpoint", "8192")
+                    .pragma("temp_store", "memory")
+            })
+            // Plan every statement for its parameters: a generic plan cached
+            // while a table was still small (say, early in a bulk import)
+            // would otherwise keep scanning the whole tenant for lookups.
+            .map_sqlx_postgres_opts(|o| o.options([("plan_cache_mode", "force_custom_plan")]));
         if let Some(schema) = &options.pg_schema {
             opts.set_schema_search_path(schema.clone());
         }
-        let db = Database::connect(opts).await?;
-        Ok(Self { db })
+        let db = Database::connect(opts.clone()).await?;
+        let writer = if db.get_database_backend() == DbBackend::Sqlite {
+            opts.max_connections(1).min_connections(1);
+            Database::connect(opts).await?
+        } else {
+            db.clone()
+        };
+        Ok(Self { db, writer })
     }
 
     /// Connects and applies every pending migration.
@@ -79,19 +97,28 @@ impl Store {
     /// Applies pending migrations (idempotent; safe with many replicas on
     /// PostgreSQL, where migrations run in a transaction).
     pub async fn migrate(&self) -> Result<(), DbErr> {
-        migration::Migrator::up(&self.db, None).await
+        migration::Migrator::up(&self.writer, None).await
     }
 
     pub fn backend(&self) -> DbBackend {
         self.db.get_database_backend()
     }
 
+    /// The pool for reads.
     pub fn connection(&self) -> &DatabaseConnection {
         &self.db
     }
 
+    /// The pool for writes.
+    pub fn writer(&self) -> &DatabaseConnection {
+        &self.writer
+    }
+
     /// Closes the pool, waiting for connections to be returned.
     pub async fn close(self) -> Result<(), DbErr> {
+        if self.backend() == DbBackend::Sqlite {
+            self.writer.close().await?;
+        }
         self.db.close().await
     }
 }

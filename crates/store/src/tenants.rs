@@ -22,7 +22,7 @@ impl TenantRepository for Store {
         let mut row = tenant_to_active(tenant);
         row.user_count = Set(0);
         Entity::insert(row)
-            .exec(self.connection())
+            .exec(self.writer())
             .await
             .map_err(|e| match e.sql_err() {
                 Some(SqlErr::UniqueConstraintViolation(_)) => DomainError::AlreadyExists {
@@ -57,7 +57,7 @@ impl TenantRepository for Store {
             .set(tenant_to_active(tenant))
             .filter(Column::Id.eq(tenant.id.as_str()))
             .filter(Column::Revision.eq(expected.0))
-            .exec(self.connection())
+            .exec(self.writer())
             .await
             .map_err(db_error)?;
         if result.rows_affected == 1 {

@@ -49,7 +49,7 @@ async fn move_seats(txn: &DatabaseTransaction, tenant: &TenantId, delta: i64) ->
 
 impl UserRepository for Store {
     async fn insert_user(&self, user: &User) -> RepoResult<()> {
-        let txn = self.connection().begin().await.map_err(db_error)?;
+        let txn = self.writer().begin().await.map_err(db_error)?;
         // The seat is taken first: that write locks the tenant row (PostgreSQL)
         // or the database (SQLite) before anything is read.
         if !move_seats(&txn, &user.tenant, 1).await? {
@@ -101,7 +101,7 @@ impl UserRepository for Store {
             .filter(user::Column::Id.eq(user.id.0))
             .filter(user::Column::TenantId.eq(user.tenant.as_str()))
             .filter(user::Column::Revision.eq(expected.0))
-            .exec(self.connection())
+            .exec(self.writer())
             .await
             .map_err(|e| user_write_error(e, user.email.as_str(), user.external_id.as_deref()))?;
         if result.rows_affected == 1 {
@@ -116,7 +116,7 @@ impl UserRepository for Store {
     }
 
     async fn delete_user(&self, name: &UserName, expected: Option<Revision>) -> RepoResult<()> {
-        let txn = self.connection().begin().await.map_err(db_error)?;
+        let txn = self.writer().begin().await.map_err(db_error)?;
         let mut delete = user::Entity::delete_many()
             .filter(user::Column::Id.eq(name.id.0))
             .filter(user::Column::TenantId.eq(name.tenant.as_str()));

@@ -1,5 +1,7 @@
 //! The `userdir` command line.
 
+pub mod import;
+
 use clap::{Parser, Subcommand};
 
 use crate::config::Config;
@@ -16,6 +18,8 @@ pub struct Cli {
 pub enum Command {
     /// Run the gRPC server.
     Serve(Config),
+    /// Import users from a CSV file into a running server.
+    Import(import::ImportArgs),
 }
 
 /// Resolves on SIGTERM or Ctrl-C.

@@ -1,0 +1,304 @@
+//! Bulk import through the real server, next to the raw database load of the
+//! same file in the same run.
+//!
+//! For each backend (SQLite, PostgreSQL) and each N in `IMPORT_BENCH_ROWS`
+//! (default `100000,1000000`):
+//! 1. the raw load: `sqlite3 .import` into a table with time-ordered ids and a
+//!    unique email, or `psql \copy` into a table with a unique
+//!    (tenant, lower(email)) index, the ceilings of `bench/`;
+//! 2. the `userdir` server binary on a fresh database, fed the file by a
+//!    streaming client in 64 KiB chunks: UPSERT of N new users, then the same
+//!    file again (all UNCHANGED). Reported: rows/s, per-row result latency
+//!    (from sending the chunk that completes a row to receiving its result),
+//!    the rate of the first and last 10% of rows, and the server's peak RSS.
+//!
+//! Run: `cargo bench --bench import` (needs `python3`, `sqlite3` and `psql`;
+//! PostgreSQL from `USERDIR_TEST_PG_URL`). `IMPORT_BENCH_BACKENDS=sqlite` or
+//! `=postgres` limits the backends.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use userdir::pb::import_users_request::Payload;
+use userdir::pb::import_users_response::Payload as Out;
+use userdir::pb::tenant_admin_client::TenantAdminClient;
+use userdir::pb::user_directory_client::UserDirectoryClient;
+use userdir::pb::{CreateTenantRequest, ImportEnd, ImportMode, ImportOptions, ImportUsersRequest, Tenant};
+
+const CHUNK: usize = 64 * 1024;
+
+struct Run {
+    rows: u64,
+    secs: f64,
+    p50: Duration,
+    p99: Duration,
+    first10: f64,
+    last10: f64,
+    failed: u64,
+}
+
+fn sh(cmd: &mut Command) {
+    let status = cmd.status().expect("run command");
+    assert!(status.success(), "{cmd:?} failed");
+}
+
+fn peak_rss_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let kib: f64 = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0);
+    kib / 1024.0
+}
+
+fn raw_sqlite(csv: &Path, dir: &Path) -> f64 {
+    let db = dir.join("raw.db");
+    let _ = std::fs::remove_file(&db);
+    let custom: String = (1..=10).map(|k| format!(", custom_{k:02} TEXT")).collect();
+    let cols: String = (1..=10).map(|k| format!(", custom_{k:02}")).collect();
+    let uuid7 = "substr(printf('%012x', CAST((julianday('now')-2440587.5)*86400000 AS INT)),1,8)||'-'||substr(printf('%012x', CAST((julianday('now')-2440587.5)*86400000 AS INT)),9,4)||'-7'||printf('%03x',(rn>>40)&4095)||'-'||printf('%04x',32768|((rn>>28)&4095))||'-'||printf('%012x',rn)";
+    let script = format!(
+        "PRAGMA journal_mode=WAL;\nPRAGMA temp_store=MEMORY;\n\
+         CREATE TABLE users(id TEXT PRIMARY KEY, email TEXT UNIQUE, name TEXT, enabled INT, status TEXT, created TEXT, updated TEXT{custom});\n\
+         CREATE TEMP TABLE staging(email TEXT, name TEXT{custom});\nBEGIN;\n.import --csv --skip 1 {} staging\n\
+         INSERT INTO users SELECT {uuid7}, email, name, 1, 'active', strftime('%Y-%m-%dT%H:%M:%fZ','now'), strftime('%Y-%m-%dT%H:%M:%fZ','now'){cols} FROM (SELECT rowid AS rn, * FROM staging);\nCOMMIT;\n",
+        csv.display()
+    );
+    let start = Instant::now();
+    let mut child = Command::new("sqlite3")
+        .arg(&db)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(script.as_bytes()).unwrap();
+    assert!(child.wait().unwrap().success());
+    let secs = start.elapsed().as_secs_f64();
+    let _ = std::fs::remove_file(&db);
+    secs
+}
+
+fn raw_postgres(csv: &Path, url: &str, schema: &str) -> f64 {
+    let custom: String = (1..=10).map(|k| format!(", custom_{k:02} TEXT")).collect();
+    let cols: String = (1..=10).map(|k| format!(", custom_{k:02}")).collect();
+    let setup = format!(
+        "CREATE TABLE {schema}.raw_users(id uuid PRIMARY KEY DEFAULT gen_random_uuid(), tenant TEXT NOT NULL DEFAULT 'default', \
+         email TEXT NOT NULL, name TEXT NOT NULL, enabled BOOLEAN NOT NULL DEFAULT true, status TEXT NOT NULL DEFAULT 'active', \
+         created TIMESTAMPTZ NOT NULL DEFAULT now(), updated TIMESTAMPTZ NOT NULL DEFAULT now(){custom}); \
+         CREATE UNIQUE INDEX ON {schema}.raw_users (tenant, lower(email)); CHECKPOINT;"
+    );
+    sh(Command::new("psql").args([url, "-q", "-v", "ON_ERROR_STOP=1", "-c", &setup]));
+    let copy = format!(
+        "\\copy {schema}.raw_users(email, name{cols}) FROM '{}' WITH (FORMAT csv, HEADER true)",
+        csv.display()
+    );
+    let start = Instant::now();
+    sh(Command::new("psql").args([url, "-q", "-v", "ON_ERROR_STOP=1", "-c", &copy]));
+    let secs = start.elapsed().as_secs_f64();
+    sh(Command::new("psql").args([url, "-q", "-c", &format!("DROP TABLE {schema}.raw_users")]));
+    secs
+}
+
+/// Streams `csv` into the server and times every row's result.
+async fn import(addr: &str, csv: &Path) -> Run {
+    let bytes = std::fs::read(csv).unwrap();
+    let mut users = UserDirectoryClient::connect(addr.to_owned())
+        .await
+        .unwrap()
+        .max_decoding_message_size(64 << 20);
+    let (tx, rx) = mpsc::channel(8);
+    let options = ImportOptions {
+        parent: "tenants/bench".into(),
+        mode: ImportMode::Upsert as i32,
+        ..Default::default()
+    };
+    tx.send(ImportUsersRequest {
+        payload: Some(Payload::Options(options)),
+    })
+    .await
+    .unwrap();
+    // (rows completed by the end of the chunk, when it was sent)
+    let sent: std::sync::Arc<std::sync::Mutex<Vec<(u64, Instant)>>> = Default::default();
+    let sent_log = sent.clone();
+    let start = Instant::now();
+    let sender = tokio::spawn(async move {
+        let mut lines = 0u64;
+        for chunk in bytes.chunks(CHUNK) {
+            lines += chunk.iter().filter(|&&b| b == b'\n').count() as u64;
+            tx.send(ImportUsersRequest {
+                payload: Some(Payload::Chunk(chunk.to_vec())),
+            })
+            .await
+            .unwrap();
+            sent_log.lock().unwrap().push((lines, Instant::now()));
+        }
+        tx.send(ImportUsersRequest {
+            payload: Some(Payload::End(ImportEnd {})),
+        })
+        .await
+        .unwrap();
+    });
+    let mut stream = users.import_users(ReceiverStream::new(rx)).await.unwrap().into_inner();
+    let mut arrivals: Vec<(u64, Instant)> = Vec::new();
+    let mut failed = 0;
+    while let Some(message) = stream.message().await.unwrap() {
+        let now = Instant::now();
+        if let Some(Out::Results(batch)) = message.payload {
+            for r in batch.results {
+                failed += u64::from(r.outcome == userdir::pb::ImportOutcome::Failed as i32);
+                arrivals.push((r.line as u64, now));
+            }
+        }
+    }
+    let secs = start.elapsed().as_secs_f64();
+    sender.await.unwrap();
+    let sent = sent.lock().unwrap();
+    let mut latencies: Vec<Duration> = arrivals
+        .iter()
+        .map(|&(line, at)| {
+            // The chunk that completed this line (line L ends with the L-th newline).
+            let i = sent.partition_point(|&(lines, _)| lines < line);
+            at.saturating_duration_since(sent.get(i).map_or(start, |s| s.1))
+        })
+        .collect();
+    latencies.sort();
+    let pick = |q: f64| latencies[((latencies.len() - 1) as f64 * q) as usize];
+    let n = arrivals.len();
+    let tenth = n / 10;
+    let rate = |from: usize, to: usize| {
+        let t0 = if from == 0 { start } else { arrivals[from - 1].1 };
+        (to - from) as f64 / arrivals[to - 1].1.duration_since(t0).as_secs_f64().max(1e-9)
+    };
+    Run {
+        rows: n as u64,
+        secs,
+        p50: pick(0.5),
+        p99: pick(0.99),
+        first10: rate(0, tenth),
+        last10: rate(n - tenth, n),
+        failed,
+    }
+}
+
+fn start_server(bin: &str, url: &str, schema: &str, port: u16) -> Child {
+    let child = Command::new(bin)
+        .arg("serve")
+        .env("USERDIR_LISTEN", format!("127.0.0.1:{port}"))
+        .env("USERDIR_DATABASE_URL", url)
+        .env("USERDIR_PG_SCHEMA", schema)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("start userdir");
+    std::thread::sleep(Duration::from_millis(300));
+    child
+}
+
+async fn create_tenant(addr: &str) {
+    for _ in 0..100 {
+        if let Ok(mut admin) = TenantAdminClient::connect(addr.to_owned()).await {
+            let tenant = Tenant {
+                display_name: "Bench".into(),
+                ..Default::default()
+            };
+            admin
+                .create_tenant(CreateTenantRequest {
+                    tenant_id: "bench".into(),
+                    tenant: Some(tenant),
+                })
+                .await
+                .unwrap();
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("server did not start");
+}
+
+fn line(backend: &str, n: u64, what: &str, raw_rate: f64, r: &Run, rss: f64) {
+    let rate = r.rows as f64 / r.secs;
+    println!(
+        "| {backend} | {n} | {what} | {:.0} | {:.2}x | {:.0} | {:.0} | {:.2} | {:.0} | {} |",
+        rate,
+        rate / raw_rate,
+        r.p50.as_secs_f64() * 1000.0,
+        r.p99.as_secs_f64() * 1000.0,
+        r.last10 / r.first10,
+        rss,
+        r.failed
+    );
+}
+
+#[tokio::main]
+async fn main() {
+    let bin = env!("CARGO_BIN_EXE_userdir");
+    let sizes: Vec<u64> = std::env::var("IMPORT_BENCH_ROWS")
+        .unwrap_or_else(|_| "100000,1000000".into())
+        .split(',')
+        .map(|s| s.trim().parse().unwrap())
+        .collect();
+    let backends = std::env::var("IMPORT_BENCH_BACKENDS").unwrap_or_else(|_| "sqlite,postgres".into());
+    let pg = std::env::var("USERDIR_TEST_PG_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    let dir = tempfile::tempdir().unwrap();
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    println!(
+        "| backend | rows | run | rows/s | vs raw load | p50 ms | p99 ms | last 10% / first 10% | peak RSS MiB | failed |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|");
+    for (k, &n) in sizes.iter().enumerate() {
+        let csv = dir.path().join(format!("users-{n}.csv"));
+        sh(Command::new("python3")
+            .arg(root.join("bench/gen_users_csv.py"))
+            .args(["--rows", &n.to_string(), "--out"])
+            .arg(&csv));
+        for backend in backends.split(',') {
+            let port = 56100 + (k as u16) * 2 + u16::from(backend == "postgres");
+            let addr = format!("http://127.0.0.1:{port}");
+            let (url, schema, raw_secs) = if backend == "sqlite" {
+                let db = dir.path().join(format!("bench-{n}.db"));
+                let raw = raw_sqlite(&csv, dir.path());
+                (format!("sqlite://{}?mode=rwc", db.display()), String::new(), raw)
+            } else {
+                let schema = format!("import_bench_{}", uuid::Uuid::now_v7().simple());
+                sh(Command::new("psql").args([&pg, "-q", "-c", &format!("CREATE SCHEMA {schema}")]));
+                let raw = raw_postgres(&csv, &pg, &schema);
+                (pg.clone(), schema, raw)
+            };
+            let raw_rate = n as f64 / raw_secs;
+            println!("| {backend} | {n} | raw load | {raw_rate:.0} | 1.00x | | | | | |");
+            let mut server = start_server(bin, &url, &schema, port);
+            create_tenant(&addr).await;
+            let first = import(&addr, &csv).await;
+            line(
+                backend,
+                n,
+                "UPSERT, new users",
+                raw_rate,
+                &first,
+                peak_rss_mib(server.id()),
+            );
+            let again = import(&addr, &csv).await;
+            line(
+                backend,
+                n,
+                "UPSERT, unchanged",
+                raw_rate,
+                &again,
+                peak_rss_mib(server.id()),
+            );
+            let _ = server.kill();
+            let _ = server.wait();
+            if !schema.is_empty() {
+                sh(Command::new("psql").args([&pg, "-q", "-c", &format!("DROP SCHEMA {schema} CASCADE")]));
+            }
+        }
+    }
+}

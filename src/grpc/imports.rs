@@ -53,7 +53,24 @@ where
     R: TenantRepository + UserRepository + ImportRepository,
 {
     loop {
-        let message = match inbound.message().await {
+        // Results of a batch go out as soon as it commits, even while the
+        // client is not sending.
+        let received = tokio::select! {
+            settled = importer.settle(), if importer.writing() => {
+                match settled {
+                    Ok(results) => {
+                        if send_results(&tx, results).await {
+                            continue;
+                        }
+                        importer.end(ImportState::Cancelled, Some("the client went away".into())).await;
+                        return;
+                    }
+                    Err(e) => return fail(&mut importer, &tx, e).await,
+                }
+            }
+            received = inbound.message() => received,
+        };
+        let message = match received {
             Ok(Some(message)) => message,
             Ok(None) => {
                 let why = "the request stream closed without an end message, so the input may be cut short; \

@@ -4,6 +4,8 @@
 //! it has committed.
 
 use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -17,7 +19,7 @@ use super::{
 };
 use crate::email::Email;
 use crate::error::DomainError;
-use crate::repo::{ImportRepository, SyncLock, TenantRepository, UserRepository};
+use crate::repo::{ImportRepository, RepoResult, SyncLock, TenantRepository, UserRepository};
 use crate::tenant::{Tenant, custom_key};
 use crate::text::{Revision, Timestamp};
 use crate::user::{User, UserId, UserInput, UserMask, UserStatus};
@@ -65,6 +67,19 @@ struct Prepared {
     cells: Vec<(Column, String)>,
 }
 
+/// A decided batch: the results known before writing, and the writes.
+struct Plan {
+    results: Vec<Option<RowResult>>,
+    /// (slot in `results`, line) of each create and update, in write order.
+    create_slots: Vec<(usize, u64)>,
+    creates: Vec<User>,
+    update_slots: Vec<(usize, u64)>,
+    updates: Vec<(User, Revision)>,
+}
+
+/// A batch being written while the next one is decided.
+type Write = Pin<Box<dyn Future<Output = (Plan, RepoResult<Vec<RepoResult<()>>>)> + Send>>;
+
 /// One import in progress. Created by [`crate::Directory::start_import`].
 pub struct Importer<R> {
     repo: Arc<R>,
@@ -85,6 +100,8 @@ pub struct Importer<R> {
     locked: bool,
     last_refresh: Instant,
     last_save: Instant,
+    /// The previous batch's write, still running.
+    inflight: Option<Write>,
 }
 
 fn failure(reason: &str, field: impl Into<String>, message: impl Into<String>) -> RowFailure {
@@ -268,6 +285,7 @@ impl<R: TenantRepository + UserRepository + ImportRepository> Importer<R> {
             locked,
             last_refresh: Instant::now(),
             last_save: Instant::now(),
+            inflight: None,
         })
     }
 
@@ -386,7 +404,7 @@ impl<R: TenantRepository + UserRepository + ImportRepository> Importer<R> {
         let mut results = Vec::new();
         while self.pending.len() >= BATCH_ROWS {
             let batch: Vec<Pending> = self.pending.drain(..BATCH_ROWS).collect();
-            results.extend(self.process(batch).await?);
+            results.extend(self.run_batch(batch).await?);
         }
         self.keep_alive().await?;
         Ok(results)
@@ -428,8 +446,9 @@ impl<R: TenantRepository + UserRepository + ImportRepository> Importer<R> {
         while !self.pending.is_empty() {
             let n = self.pending.len().min(BATCH_ROWS);
             let batch: Vec<Pending> = self.pending.drain(..n).collect();
-            results.extend(self.process(batch).await?);
+            results.extend(self.run_batch(batch).await?);
         }
+        results.extend(self.drain().await?);
         if self.job.options.mode == ImportMode::FullSync {
             results.extend(self.delete_absent().await?);
         }
@@ -481,6 +500,9 @@ impl<R: TenantRepository + UserRepository + ImportRepository> Importer<R> {
         if self.job.state != ImportState::Running {
             return;
         }
+        // A write still running is abandoned: its transaction rolls back
+        // (or has committed), and its rows were never reported.
+        self.inflight = None;
         self.job.state = state;
         self.job.end_time = Some(Timestamp::now());
         if let Some(error) = error {
@@ -495,8 +517,56 @@ impl<R: TenantRepository + UserRepository + ImportRepository> Importer<R> {
         }
     }
 
-    /// Decides and writes one batch; returns its results in file order.
-    async fn process(&mut self, batch: Vec<Pending>) -> Result<Vec<RowResult>, DomainError> {
+    /// Decides a batch while the previous one is written; returns the
+    /// previous batch's results once it has committed.
+    async fn run_batch(&mut self, batch: Vec<Pending>) -> Result<Vec<RowResult>, DomainError> {
+        let (done, plan) = match self.inflight.take() {
+            Some(write) => {
+                let (done, plan) = futures_util::future::join(write, self.plan(batch)).await;
+                (Some(done), plan)
+            }
+            None => (None, self.plan(batch).await),
+        };
+        let results = match done {
+            Some((previous, outcomes)) => self.complete(previous, outcomes?),
+            None => Vec::new(),
+        };
+        let plan = plan?;
+        self.inflight = Some(self.start_write(plan));
+        Ok(results)
+    }
+
+    /// Whether a batch is being written.
+    pub fn writing(&self) -> bool {
+        self.inflight.is_some()
+    }
+
+    /// Waits for the batch being written and returns its results; never
+    /// returns while nothing is being written. Cancel-safe: the write stays
+    /// in flight if the caller stops waiting.
+    pub async fn settle(&mut self) -> Result<Vec<RowResult>, DomainError> {
+        let Some(write) = self.inflight.as_mut() else {
+            return std::future::pending().await;
+        };
+        let (plan, outcomes) = write.as_mut().await;
+        self.inflight = None;
+        Ok(self.complete(plan, outcomes?))
+    }
+
+    /// Waits for the last write and returns its results.
+    async fn drain(&mut self) -> Result<Vec<RowResult>, DomainError> {
+        match self.inflight.take() {
+            Some(write) => {
+                let (plan, outcomes) = write.await;
+                Ok(self.complete(plan, outcomes?))
+            }
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// Decides one batch: looks up its users and works out every row's
+    /// outcome, leaving creates and updates to write.
+    async fn plan(&mut self, batch: Vec<Pending>) -> Result<Plan, DomainError> {
         let mut results: Vec<Option<RowResult>> = vec![None; batch.len()];
         let mut prepared = Vec::with_capacity(batch.len());
         let (mut email_keys, mut external_ids, mut ids) = (Vec::new(), Vec::new(), Vec::new());
@@ -575,8 +645,13 @@ impl<R: TenantRepository + UserRepository + ImportRepository> Importer<R> {
         let now = Timestamp::now();
         let mode = self.job.options.mode;
         let skip_empty = self.job.options.skip_empty_values;
-        let mut creates: Vec<(usize, u64, User)> = Vec::new();
-        let mut updates: Vec<(usize, u64, User, Revision)> = Vec::new();
+        let mut plan = Plan {
+            results: Vec::new(),
+            create_slots: Vec::new(),
+            creates: Vec::new(),
+            update_slots: Vec::new(),
+            updates: Vec::new(),
+        };
         for (i, row) in prepared {
             let current = match &row.key {
                 Key::Email(e) => by_email.get(e.key()).copied(),
@@ -624,7 +699,10 @@ impl<R: TenantRepository + UserRepository + ImportRepository> Importer<R> {
                 continue;
             }
             match current {
-                None => creates.push((i, row.line, planned)),
+                None => {
+                    plan.create_slots.push((i, row.line));
+                    plan.creates.push(planned);
+                }
                 Some(user) if planned == *user => {
                     results[i] = Some(RowResult::done(row.line, RowOutcome::Unchanged, user));
                 }
@@ -632,17 +710,14 @@ impl<R: TenantRepository + UserRepository + ImportRepository> Importer<R> {
                     let mut updated = planned;
                     updated.update_time = now;
                     updated.revision = user.revision.next();
-                    updates.push((i, row.line, updated, user.revision));
+                    plan.update_slots.push((i, row.line));
+                    plan.updates.push((updated, user.revision));
                 }
             }
         }
 
-        self.write(creates, updates, &mut results).await?;
-        let results: Vec<RowResult> = results.into_iter().flatten().collect();
-        for r in &results {
-            self.job.counts.add(r.outcome);
-        }
-        Ok(results)
+        plan.results = results;
+        Ok(plan)
     }
 
     fn key_of(&self, cells: &[(Column, String)]) -> Result<Key, RowFailure> {
@@ -748,53 +823,66 @@ impl<R: TenantRepository + UserRepository + ImportRepository> Importer<R> {
         Ok(())
     }
 
-    async fn write(
-        &mut self,
-        creates: Vec<(usize, u64, User)>,
-        updates: Vec<(usize, u64, User, Revision)>,
-        results: &mut [Option<RowResult>],
-    ) -> Result<(), DomainError> {
-        let outcomes: Vec<Result<(), DomainError>> = if self.job.options.validate_only {
-            // A dry run takes seats on paper, in file order.
+    /// Starts writing a plan. A dry run takes seats on paper, in file order.
+    fn start_write(&mut self, plan: Plan) -> Write {
+        if self.job.options.validate_only {
             let limit = u64::from(self.tenant.seat_limit);
-            let mut out = Vec::with_capacity(creates.len() + updates.len());
-            for _ in &creates {
+            let mut outcomes = Vec::with_capacity(plan.creates.len() + plan.updates.len());
+            for _ in &plan.creates {
                 if limit != 0 && u64::from(self.tenant.user_count) + self.dry_created >= limit {
-                    out.push(Err(DomainError::SeatLimitExceeded {
+                    outcomes.push(Err(DomainError::SeatLimitExceeded {
                         tenant: self.tenant.id.to_string(),
                         limit: self.tenant.seat_limit,
                     }));
                 } else {
                     self.dry_created += 1;
-                    out.push(Ok(()));
+                    outcomes.push(Ok(()));
                 }
             }
-            out.extend(updates.iter().map(|_| Ok(())));
-            out
-        } else if creates.is_empty() && updates.is_empty() {
-            Vec::new()
-        } else {
-            let create_users: Vec<User> = creates.iter().map(|(_, _, u)| u.clone()).collect();
-            let update_users: Vec<(User, Revision)> = updates.iter().map(|(_, _, u, r)| (u.clone(), *r)).collect();
-            self.repo
-                .write_import_batch(&self.tenant.id, &create_users, &update_users)
-                .await?
-        };
-        let planned = creates
+            outcomes.extend(plan.updates.iter().map(|_| Ok(())));
+            return Box::pin(std::future::ready((plan, Ok(outcomes))));
+        }
+        if plan.creates.is_empty() && plan.updates.is_empty() {
+            return Box::pin(std::future::ready((plan, Ok(Vec::new()))));
+        }
+        let repo = Arc::clone(&self.repo);
+        let tenant = self.tenant.id.clone();
+        Box::pin(async move {
+            let outcomes = repo.write_import_batch(&tenant, &plan.creates, &plan.updates).await;
+            (plan, outcomes)
+        })
+    }
+
+    /// The results of a written plan, in file order; counts them.
+    fn complete(&mut self, plan: Plan, outcomes: Vec<RepoResult<()>>) -> Vec<RowResult> {
+        let Plan {
+            mut results,
+            create_slots,
+            creates,
+            update_slots,
+            updates,
+        } = plan;
+        let written = create_slots
             .into_iter()
-            .map(|(i, line, u)| (i, line, u, RowOutcome::Created))
+            .zip(creates)
+            .map(|(slot, user)| (slot, user, RowOutcome::Created))
             .chain(
-                updates
+                update_slots
                     .into_iter()
-                    .map(|(i, line, u, _)| (i, line, u, RowOutcome::Updated)),
+                    .zip(updates)
+                    .map(|(slot, (user, _))| (slot, user, RowOutcome::Updated)),
             );
-        for ((i, line, user, outcome), written) in planned.zip(outcomes) {
+        for (((i, line), user, outcome), written) in written.zip(outcomes) {
             results[i] = Some(match written {
                 Ok(()) => RowResult::done(line, outcome, &user),
                 Err(e) => RowResult::failed(line, user.email.as_str().to_owned(), row_failure(e)),
             });
         }
-        Ok(())
+        let results: Vec<RowResult> = results.into_iter().flatten().collect();
+        for r in &results {
+            self.job.counts.add(r.outcome);
+        }
+        results
     }
 }
 

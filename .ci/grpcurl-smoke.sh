@@ -49,6 +49,7 @@ run_against() { # label database-url [pg-schema]
     '"name": "tenants/acme"' '"displayName": "山田 太郎"' '"email": "Taro.Yamada@example.com"'
     '"title": "Manager"' '"enabled": false' 'Code: InvalidArgument'
     '"field":"email"' '"field":"display_name"' '"reason":"INVALID_ARGUMENT"'
+    '"outcome": "IMPORT_OUTCOME_CREATED"' '"state": "IMPORT_JOB_STATE_SUCCEEDED"'
   )
   local missing=0
   for e in "${expect[@]}"; do
@@ -57,6 +58,15 @@ run_against() { # label database-url [pg-schema]
   # Exactly one call is meant to fail (the invalid email).
   local errors; errors=$(grep -c -e '^ERROR:' -e '^Error invoking' -e '^Failed to' "$WORK/out-$label.txt" || true)
   [[ $errors == 1 ]] || { echo "expected exactly 1 failed grpcurl call on $label, saw $errors"; missing=1; }
+  # The operator's import: a Shift-JIS file with one bad row -> exit 2 and an errors file.
+  python3 -c 'import sys; sys.stdout.buffer.write("name,email,custom_01\r\n髙橋 一郎,takahashi@example.jp,ソニー㈱\r\n①番,maru@example.jp,～\r\n壊れた,bad..@example.jp,x\r\n".encode("cp932"))' > "$WORK/sjis-$label.csv"
+  local status=0
+  "$BIN" import --server "http://127.0.0.1:$PORT" --tenant acme --mode upsert --encoding shift-jis "$WORK/sjis-$label.csv" > "$WORK/cli-$label.txt" 2>&1 || status=$?
+  cat "$WORK/cli-$label.txt"
+  [[ $status == 2 ]] || { echo "userdir import should exit 2 when a row fails, got $status"; missing=1; }
+  grep -q 'created 2' "$WORK/cli-$label.txt" || { echo "userdir import did not create 2 users"; missing=1; }
+  python3 -c 'import sys; t=open(sys.argv[1], encoding="cp932").read(); assert "壊れた" in t and "import_reason" in t, t' "$WORK/sjis-$label.errors.csv" \
+    || { echo "the errors file is missing or wrong"; missing=1; }
   kill -TERM "$SERVER_PID"; wait "$SERVER_PID" || { echo "server did not exit cleanly on SIGTERM"; missing=1; }
   SERVER_PID=
   grep -q 'userdir stopped' "$WORK/server-$label.log" || { echo "no graceful stop in the server log"; missing=1; }

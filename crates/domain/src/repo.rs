@@ -87,12 +87,13 @@ pub trait ImportRepository: Send + Sync + 'static {
         now: Timestamp,
         stale_before: Timestamp,
     ) -> impl Future<Output = RepoResult<SyncLock>> + Send;
+    /// Refreshes the lock; `false` when `job` no longer holds it.
     fn refresh_sync_lock(
         &self,
         tenant: &TenantId,
         job: Uuid,
         now: Timestamp,
-    ) -> impl Future<Output = RepoResult<()>> + Send;
+    ) -> impl Future<Output = RepoResult<bool>> + Send;
     fn release_sync_lock(&self, tenant: &TenantId, job: Uuid) -> impl Future<Output = RepoResult<()>> + Send;
 
     /// Users of `tenant` whose email key, external id or id is in the lists.

@@ -4,7 +4,8 @@
 use std::collections::HashSet;
 
 use sea_orm::ActiveValue::Set;
-use sea_orm::sea_query::Expr;
+use sea_orm::sea_query::extension::postgres::PgFunc;
+use sea_orm::sea_query::{ArrayType, Expr, Value};
 use sea_orm::{
     ColumnTrait, Condition, ConnectionTrait, DatabaseTransaction, DbBackend, DbErr, EntityTrait, ExprTrait,
     QueryFilter, QueryOrder, QuerySelect, SqlErr, TransactionTrait,
@@ -223,7 +224,26 @@ fn stale(user: &User) -> DomainError {
     }
 }
 
+/// PostgreSQL statistics are refreshed after this many inserted rows.
+const ANALYZE_EVERY: u64 = 25_000;
+
 impl Store {
+    /// Keeps PostgreSQL's statistics in step with a bulk load. Without them
+    /// the planner goes on believing the table is as small as it was when
+    /// last analyzed, and looks users up by scanning the whole tenant
+    /// (measured: lookups growing to 200 ms per batch at 850k users).
+    async fn note_inserts(&self, rows: u64) {
+        if self.backend() != DbBackend::Postgres || rows == 0 {
+            return;
+        }
+        let before = self.inserted.fetch_add(rows, std::sync::atomic::Ordering::Relaxed);
+        if (before + rows) / ANALYZE_EVERY > before / ANALYZE_EVERY
+            && let Err(e) = self.writer().execute_unprepared("ANALYZE users").await
+        {
+            tracing::warn!(error = %e, "ANALYZE users failed");
+        }
+    }
+
     /// The whole batch in one transaction with multi-row inserts. `Ok(None)`
     /// when a unique constraint fired (a row raced with another writer): the
     /// transaction is rolled back and the caller retries row by row.
@@ -426,15 +446,15 @@ impl ImportRepository for Store {
         Ok(SyncLock::Held(now_row.and_then(|r| r.sync_job).unwrap_or(job)))
     }
 
-    async fn refresh_sync_lock(&self, tenant: &TenantId, job: Uuid, now: Timestamp) -> RepoResult<()> {
-        tenant::Entity::update_many()
+    async fn refresh_sync_lock(&self, tenant: &TenantId, job: Uuid, now: Timestamp) -> RepoResult<bool> {
+        let result = tenant::Entity::update_many()
             .col_expr(tenant::Column::SyncHeartbeat, Expr::value(now.unix_micros()))
             .filter(tenant::Column::Id.eq(tenant.as_str()))
             .filter(tenant::Column::SyncJob.eq(job))
             .exec(self.writer())
             .await
             .map_err(db_error)?;
-        Ok(())
+        Ok(result.rows_affected == 1)
     }
 
     async fn release_sync_lock(&self, tenant: &TenantId, job: Uuid) -> RepoResult<()> {
@@ -456,15 +476,38 @@ impl ImportRepository for Store {
         external_ids: &[String],
         ids: &[Uuid],
     ) -> RepoResult<Vec<User>> {
+        // PostgreSQL takes each list as one array parameter (`= ANY($n)`), so the
+        // statement stays small and cheap to plan; SQLite gets `IN (...)`.
+        let pg = self.backend() == DbBackend::Postgres;
+        let strings = |v: &[String]| {
+            let values = v.iter().map(|s| Value::String(Some(s.clone()))).collect();
+            Expr::val(Value::Array(ArrayType::String, Some(Box::new(values))))
+        };
         let mut any = Condition::any();
         if !email_keys.is_empty() {
-            any = any.add(user::Column::EmailKey.is_in(email_keys.iter().map(String::as_str)));
+            any = any.add(if pg {
+                Expr::col(user::Column::EmailKey).eq(PgFunc::any(strings(email_keys)))
+            } else {
+                user::Column::EmailKey.is_in(email_keys.iter().map(String::as_str))
+            });
         }
         if !external_ids.is_empty() {
-            any = any.add(user::Column::ExternalId.is_in(external_ids.iter().map(String::as_str)));
+            any = any.add(if pg {
+                Expr::col(user::Column::ExternalId).eq(PgFunc::any(strings(external_ids)))
+            } else {
+                user::Column::ExternalId.is_in(external_ids.iter().map(String::as_str))
+            });
         }
         if !ids.is_empty() {
-            any = any.add(user::Column::Id.is_in(ids.iter().copied()));
+            any = any.add(if pg {
+                let values = ids.iter().map(|id| Value::Uuid(Some(*id))).collect();
+                Expr::col(user::Column::Id).eq(PgFunc::any(Expr::val(Value::Array(
+                    ArrayType::Uuid,
+                    Some(Box::new(values)),
+                ))))
+            } else {
+                user::Column::Id.is_in(ids.iter().copied())
+            });
         }
         if any.is_empty() {
             return Ok(Vec::new());
@@ -496,10 +539,12 @@ impl ImportRepository for Store {
         creates: &[User],
         updates: &[(User, Revision)],
     ) -> RepoResult<Vec<RepoResult<()>>> {
-        match self.write_batch_fast(tenant, creates, updates).await? {
-            Some(results) => Ok(results),
-            None => self.write_batch_rowwise(tenant, creates, updates).await,
-        }
+        let results = match self.write_batch_fast(tenant, creates, updates).await? {
+            Some(results) => results,
+            None => self.write_batch_rowwise(tenant, creates, updates).await?,
+        };
+        self.note_inserts(creates.len() as u64).await;
+        Ok(results)
     }
 
     async fn delete_absent_users(

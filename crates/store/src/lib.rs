@@ -49,6 +49,27 @@ pub struct Store {
     /// (another connection's commit would invalidate it). On PostgreSQL the
     /// same pool as reads.
     writer: DatabaseConnection,
+    /// Rows inserted by bulk imports, for refreshing planner statistics.
+    inserted: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+/// Page cache of the SQLite writer connection: bulk imports touch index pages
+/// all over the file. Readers keep a small cache each (a write invalidates it).
+const WRITER_CACHE_KIB: u32 = 64 * 1024;
+const READER_CACHE_KIB: u32 = 4 * 1024;
+
+fn sqlite_options(
+    o: sea_orm::sqlx::sqlite::SqliteConnectOptions,
+    cache_kib: u32,
+) -> sea_orm::sqlx::sqlite::SqliteConnectOptions {
+    o.journal_mode(sea_orm::sqlx::sqlite::SqliteJournalMode::Wal)
+        .synchronous(sea_orm::sqlx::sqlite::SqliteSynchronous::Normal)
+        .busy_timeout(Duration::from_secs(30))
+        .foreign_keys(true)
+        .create_if_missing(true)
+        .pragma("cache_size", format!("-{cache_kib}"))
+        .pragma("wal_autocheckpoint", "8192")
+        .pragma("temp_store", "memory")
 }
 
 impl Store {
@@ -60,16 +81,7 @@ impl Store {
             .connect_timeout(Duration::from_secs(5))
             .acquire_timeout(Duration::from_secs(10))
             .sqlx_logging(false)
-            .map_sqlx_sqlite_opts(|o| {
-                o.journal_mode(sea_orm::sqlx::sqlite::SqliteJournalMode::Wal)
-                    .synchronous(sea_orm::sqlx::sqlite::SqliteSynchronous::Normal)
-                    .busy_timeout(Duration::from_secs(30))
-                    .foreign_keys(true)
-                    .create_if_missing(true)
-                    .pragma("cache_size", "-65536")
-                    .pragma("wal_autocheckpoint", "8192")
-                    .pragma("temp_store", "memory")
-            })
+            .map_sqlx_sqlite_opts(|o| sqlite_options(o, READER_CACHE_KIB))
             // Plan every statement for its parameters: a generic plan cached
             // while a table was still small (say, early in a bulk import)
             // would otherwise keep scanning the whole tenant for lookups.
@@ -79,12 +91,18 @@ impl Store {
         }
         let db = Database::connect(opts.clone()).await?;
         let writer = if db.get_database_backend() == DbBackend::Sqlite {
-            opts.max_connections(1).min_connections(1);
+            opts.max_connections(1)
+                .min_connections(1)
+                .map_sqlx_sqlite_opts(|o| sqlite_options(o, WRITER_CACHE_KIB));
             Database::connect(opts).await?
         } else {
             db.clone()
         };
-        Ok(Self { db, writer })
+        Ok(Self {
+            db,
+            writer,
+            inserted: Default::default(),
+        })
     }
 
     /// Connects and applies every pending migration.

@@ -344,7 +344,7 @@ impl<R: TenantRepository + UserRepository + ImportRepository> Importer<R> {
             }
             let cells = match bad {
                 Some(f) => Err(f),
-                None if cell(&cells, key_column).is_none() => Err(failure(
+                None if key_column != Column::UserId && cell(&cells, key_column).is_none() => Err(failure(
                     "MISSING_KEY",
                     key_column.field(),
                     format!("the row has no {} to match users by", key_column.field()),
@@ -425,6 +425,27 @@ impl<R: TenantRepository + UserRepository + ImportRepository> Importer<R> {
         Ok(())
     }
 
+    /// Refreshes the FULL_SYNC lock; an error if another import took it over
+    /// (this one stalled for longer than the lock lives).
+    async fn hold_sync_lock(&mut self) -> Result<(), DomainError> {
+        if !self
+            .repo
+            .refresh_sync_lock(&self.tenant.id, self.job.id, Timestamp::now())
+            .await?
+        {
+            self.locked = false;
+            return Err(DomainError::Conflict {
+                reason: "FULL_SYNC_LOCK_LOST",
+                message: format!(
+                    "this FULL_SYNC stalled for over {}s and another import took over the tenant's lock; nothing was deleted",
+                    SYNC_LOCK_STALE.as_secs()
+                ),
+            });
+        }
+        self.last_refresh = Instant::now();
+        Ok(())
+    }
+
     /// Ends the input: processes what is left, then (FULL_SYNC) deletes the
     /// users absent from the file, and records the job as SUCCEEDED.
     pub async fn finish(&mut self) -> Result<Vec<RowResult>, DomainError> {
@@ -474,9 +495,13 @@ impl<R: TenantRepository + UserRepository + ImportRepository> Importer<R> {
             );
             return Ok(Vec::new());
         }
+        let dry_run = self.job.options.validate_only;
+        if self.locked {
+            self.hold_sync_lock().await?;
+        }
         let deleted = self
             .repo
-            .delete_absent_users(&self.tenant.id, self.job.start_time, &self.keep, opts.validate_only)
+            .delete_absent_users(&self.tenant.id, self.job.start_time, &self.keep, dry_run)
             .await?;
         let tenant = self.tenant.id.clone();
         Ok(deleted

@@ -55,8 +55,8 @@ pub struct Store {
 
 /// Page cache of the SQLite writer connection: bulk imports touch index pages
 /// all over the file. Readers keep a small cache each (a write invalidates it).
-const WRITER_CACHE_KIB: u32 = 64 * 1024;
-const READER_CACHE_KIB: u32 = 4 * 1024;
+const WRITER_CACHE_KIB: u32 = 32 * 1024;
+const READER_CACHE_KIB: u32 = 2 * 1024;
 
 fn sqlite_options(
     o: sea_orm::sqlx::sqlite::SqliteConnectOptions,

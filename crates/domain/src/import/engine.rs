@@ -941,3 +941,25 @@ impl RowResult {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formula_protection_is_undone_exactly() {
+        assert_eq!(unprotect_formula("'=SUM(A1)"), "=SUM(A1)");
+        assert_eq!(unprotect_formula("'+81 3"), "+81 3");
+        assert_eq!(unprotect_formula("''=x"), "'=x");
+        assert_eq!(unprotect_formula("'abc"), "'abc");
+        assert_eq!(unprotect_formula("'"), "'");
+        assert_eq!(unprotect_formula("=raw"), "=raw");
+    }
+
+    #[test]
+    fn booleans() {
+        assert_eq!(parse_bool("TRUE"), Some(true));
+        assert_eq!(parse_bool("無効"), Some(false));
+        assert_eq!(parse_bool("maybe"), None);
+    }
+}

@@ -413,10 +413,7 @@ impl<R: TenantRepository + UserRepository + ImportRepository> Importer<R> {
     /// Refreshes the sync lock and saves progress now and then.
     async fn keep_alive(&mut self) -> Result<(), DomainError> {
         if self.locked && self.last_refresh.elapsed() >= SYNC_LOCK_REFRESH {
-            self.repo
-                .refresh_sync_lock(&self.tenant.id, self.job.id, Timestamp::now())
-                .await?;
-            self.last_refresh = Instant::now();
+            self.hold_sync_lock().await?;
         }
         if self.last_save.elapsed() >= JOB_SAVE_EVERY {
             self.repo.update_import_job(&self.job).await?;

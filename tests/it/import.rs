@@ -506,6 +506,47 @@ async fn one_full_sync_at_a_time(s: TestServer) {
     csv(&s, options(ImportMode::FullSync), "name,email\nA,a@example.com\n").await;
 }
 
+/// Writes a FULL_SYNC lock into the tenant row, as a server would.
+async fn plant_sync_lock(db: &sea_orm::DatabaseConnection, job: uuid::Uuid, heartbeat: i64) {
+    use sea_orm::ConnectionTrait;
+    let backend = db.get_database_backend();
+    let sql = match backend {
+        sea_orm::DbBackend::Postgres => "UPDATE tenants SET sync_job = $1, sync_heartbeat = $2 WHERE id = 'acme'",
+        _ => "UPDATE tenants SET sync_job = ?, sync_heartbeat = ? WHERE id = 'acme'",
+    };
+    let statement = sea_orm::Statement::from_sql_and_values(backend, sql, [job.into(), heartbeat.into()]);
+    db.execute_raw(statement).await.unwrap();
+}
+
+async fn stale_full_sync_lock_is_taken_over(s: TestServer) {
+    s.tenant("acme").await;
+    s.user("acme", "gone@example.com", "Gone").await;
+    let store = userdir_store::Store::connect(&s.store_options).await.unwrap();
+    let now = userdir_domain::text::Timestamp::now().unix_micros();
+    // A FULL_SYNC whose server died an hour ago still holds the lock: taken over.
+    plant_sync_lock(store.writer(), uuid::Uuid::now_v7(), now - 3_600_000_000).await;
+    let (results, job) = csv(&s, options(ImportMode::FullSync), "name,email\nA,a@example.com\n").await;
+    assert_eq!(job.state, ImportJobState::Succeeded as i32);
+    assert!(
+        results
+            .iter()
+            .any(|r| r.outcome == ImportOutcome::Deleted as i32 && r.email == "gone@example.com")
+    );
+    // A fresh lock is respected.
+    plant_sync_lock(store.writer(), uuid::Uuid::now_v7(), now).await;
+    let err = run(
+        &s,
+        options(ImportMode::FullSync),
+        chunks(b"name,email\nA,a@example.com\n", 9),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(
+        (err.code(), reason(&err).as_str()),
+        (Code::Aborted, "FULL_SYNC_ALREADY_RUNNING")
+    );
+}
+
 async fn parsed_rows_for_pipelines(s: TestServer) {
     s.tenant("acme").await;
     let row = |pairs: &[(&str, &str)]| ImportRow {
@@ -837,6 +878,7 @@ crate::on_both_backends!(
     dry_run_writes_nothing,
     full_sync,
     one_full_sync_at_a_time,
+    stale_full_sync_lock_is_taken_over,
     parsed_rows_for_pipelines,
     export_format_imports_back,
     import_jobs_are_recorded,

@@ -39,6 +39,8 @@ pub struct TestServer {
     handle: Option<JoinHandle<()>>,
     _dir: Option<tempfile::TempDir>,
     pg_schema: Option<String>,
+    /// How the server reaches its database, for tests that must reach behind it.
+    pub store_options: userdir_store::StoreOptions,
 }
 
 /// Starts a server on `backend`, or `None` when PostgreSQL is not reachable
@@ -78,6 +80,7 @@ pub async fn spawn_with(backend: Backend, adjust: impl FnOnce(&mut Config)) -> O
         }
     };
     adjust(&mut config);
+    let store_options = config.store_options();
     let store = Store::open(&config.store_options())
         .await
         .expect("open and migrate the test database");
@@ -106,6 +109,7 @@ pub async fn spawn_with(backend: Backend, adjust: impl FnOnce(&mut Config)) -> O
         handle: Some(handle),
         _dir: dir,
         pg_schema,
+        store_options,
     };
     server.wait_serving().await;
     Some(server)

@@ -9,6 +9,8 @@ const PROTOS: &[&str] = &[
     "userdir/v1/tenants.proto",
     "userdir/v1/users.proto",
     "userdir/v1/import.proto",
+    "userdir/v1/export.proto",
+    "userdir/v1/user_directory.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -1,6 +1,7 @@
 //! gRPC services: thin translators between protobuf and the domain.
 
 mod convert;
+pub mod exports;
 pub mod imports;
 pub mod status;
 pub mod tenants;

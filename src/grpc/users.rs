@@ -7,14 +7,15 @@ use userdir_domain::repo::UserKey;
 use userdir_store::Store;
 
 use super::convert::{mask_paths, user_input, user_to_pb};
+use super::exports::{export_format, spawn_export};
 use super::imports::{job_to_pb, read_options, spawn_import};
 use super::to_status;
 use crate::pb::lookup_user_request::Key;
 use crate::pb::user_directory_server::UserDirectory;
 use crate::pb::{
-    CreateUserRequest, DeleteUserRequest, GetImportJobRequest, GetUserRequest, ImportJob, ImportUsersRequest,
-    ImportUsersResponse, ListImportJobsRequest, ListImportJobsResponse, ListUsersRequest, ListUsersResponse,
-    LookupUserRequest, UpdateUserRequest, User,
+    CreateUserRequest, DeleteUserRequest, ExportUsersRequest, ExportUsersResponse, GetImportJobRequest, GetUserRequest,
+    ImportJob, ImportUsersRequest, ImportUsersResponse, ListImportJobsRequest, ListImportJobsResponse,
+    ListUsersRequest, ListUsersResponse, LookupUserRequest, UpdateUserRequest, User,
 };
 
 /// Who runs an import, until authentication lands: a header the caller sets.
@@ -33,6 +34,7 @@ impl UserDirectoryService {
 #[tonic::async_trait]
 impl UserDirectory for UserDirectoryService {
     type ImportUsersStream = ReceiverStream<Result<ImportUsersResponse, Status>>;
+    type ExportUsersStream = ReceiverStream<Result<ExportUsersResponse, Status>>;
 
     async fn create_user(&self, request: Request<CreateUserRequest>) -> Result<Response<User>, Status> {
         let req = request.into_inner();
@@ -141,5 +143,19 @@ impl UserDirectory for UserDirectoryService {
             import_jobs: page.items.iter().map(job_to_pb).collect(),
             next_page_token: page.next_page_token,
         }))
+    }
+
+    async fn export_users(
+        &self,
+        request: Request<ExportUsersRequest>,
+    ) -> Result<Response<Self::ExportUsersStream>, Status> {
+        let req = request.into_inner();
+        let format = export_format(&req).map_err(to_status)?;
+        let exporter = self
+            .dir
+            .start_export(&req.parent, &req.filter, &req.order_by)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(ReceiverStream::new(spawn_export(exporter, format))))
     }
 }

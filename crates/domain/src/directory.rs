@@ -321,3 +321,20 @@ impl<R: TenantRepository + UserRepository + ImportRepository> Directory<R> {
         Ok(Page { items, next_page_token })
     }
 }
+
+impl<R: TenantRepository + UserRepository + crate::repo::SnapshotRepository> Directory<R> {
+    /// Starts an export of `parent`'s users matching `filter`, in `order_by`,
+    /// over one snapshot taken now.
+    pub async fn start_export(
+        &self,
+        parent: &str,
+        filter: &str,
+        order_by: &str,
+    ) -> Result<crate::export::Exporter<R::Snapshot>, DomainError> {
+        let tenant = invalid(TenantId::from_resource_name("parent", parent))?;
+        let query = UserQuery::parse(tenant.as_str(), filter, order_by, 0, "")?;
+        self.repo.get_tenant(&tenant).await?;
+        let snapshot = self.repo.snapshot().await?;
+        Ok(crate::export::Exporter::new(snapshot, tenant, query))
+    }
+}

@@ -6,6 +6,7 @@ pub mod csvfmt;
 pub mod directory;
 pub mod email;
 pub mod error;
+pub mod export;
 pub mod filter;
 pub mod import;
 pub mod list;

@@ -137,3 +137,21 @@ pub enum SyncLock {
     /// Another FULL_SYNC of the tenant is running.
     Held(Uuid),
 }
+
+/// A consistent read view of the database, for exports.
+pub trait SnapshotRepository: Send + Sync + 'static {
+    type Snapshot: UserSnapshot;
+    /// Starts a read-only snapshot; it holds one connection until dropped.
+    fn snapshot(&self) -> impl Future<Output = RepoResult<Self::Snapshot>> + Send;
+}
+
+/// Reads inside one snapshot.
+pub trait UserSnapshot: Send + 'static {
+    /// As [`UserRepository::list_users`], inside the snapshot.
+    fn list_users(
+        &mut self,
+        tenant: &TenantId,
+        query: &UserQuery,
+        limit: u32,
+    ) -> impl Future<Output = RepoResult<Vec<User>>> + Send;
+}

@@ -8,6 +8,7 @@ mod error;
 mod imports;
 pub mod migration;
 mod query;
+mod snapshot;
 mod tenants;
 mod users;
 

@@ -137,16 +137,22 @@ impl UserRepository for Store {
     }
 
     async fn list_users(&self, tenant: &TenantId, query: &UserQuery, limit: u32) -> RepoResult<Vec<User>> {
-        let mut select = user::Entity::find().filter(user::Column::TenantId.eq(tenant.as_str()));
-        if let Some(filter) = &query.filter {
-            select = select.filter(filter_condition(filter));
-        }
-        let select = apply_order_and_cursor(select, query.order, query.after.as_ref())?;
-        let rows = select
-            .limit(u64::from(limit))
-            .all(self.connection())
-            .await
-            .map_err(db_error)?;
-        rows.into_iter().map(user_from_row).collect()
+        list_users_on(self.connection(), tenant, query, limit).await
     }
+}
+
+/// A page of users on any connection or transaction.
+pub(crate) async fn list_users_on(
+    conn: &impl sea_orm::ConnectionTrait,
+    tenant: &TenantId,
+    query: &UserQuery,
+    limit: u32,
+) -> RepoResult<Vec<User>> {
+    let mut select = user::Entity::find().filter(user::Column::TenantId.eq(tenant.as_str()));
+    if let Some(filter) = &query.filter {
+        select = select.filter(filter_condition(filter));
+    }
+    let select = apply_order_and_cursor(select, query.order, query.after.as_ref())?;
+    let rows = select.limit(u64::from(limit)).all(conn).await.map_err(db_error)?;
+    rows.into_iter().map(user_from_row).collect()
 }

@@ -1,0 +1,280 @@
+//! Export: the columns and encodings of seed 001's CSV, formula protection,
+//! and the paged walk over a snapshot.
+
+use encoding_rs::SHIFT_JIS;
+
+use crate::csvfmt::push_record;
+use crate::directory::sort_key;
+use crate::error::DomainError;
+use crate::list::UserQuery;
+use crate::repo::UserSnapshot;
+use crate::tenant::{TenantId, custom_key, custom_slot};
+use crate::user::{ProfileField, User};
+
+/// A column of an export, named as the import reads it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExportColumn {
+    UserId,
+    Email,
+    Name,
+    Enabled,
+    Status,
+    Created,
+    Updated,
+    ExternalId,
+    Custom(usize),
+    Profile(ProfileField),
+}
+
+/// Seed 001's export columns.
+pub fn default_columns() -> Vec<ExportColumn> {
+    let mut columns = vec![
+        ExportColumn::UserId,
+        ExportColumn::Email,
+        ExportColumn::Name,
+        ExportColumn::Enabled,
+        ExportColumn::Status,
+        ExportColumn::Created,
+        ExportColumn::Updated,
+    ];
+    columns.extend((0..10).map(ExportColumn::Custom));
+    columns
+}
+
+impl ExportColumn {
+    pub fn parse(name: &str) -> Result<Self, DomainError> {
+        let n = name.trim().to_ascii_lowercase();
+        Ok(match n.as_str() {
+            "userid" | "user_id" => Self::UserId,
+            "email" => Self::Email,
+            "name" | "display_name" => Self::Name,
+            "enabled" => Self::Enabled,
+            "status" => Self::Status,
+            "created" | "create_time" => Self::Created,
+            "updated" | "update_time" => Self::Updated,
+            "external_id" => Self::ExternalId,
+            other => match (custom_slot(other), ProfileField::from_name(other)) {
+                (Some(slot), _) => Self::Custom(slot),
+                (None, Some(field)) => Self::Profile(field),
+                (None, None) => {
+                    return Err(DomainError::invalid(
+                        "columns",
+                        format!("{name:?} is not an exportable user field"),
+                    ));
+                }
+            },
+        })
+    }
+
+    pub fn header(self) -> String {
+        match self {
+            Self::UserId => "userid".into(),
+            Self::Email => "email".into(),
+            Self::Name => "name".into(),
+            Self::Enabled => "enabled".into(),
+            Self::Status => "status".into(),
+            Self::Created => "created".into(),
+            Self::Updated => "updated".into(),
+            Self::ExternalId => "external_id".into(),
+            Self::Custom(slot) => custom_key(slot),
+            Self::Profile(field) => field.name().into(),
+        }
+    }
+
+    fn value(self, u: &User) -> String {
+        match self {
+            Self::UserId => u.id.to_string(),
+            Self::Email => u.email.as_str().to_owned(),
+            Self::Name => u.display_name.clone(),
+            Self::Enabled => u.enabled.to_string(),
+            Self::Status => u.status.as_str().to_owned(),
+            Self::Created => u.create_time.to_rfc3339(),
+            Self::Updated => u.update_time.to_rfc3339(),
+            Self::ExternalId => u.external_id.clone().unwrap_or_default(),
+            Self::Custom(slot) => u.custom[slot].clone(),
+            Self::Profile(field) => u.profile(field).to_owned(),
+        }
+    }
+}
+
+/// OWASP CSV-injection protection: a leading `'` before `= + - @ TAB CR`,
+/// and before a `'` that precedes one of those or another `'`, so the import's
+/// [`crate::import::engine::unprotect_formula`] gives back exactly the value.
+pub fn protect_formula(value: &str) -> String {
+    let trigger = |s: &str| s.starts_with(['=', '+', '-', '@', '\t', '\r']);
+    let quoted = value
+        .strip_prefix('\'')
+        .is_some_and(|rest| trigger(rest) || rest.starts_with('\''));
+    if trigger(value) || quoted {
+        format!("'{value}")
+    } else {
+        value.to_owned()
+    }
+}
+
+/// CSV encoding of an export.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CsvEncoding {
+    Utf8Bom,
+    Utf8,
+    ShiftJis,
+}
+
+/// Settings of a CSV export.
+#[derive(Debug, Clone)]
+pub struct CsvSettings {
+    pub columns: Vec<ExportColumn>,
+    pub encoding: CsvEncoding,
+    pub crlf: bool,
+    pub protect_formulas: bool,
+    /// Shift-JIS: replace unmappable characters with `?` instead of failing.
+    pub replace_unmappable: bool,
+}
+
+/// A cell Shift-JIS cannot hold.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unmappable {
+    pub user: String,
+    pub column: String,
+}
+
+/// Writes users as CSV bytes in the chosen encoding.
+pub struct CsvWriter {
+    settings: CsvSettings,
+    line: String,
+    /// Cells replaced (REPLACE) or refused (FAIL).
+    pub unmappable: Vec<Unmappable>,
+}
+
+fn sjis_mappable(text: &str) -> bool {
+    !SHIFT_JIS.encode(text).2
+}
+
+impl CsvWriter {
+    pub fn new(settings: CsvSettings) -> Self {
+        Self {
+            settings,
+            line: String::new(),
+            unmappable: Vec::new(),
+        }
+    }
+
+    fn ending(&self) -> &'static str {
+        if self.settings.crlf { "\r\n" } else { "\n" }
+    }
+
+    fn encode(&self, text: &str, out: &mut Vec<u8>) {
+        match self.settings.encoding {
+            CsvEncoding::ShiftJis => out.extend_from_slice(&SHIFT_JIS.encode(text).0),
+            _ => out.extend_from_slice(text.as_bytes()),
+        }
+    }
+
+    /// The BOM (UTF8_BOM) and the header row.
+    pub fn header(&mut self, out: &mut Vec<u8>) {
+        if self.settings.encoding == CsvEncoding::Utf8Bom {
+            out.extend_from_slice(b"\xEF\xBB\xBF");
+        }
+        let names: Vec<String> = self.settings.columns.iter().map(|c| c.header()).collect();
+        let mut line = String::new();
+        push_record(&mut line, names.iter().map(String::as_str), self.ending());
+        self.encode(&line, out);
+    }
+
+    /// One user's row. With Shift-JIS and no replacement, a cell that cannot
+    /// be encoded is recorded in `unmappable` and the row is not written.
+    pub fn row(&mut self, user: &User, out: &mut Vec<u8>) -> bool {
+        let mut cells = Vec::with_capacity(self.settings.columns.len());
+        let mut ok = true;
+        for &column in &self.settings.columns {
+            let mut value = column.value(user);
+            if self.settings.protect_formulas {
+                value = protect_formula(&value);
+            }
+            if self.settings.encoding == CsvEncoding::ShiftJis && !value.is_ascii() && !sjis_mappable(&value) {
+                self.unmappable.push(Unmappable {
+                    user: user.name().to_string(),
+                    column: column.header(),
+                });
+                if self.settings.replace_unmappable {
+                    value = value
+                        .chars()
+                        .map(|c| {
+                            if sjis_mappable(c.encode_utf8(&mut [0; 4])) {
+                                c
+                            } else {
+                                '?'
+                            }
+                        })
+                        .collect();
+                } else {
+                    ok = false;
+                }
+            }
+            cells.push(value);
+        }
+        if ok {
+            self.line.clear();
+            let ending = self.ending();
+            push_record(&mut self.line, cells.iter().map(String::as_str), ending);
+            let line = std::mem::take(&mut self.line);
+            self.encode(&line, out);
+            self.line = line;
+        }
+        ok
+    }
+}
+
+/// Walks a tenant's users over one snapshot, page by page, in the query's order.
+pub struct Exporter<S> {
+    snapshot: S,
+    tenant: TenantId,
+    query: UserQuery,
+    done: bool,
+}
+
+impl<S: UserSnapshot> Exporter<S> {
+    pub(crate) fn new(snapshot: S, tenant: TenantId, query: UserQuery) -> Self {
+        Self {
+            snapshot,
+            tenant,
+            query,
+            done: false,
+        }
+    }
+
+    /// The next page, or `None` when every user was returned.
+    pub async fn next_page(&mut self, size: u32) -> Result<Option<Vec<User>>, DomainError> {
+        if self.done {
+            return Ok(None);
+        }
+        let users = self.snapshot.list_users(&self.tenant, &self.query, size).await?;
+        if users.len() < size as usize {
+            self.done = true;
+        }
+        match users.last() {
+            Some(last) => {
+                self.query.after = Some(sort_key(last, self.query.order.field));
+                Ok(Some(users))
+            }
+            None => Ok(None),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::import::engine::unprotect_formula;
+
+    #[test]
+    fn formula_protection_round_trips() {
+        for v in [
+            "=SUM(A1)", "+81", "-1", "@x", "\tx", "\rx", "'=x", "''=x", "'abc", "'", "plain", "", "''",
+        ] {
+            assert_eq!(unprotect_formula(&protect_formula(v)), v, "{v:?}");
+        }
+        assert_eq!(protect_formula("=1"), "'=1");
+        assert_eq!(protect_formula("'abc"), "'abc");
+    }
+}

@@ -1,0 +1,190 @@
+//! `ExportUsers`: pages of a snapshot -> CSV chunks or User batches -> a
+//! trailer with the count and checksum. Sent through a bounded channel from a
+//! spawned task: a slow reader pauses the database reads, and a reader that
+//! goes away ends the snapshot (and frees its connection) at the next send.
+
+use prost::Message;
+use tokio::sync::mpsc;
+use tonic::Status;
+use userdir_domain::DomainError;
+use userdir_domain::export::{CsvEncoding, CsvSettings, CsvWriter, ExportColumn, Exporter, default_columns};
+use userdir_domain::repo::UserSnapshot;
+use xxhash_rust::xxh3::Xxh3Default;
+
+use super::convert::user_to_pb;
+use super::to_status;
+use crate::pb;
+use crate::pb::export_users_response::Payload;
+
+/// Users read per page of the snapshot.
+const PAGE: u32 = 1000;
+/// CSV bytes per message.
+const CHUNK: usize = 64 * 1024;
+/// Unmappable cells named in a FAILED_PRECONDITION.
+const MAX_NAMED: usize = 20;
+
+type Sender = mpsc::Sender<Result<pb::ExportUsersResponse, Status>>;
+
+/// What the request asked for.
+pub enum ExportFormat {
+    Csv(CsvSettings),
+    Rows,
+}
+
+/// Validates the request's format settings.
+pub fn export_format(req: &pb::ExportUsersRequest) -> Result<ExportFormat, DomainError> {
+    let format = pb::ExportFormat::try_from(req.format)
+        .map_err(|_| DomainError::invalid("format", format!("{} is not an ExportFormat", req.format)))?;
+    if format == pb::ExportFormat::Rows {
+        return Ok(ExportFormat::Rows);
+    }
+    let encoding = match pb::ExportEncoding::try_from(req.encoding) {
+        Ok(pb::ExportEncoding::Unspecified | pb::ExportEncoding::Utf8Bom) => CsvEncoding::Utf8Bom,
+        Ok(pb::ExportEncoding::Utf8) => CsvEncoding::Utf8,
+        Ok(pb::ExportEncoding::ShiftJis) => CsvEncoding::ShiftJis,
+        Err(_) => {
+            return Err(DomainError::invalid(
+                "encoding",
+                format!("{} is not an ExportEncoding", req.encoding),
+            ));
+        }
+    };
+    let columns = if req.columns.is_empty() {
+        default_columns()
+    } else {
+        req.columns
+            .iter()
+            .map(|c| ExportColumn::parse(c))
+            .collect::<Result<_, _>>()?
+    };
+    Ok(ExportFormat::Csv(CsvSettings {
+        columns,
+        encoding,
+        crlf: req.line_ending == pb::LineEnding::Crlf as i32,
+        protect_formulas: !req.disable_formula_protection,
+        replace_unmappable: req.unmappable == pb::UnmappablePolicy::Replace as i32,
+    }))
+}
+
+/// Starts the task that streams `exporter`; returns the response channel.
+pub fn spawn_export<S: UserSnapshot>(
+    exporter: Exporter<S>,
+    format: ExportFormat,
+) -> mpsc::Receiver<Result<pb::ExportUsersResponse, Status>> {
+    let (tx, rx) = mpsc::channel(4);
+    tokio::spawn(async move {
+        let result = match format {
+            ExportFormat::Csv(settings) => export_csv(exporter, settings, &tx).await,
+            ExportFormat::Rows => export_rows(exporter, &tx).await,
+        };
+        if let Err(e) = result {
+            let _ = tx.send(Err(to_status(e))).await;
+        }
+    });
+    rx
+}
+
+/// Sends a message; `false` when the client is gone.
+async fn send(tx: &Sender, payload: Payload) -> bool {
+    tx.send(Ok(pb::ExportUsersResponse { payload: Some(payload) }))
+        .await
+        .is_ok()
+}
+
+async fn export_csv<S: UserSnapshot>(
+    mut exporter: Exporter<S>,
+    settings: CsvSettings,
+    tx: &Sender,
+) -> Result<(), DomainError> {
+    let replace = settings.replace_unmappable;
+    let mut writer = CsvWriter::new(settings);
+    let mut hasher = Xxh3Default::new();
+    let mut buf = Vec::with_capacity(CHUNK * 2);
+    let mut count = 0i64;
+    let mut refused = false;
+    writer.header(&mut buf);
+    while let Some(users) = exporter.next_page(PAGE).await? {
+        for user in &users {
+            // After a refusal, keep reading only to name the other cells.
+            if !writer.row(user, &mut buf) {
+                refused = true;
+            }
+            count += 1;
+        }
+        if refused {
+            buf.clear();
+            if writer.unmappable.len() >= MAX_NAMED {
+                break;
+            }
+            continue;
+        }
+        if buf.len() >= CHUNK {
+            hasher.update(&buf);
+            if !send(tx, Payload::Chunk(std::mem::take(&mut buf))).await {
+                return Ok(());
+            }
+        }
+    }
+    if refused {
+        let named: Vec<String> = writer
+            .unmappable
+            .iter()
+            .take(MAX_NAMED)
+            .map(|u| format!("{} ({})", u.user, u.column))
+            .collect();
+        return Err(DomainError::Precondition {
+            reason: "SHIFT_JIS_UNMAPPABLE",
+            message: format!(
+                "Shift-JIS cannot hold some characters of: {}; export as UTF-8, or set unmappable to REPLACE",
+                named.join(", ")
+            ),
+        });
+    }
+    if !buf.is_empty() {
+        hasher.update(&buf);
+        if !send(tx, Payload::Chunk(buf)).await {
+            return Ok(());
+        }
+    }
+    let replaced = if replace {
+        writer
+            .unmappable
+            .iter()
+            .map(|u| pb::ReplacedCell {
+                user: u.user.clone(),
+                column: u.column.clone(),
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let trailer = pb::ExportTrailer {
+        user_count: count,
+        checksum: format!("{:016x}", hasher.digest()),
+        replaced,
+    };
+    send(tx, Payload::Trailer(trailer)).await;
+    Ok(())
+}
+
+async fn export_rows<S: UserSnapshot>(mut exporter: Exporter<S>, tx: &Sender) -> Result<(), DomainError> {
+    let mut hasher = Xxh3Default::new();
+    let mut count = 0i64;
+    while let Some(users) = exporter.next_page(PAGE).await? {
+        let users: Vec<pb::User> = users.into_iter().map(user_to_pb).collect();
+        for user in &users {
+            hasher.update(&user.encode_to_vec());
+        }
+        count += users.len() as i64;
+        if !send(tx, Payload::Rows(pb::ExportRows { users })).await {
+            return Ok(());
+        }
+    }
+    let trailer = pb::ExportTrailer {
+        user_count: count,
+        checksum: format!("{:016x}", hasher.digest()),
+        replaced: Vec::new(),
+    };
+    send(tx, Payload::Trailer(trailer)).await;
+    Ok(())
+}

@@ -1,0 +1,284 @@
+//! ExportUsers: seed 001's CSV, Shift-JIS, formula protection, ROWS, the
+//! trailer, snapshots, and the round trip through ImportUsers.
+
+use std::collections::HashMap;
+
+use tonic::Code;
+use userdir::pb::export_users_response::Payload as ExportOut;
+use userdir::pb::import_users_request::Payload;
+use userdir::pb::{
+    DeleteUserRequest, ExportEncoding, ExportFormat, ExportTrailer, ExportUsersRequest, ImportEnd, ImportMode,
+    ImportOptions, ImportOutcome, ImportUsersRequest, LookupUserRequest, UnmappablePolicy, User,
+};
+use xxhash_rust::xxh3::xxh3_64;
+
+use crate::common::{TestServer, reason};
+
+fn request(tenant: &str) -> ExportUsersRequest {
+    ExportUsersRequest {
+        parent: format!("tenants/{tenant}"),
+        ..Default::default()
+    }
+}
+
+/// The CSV bytes and the trailer (None when the stream was cut).
+async fn export_csv(
+    s: &TestServer,
+    req: ExportUsersRequest,
+) -> Result<(Vec<u8>, Option<ExportTrailer>), tonic::Status> {
+    let mut stream = s.users.clone().export_users(req).await?.into_inner();
+    let (mut bytes, mut trailer) = (Vec::new(), None);
+    while let Some(m) = stream.message().await? {
+        match m.payload {
+            Some(ExportOut::Chunk(c)) => bytes.extend(c),
+            Some(ExportOut::Trailer(t)) => trailer = Some(t),
+            _ => {}
+        }
+    }
+    Ok((bytes, trailer))
+}
+
+async fn import_bytes(s: &TestServer, tenant: &str, bytes: &[u8]) -> Vec<i32> {
+    let messages = vec![
+        ImportUsersRequest {
+            payload: Some(Payload::Options(ImportOptions {
+                parent: format!("tenants/{tenant}"),
+                mode: ImportMode::Upsert as i32,
+                ..Default::default()
+            })),
+        },
+        ImportUsersRequest {
+            payload: Some(Payload::Chunk(bytes.to_vec())),
+        },
+        ImportUsersRequest {
+            payload: Some(Payload::End(ImportEnd {})),
+        },
+    ];
+    let mut stream = s
+        .users
+        .clone()
+        .import_users(tokio_stream::iter(messages))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut outcomes = Vec::new();
+    while let Some(m) = stream.message().await.unwrap() {
+        if let Some(userdir::pb::import_users_response::Payload::Results(r)) = m.payload {
+            outcomes.extend(r.results.into_iter().map(|r| r.outcome));
+        }
+    }
+    outcomes
+}
+
+async fn seed(s: &TestServer) {
+    s.tenant("acme").await;
+    let people = [
+        ("taro@example.jp", "髙橋 ソ 表 能", "①㈱～"),
+        ("plain@example.com", "Plain, Person", "=SUM(A1)"),
+        ("quote@example.com", "Say \"hi\"", " padded "),
+    ];
+    for (email, name, c1) in people {
+        let user = User {
+            email: email.into(),
+            display_name: name.into(),
+            custom_attributes: HashMap::from([("custom_01".into(), c1.into())]),
+            ..Default::default()
+        };
+        s.create("acme", user).await.unwrap();
+    }
+}
+
+async fn seed_001_csv_format(s: TestServer) {
+    seed(&s).await;
+    let (bytes, trailer) = export_csv(&s, request("acme")).await.unwrap();
+    let trailer = trailer.expect("a complete export ends with a trailer");
+    assert_eq!(trailer.user_count, 3);
+    assert_eq!(trailer.checksum, format!("{:016x}", xxh3_64(&bytes)));
+    assert!(bytes.starts_with(b"\xEF\xBB\xBF"), "UTF-8 with BOM");
+    let text = String::from_utf8(bytes[3..].to_vec()).unwrap();
+    let mut lines = text.split('\n');
+    assert_eq!(
+        lines.next().unwrap(),
+        "userid,email,name,enabled,status,created,updated,custom_01,custom_02,custom_03,custom_04,custom_05,custom_06,custom_07,custom_08,custom_09,custom_10"
+    );
+    assert!(!text.contains('\r'), "LF line endings");
+    let taro = lines.next().unwrap();
+    assert!(
+        taro.contains(",taro@example.jp,髙橋 ソ 表 能,true,UNCONFIRMED,"),
+        "{taro}"
+    );
+    assert!(
+        taro.contains("Z,①㈱～,,,,,,,,,"),
+        "RFC 3339 UTC times, unquoted: {taro}"
+    );
+    assert!(text.contains("\"Plain, Person\""), "quoted only when needed");
+    assert!(text.contains(",'=SUM(A1),"), "formula protection");
+    assert!(text.contains("\"Say \"\"hi\"\"\""));
+    assert!(text.contains(",\" padded \","));
+}
+
+async fn shift_jis_exact_and_unmappable(s: TestServer) {
+    seed(&s).await;
+    let req = ExportUsersRequest {
+        encoding: ExportEncoding::ShiftJis as i32,
+        columns: vec!["email".into(), "name".into(), "custom_01".into()],
+        ..request("acme")
+    };
+    let (bytes, trailer) = export_csv(&s, req.clone()).await.unwrap();
+    assert!(trailer.is_some());
+    let (expected, _, unmappable) =
+        encoding_rs::SHIFT_JIS.encode("email,name,custom_01\ntaro@example.jp,髙橋 ソ 表 能,①㈱～\n");
+    assert!(!unmappable);
+    assert!(bytes.starts_with(&expected), "byte-exact Windows-31J");
+
+    let odd = User {
+        email: "yoshi@example.jp".into(),
+        display_name: "𠮷野 😀".into(),
+        ..Default::default()
+    };
+    s.create("acme", odd).await.unwrap();
+    let err = export_csv(&s, req.clone()).await.unwrap_err();
+    assert_eq!(
+        (err.code(), reason(&err).as_str()),
+        (Code::FailedPrecondition, "SHIFT_JIS_UNMAPPABLE")
+    );
+    assert!(err.message().contains("(name)"), "{}", err.message());
+    let replace = ExportUsersRequest {
+        unmappable: UnmappablePolicy::Replace as i32,
+        ..req
+    };
+    let (bytes, trailer) = export_csv(&s, replace).await.unwrap();
+    let trailer = trailer.unwrap();
+    assert_eq!(trailer.replaced.len(), 1);
+    assert_eq!(trailer.replaced[0].column, "name");
+    let (decoded, _, _) = encoding_rs::SHIFT_JIS.decode(&bytes);
+    assert!(decoded.contains("yoshi@example.jp,?野 ?,"), "{decoded}");
+    assert!(!bytes.windows(2).any(|w| w == b"&#"), "never HTML numeric references");
+}
+
+async fn round_trip_through_import(s: TestServer) {
+    seed(&s).await;
+    for encoding in [ExportEncoding::Utf8Bom, ExportEncoding::Utf8, ExportEncoding::ShiftJis] {
+        let (bytes, _) = export_csv(
+            &s,
+            ExportUsersRequest {
+                encoding: encoding as i32,
+                ..request("acme")
+            },
+        )
+        .await
+        .unwrap();
+        let outcomes = import_bytes(&s, "acme", &bytes).await;
+        assert_eq!(outcomes, vec![ImportOutcome::Unchanged as i32; 3], "{encoding:?}");
+        // Into an empty tenant: the same users again.
+        let tenant = format!("copy-{}", encoding as i32);
+        s.tenant(&tenant).await;
+        let outcomes = import_bytes(&s, &tenant, &bytes).await;
+        assert_eq!(outcomes, vec![ImportOutcome::Created as i32; 3], "{encoding:?}");
+        for email in ["taro@example.jp", "plain@example.com", "quote@example.com"] {
+            let find = |t: &str| LookupUserRequest {
+                parent: format!("tenants/{t}"),
+                key: Some(userdir::pb::lookup_user_request::Key::Email(email.into())),
+            };
+            let a = s.users.clone().lookup_user(find("acme")).await.unwrap().into_inner();
+            let b = s.users.clone().lookup_user(find(&tenant)).await.unwrap().into_inner();
+            assert_eq!(
+                (a.display_name, a.custom_attributes),
+                (b.display_name, b.custom_attributes)
+            );
+        }
+    }
+}
+
+async fn rows_over_a_snapshot(s: TestServer) {
+    s.tenant("acme").await;
+    let mut csv = String::from("name,email\n");
+    for i in 0..7000 {
+        csv.push_str(&format!("User {i},u{i:05}@example.com\n"));
+    }
+    import_bytes(&s, "acme", csv.as_bytes()).await;
+    let req = ExportUsersRequest {
+        format: ExportFormat::Rows as i32,
+        ..request("acme")
+    };
+    let mut stream = s.users.clone().export_users(req).await.unwrap().into_inner();
+    let mut emails = Vec::new();
+    let Some(ExportOut::Rows(first)) = stream.message().await.unwrap().unwrap().payload else {
+        panic!("rows first")
+    };
+    emails.extend(first.users.into_iter().map(|u| u.email));
+    // While the export runs: delete users it has not sent yet, create new ones.
+    for i in 6900..6950 {
+        let email = format!("u{i:05}@example.com");
+        let find = LookupUserRequest {
+            parent: "tenants/acme".into(),
+            key: Some(userdir::pb::lookup_user_request::Key::Email(email)),
+        };
+        let user = s.users.clone().lookup_user(find).await.unwrap().into_inner();
+        s.users
+            .clone()
+            .delete_user(DeleteUserRequest {
+                name: user.name,
+                etag: String::new(),
+            })
+            .await
+            .unwrap();
+    }
+    for i in 0..20 {
+        s.user("acme", &format!("late{i}@example.com"), "Late").await;
+    }
+    let mut trailer = None;
+    while let Some(m) = stream.message().await.unwrap() {
+        match m.payload {
+            Some(ExportOut::Rows(batch)) => emails.extend(batch.users.into_iter().map(|u| u.email)),
+            Some(ExportOut::Trailer(t)) => trailer = Some(t),
+            _ => {}
+        }
+    }
+    assert_eq!(trailer.unwrap().user_count, 7000);
+    assert_eq!(emails.len(), 7000, "every user that existed at the start, once");
+    let mut unique = emails.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), 7000);
+    assert!(
+        emails.contains(&"u06920@example.com".to_owned()),
+        "deleted meanwhile, still exported"
+    );
+    assert!(
+        !emails.iter().any(|e| e.starts_with("late")),
+        "created meanwhile, not exported"
+    );
+}
+
+async fn bad_requests(s: TestServer) {
+    s.tenant("acme").await;
+    let bad_column = ExportUsersRequest {
+        columns: vec!["password".into()],
+        ..request("acme")
+    };
+    assert_eq!(
+        export_csv(&s, bad_column).await.unwrap_err().code(),
+        Code::InvalidArgument
+    );
+    let bad_filter = ExportUsersRequest {
+        filter: "nope = 1".into(),
+        ..request("acme")
+    };
+    assert_eq!(
+        export_csv(&s, bad_filter).await.unwrap_err().code(),
+        Code::InvalidArgument
+    );
+    assert_eq!(
+        export_csv(&s, request("nowhere")).await.unwrap_err().code(),
+        Code::NotFound
+    );
+}
+
+crate::on_both_backends!(
+    seed_001_csv_format,
+    shift_jis_exact_and_unmappable,
+    round_trip_through_import,
+    rows_over_a_snapshot,
+    bad_requests,
+);

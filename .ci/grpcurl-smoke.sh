@@ -67,6 +67,14 @@ run_against() { # label database-url [pg-schema]
   grep -q 'created 2' "$WORK/cli-$label.txt" || { echo "userdir import did not create 2 users"; missing=1; }
   python3 -c 'import sys; t=open(sys.argv[1], encoding="cp932").read(); assert "壊れた" in t and "import_reason" in t, t' "$WORK/sjis-$label.errors.csv" \
     || { echo "the errors file is missing or wrong"; missing=1; }
+  # The operator's export: Shift-JIS, trailer checked, and it imports back unchanged.
+  "$BIN" export --server "http://127.0.0.1:$PORT" --tenant acme --encoding shift-jis -o "$WORK/export-$label.csv" \
+    > "$WORK/export-$label.txt" 2>&1 || { cat "$WORK/export-$label.txt"; echo "userdir export failed"; missing=1; }
+  cat "$WORK/export-$label.txt"
+  grep -q 'verified' "$WORK/export-$label.txt" || { echo "userdir export did not verify its trailer"; missing=1; }
+  "$BIN" import --server "http://127.0.0.1:$PORT" --tenant acme --mode upsert "$WORK/export-$label.csv" > "$WORK/reimport-$label.txt" 2>&1 \
+    || { cat "$WORK/reimport-$label.txt"; echo "re-import of the export failed"; missing=1; }
+  grep -q 'created 0  updated 0' "$WORK/reimport-$label.txt" || { cat "$WORK/reimport-$label.txt"; echo "the export did not import back unchanged"; missing=1; }
   kill -TERM "$SERVER_PID"; wait "$SERVER_PID" || { echo "server did not exit cleanly on SIGTERM"; missing=1; }
   SERVER_PID=
   grep -q 'userdir stopped' "$WORK/server-$label.log" || { echo "no graceful stop in the server log"; missing=1; }

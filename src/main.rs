@@ -24,5 +24,6 @@ async fn main() -> ExitCode {
             }
         }
         Command::Import(args) => userdir::cli::import::run(args).await,
+        Command::Export(args) => userdir::cli::export::run(args).await,
     }
 }

@@ -1,5 +1,6 @@
 //! The `userdir` command line.
 
+pub mod export;
 pub mod import;
 
 use clap::{Parser, Subcommand};
@@ -20,6 +21,8 @@ pub enum Command {
     Serve(Config),
     /// Import users from a CSV file into a running server.
     Import(import::ImportArgs),
+    /// Export users from a running server to a CSV file.
+    Export(export::ExportArgs),
 }
 
 /// Resolves on SIGTERM or Ctrl-C.

@@ -188,6 +188,55 @@ async fn import(addr: &str, csv: &Path) -> Run {
     }
 }
 
+/// The raw dump of the server's users table: `sqlite3 -csv` or `COPY ... TO STDOUT`.
+fn raw_dump(backend: &str, url: &str, schema: &str) -> f64 {
+    let start = Instant::now();
+    let status = if backend == "sqlite" {
+        let path = url.trim_start_matches("sqlite://").trim_end_matches("?mode=rwc");
+        Command::new("sqlite3")
+            .args(["-csv", path, "SELECT * FROM users"])
+            .stdout(Stdio::null())
+            .status()
+    } else {
+        let copy = format!("COPY {schema}.users TO STDOUT WITH (FORMAT csv)");
+        Command::new("psql")
+            .args([url, "-q", "-c", &copy])
+            .stdout(Stdio::null())
+            .status()
+    };
+    assert!(status.expect("raw dump").success());
+    start.elapsed().as_secs_f64()
+}
+
+/// Exports every user of the bench tenant: (seconds, time to the first message, users).
+async fn export(addr: &str, rows: bool) -> (f64, Duration, u64) {
+    let mut users = UserDirectoryClient::connect(addr.to_owned())
+        .await
+        .unwrap()
+        .max_decoding_message_size(64 << 20);
+    let format = if rows {
+        userdir::pb::ExportFormat::Rows
+    } else {
+        userdir::pb::ExportFormat::Csv
+    };
+    let req = userdir::pb::ExportUsersRequest {
+        parent: "tenants/bench".into(),
+        format: format as i32,
+        ..Default::default()
+    };
+    let start = Instant::now();
+    let mut stream = users.export_users(req).await.unwrap().into_inner();
+    let mut first = None;
+    let mut count = 0;
+    while let Some(message) = stream.message().await.unwrap() {
+        first.get_or_insert_with(|| start.elapsed());
+        if let Some(userdir::pb::export_users_response::Payload::Trailer(t)) = message.payload {
+            count = t.user_count as u64;
+        }
+    }
+    (start.elapsed().as_secs_f64(), first.unwrap_or_default(), count)
+}
+
 fn start_server(bin: &str, url: &str, schema: &str, port: u16) -> Child {
     let child = Command::new(bin)
         .arg("serve")
@@ -253,6 +302,7 @@ async fn main() {
         "| backend | rows | run | rows/s | vs raw load | p50 ms | p99 ms | last 10% / first 10% | peak RSS MiB | failed |"
     );
     println!("|---|---|---|---|---|---|---|---|---|---|");
+    let mut exports = Vec::new();
     for (k, &n) in sizes.iter().enumerate() {
         let csv = dir.path().join(format!("users-{n}.csv"));
         sh(Command::new("python3")
@@ -294,11 +344,32 @@ async fn main() {
                 &again,
                 peak_rss_mib(server.id()),
             );
+            // Export of the same users: the raw dump of the server's own table, then CSV and ROWS.
+            let dump = raw_dump(backend, &url, &schema);
+            let dump_rate = n as f64 / dump;
+            exports.push(format!("| {backend} | {n} | raw dump | {dump_rate:.0} | 1.00x | | |"));
+            for rows in [false, true] {
+                let (secs, first, count) = export(&addr, rows).await;
+                let rate = count as f64 / secs;
+                exports.push(format!(
+                    "| {backend} | {n} | export {} | {rate:.0} | {:.2}x | {:.0} | {:.0} |",
+                    if rows { "ROWS" } else { "CSV" },
+                    rate / dump_rate,
+                    first.as_secs_f64() * 1000.0,
+                    peak_rss_mib(server.id())
+                ));
+            }
             let _ = server.kill();
             let _ = server.wait();
             if !schema.is_empty() {
                 sh(Command::new("psql").args([&pg, "-q", "-c", &format!("DROP SCHEMA {schema} CASCADE")]));
             }
         }
+    }
+    println!();
+    println!("| backend | rows | run | rows/s | vs raw dump | first bytes ms | peak RSS MiB |");
+    println!("|---|---|---|---|---|---|---|");
+    for line in exports {
+        println!("{line}");
     }
 }

@@ -36,12 +36,23 @@ macro_rules! packed_columns {
         )
     };
 }
+/// One user as a JSON array, per dialect.
+pub(crate) const ROW_SQLITE: &str = packed_columns!("hex(id)", "json_array");
+pub(crate) const ROW_POSTGRES: &str = packed_columns!("id::text", "json_build_array");
 const PACK_SQLITE: &str = concat!("json_group_array(", packed_columns!("hex(id)", "json_array"), ")");
 const PACK_POSTGRES: &str = concat!(
     "COALESCE(json_agg(",
     packed_columns!("id::text", "json_build_array"),
     "), '[]')::text"
 );
+
+/// Parses a packed JSON array of users of `tenant`.
+pub(crate) fn unpack_users(json: Option<String>, tenant: &TenantId) -> RepoResult<Vec<User>> {
+    let json = json.unwrap_or_else(|| "[]".to_owned());
+    let rows: Vec<PackedUser> =
+        serde_json::from_str(&json).map_err(|e| DomainError::storage(format!("packed users unreadable: {e}")))?;
+    rows.into_iter().map(|row| row.into_user(tenant)).collect()
+}
 
 /// A user as packed by the lookup query. SQLite writes booleans as 0/1.
 #[derive(serde::Deserialize)]
@@ -527,10 +538,7 @@ impl ImportRepository for Store {
             .one(self.connection())
             .await
             .map_err(db_error)?;
-        let json = json.flatten().unwrap_or_else(|| "[]".to_owned());
-        let rows: Vec<PackedUser> =
-            serde_json::from_str(&json).map_err(|e| DomainError::storage(format!("packed users unreadable: {e}")))?;
-        rows.into_iter().map(|row| row.into_user(tenant)).collect()
+        unpack_users(json.flatten(), tenant)
     }
 
     async fn write_import_batch(

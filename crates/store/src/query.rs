@@ -104,10 +104,13 @@ pub(crate) fn apply_order_and_cursor(
             (OrderField::CreateTime | OrderField::UpdateTime, None, Some(int)) => Expr::value(int),
             _ => return Err(bad()),
         };
-        let beyond = |a: SimpleExpr, b: SimpleExpr| if order.descending { a.lt(b) } else { a.gt(b) };
-        let cursor = beyond(Expr::col(col), value.clone()).or(Expr::col(col)
-            .eq(value)
-            .and(beyond(Expr::col(Column::Id), Expr::value(id))));
+        // A row-value comparison, `(field, id) > (value, last_id)`: both
+        // databases turn it into a range on the (tenant, field, id) index, so
+        // every page starts where the last ended (an OR of the two conditions
+        // was only a filter: each page rescanned the tenant from its start).
+        let key = Expr::tuple([Expr::col(col), Expr::col(Column::Id)]);
+        let last = Expr::tuple([value, Expr::value(id)]);
+        let cursor = if order.descending { key.lt(last) } else { key.gt(last) };
         select = select.filter(cursor);
     }
     Ok(select)

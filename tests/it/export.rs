@@ -190,18 +190,24 @@ async fn round_trip_through_import(s: TestServer) {
     }
 }
 
-async fn rows_over_a_snapshot(s: TestServer) {
+/// Imports 7,000 users (more pages than the server buffers ahead) and starts
+/// a ROWS export of them.
+async fn seven_pages_of_rows(s: &TestServer) -> tonic::Streaming<userdir::pb::ExportUsersResponse> {
     s.tenant("acme").await;
     let mut csv = String::from("name,email\n");
     for i in 0..7000 {
         csv.push_str(&format!("User {i},u{i:05}@example.com\n"));
     }
-    import_bytes(&s, "acme", csv.as_bytes()).await;
+    import_bytes(s, "acme", csv.as_bytes()).await;
     let req = ExportUsersRequest {
         format: ExportFormat::Rows as i32,
         ..request("acme")
     };
-    let mut stream = s.users.clone().export_users(req).await.unwrap().into_inner();
+    s.users.clone().export_users(req).await.unwrap().into_inner()
+}
+
+async fn rows_over_a_snapshot(s: TestServer) {
+    let mut stream = seven_pages_of_rows(&s).await;
     let mut emails = Vec::new();
     let Some(ExportOut::Rows(first)) = stream.message().await.unwrap().unwrap().payload else {
         panic!("rows first")
@@ -255,17 +261,7 @@ async fn rows_over_a_snapshot(s: TestServer) {
 /// ours stays open (idle in transaction) once it has left.
 async fn reader_leaving_frees_the_snapshot(s: TestServer) {
     use sea_orm::{ConnectionTrait, Database};
-    s.tenant("acme").await;
-    let mut csv = String::from("name,email\n");
-    for i in 0..7000 {
-        csv.push_str(&format!("User {i},u{i:05}@example.com\n"));
-    }
-    import_bytes(&s, "acme", csv.as_bytes()).await;
-    let req = ExportUsersRequest {
-        format: ExportFormat::Rows as i32,
-        ..request("acme")
-    };
-    let mut stream = s.users.clone().export_users(req).await.unwrap().into_inner();
+    let mut stream = seven_pages_of_rows(&s).await;
     assert!(stream.message().await.unwrap().is_some());
     drop(stream);
     // The server can still serve everything else.

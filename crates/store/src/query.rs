@@ -1,10 +1,11 @@
 //! The domain's filter and keyset cursor as SQL conditions.
 
 use sea_orm::sea_query::{Expr, Func, LikeExpr, SimpleExpr};
-use sea_orm::{ExprTrait, Order, QueryFilter, QueryOrder, Select};
+use sea_orm::{ColumnTrait, EntityTrait, ExprTrait, Order, QueryFilter, QueryOrder, QuerySelect, Select};
 use userdir_domain::DomainError;
 use userdir_domain::filter::{Comparison, Filter, FilterField, Op, Value};
-use userdir_domain::list::{OrderBy, OrderField, SortKey};
+use userdir_domain::list::{OrderBy, OrderField, SortKey, UserQuery};
+use userdir_domain::tenant::TenantId;
 use uuid::Uuid;
 
 use crate::entity::user::{CUSTOM_COLUMNS, Column, Entity};
@@ -82,18 +83,32 @@ fn comparison(c: &Comparison) -> SimpleExpr {
     }
 }
 
+/// The column a `ListUsers` order sorts by.
+pub(crate) fn order_column(field: OrderField) -> Column {
+    match field {
+        OrderField::Email => Column::EmailKey,
+        OrderField::DisplayName => Column::DisplayName,
+        OrderField::CreateTime => Column::CreateTime,
+        OrderField::UpdateTime => Column::UpdateTime,
+    }
+}
+
+/// One page of a `ListUsers` query: tenant, filter, order, keyset, limit.
+pub(crate) fn page_select(tenant: &TenantId, query: &UserQuery, limit: u32) -> Result<Select<Entity>, DomainError> {
+    let mut select = Entity::find().filter(Column::TenantId.eq(tenant.as_str()));
+    if let Some(filter) = &query.filter {
+        select = select.filter(filter_condition(filter));
+    }
+    Ok(apply_order_and_cursor(select, query.order, query.after.as_ref())?.limit(u64::from(limit)))
+}
+
 /// Orders by the requested field then id, and starts strictly after `after`.
 pub(crate) fn apply_order_and_cursor(
     select: Select<Entity>,
     order: OrderBy,
     after: Option<&SortKey>,
 ) -> Result<Select<Entity>, DomainError> {
-    let col = match order.field {
-        OrderField::Email => Column::EmailKey,
-        OrderField::DisplayName => Column::DisplayName,
-        OrderField::CreateTime => Column::CreateTime,
-        OrderField::UpdateTime => Column::UpdateTime,
-    };
+    let col = order_column(order.field);
     let dir = if order.descending { Order::Desc } else { Order::Asc };
     let mut select = select.order_by(col, dir.clone()).order_by(Column::Id, dir);
     if let Some(key) = after {

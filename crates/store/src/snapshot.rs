@@ -4,18 +4,16 @@
 
 use sea_orm::sea_query::{Alias, Expr, Query};
 use sea_orm::{
-    AccessMode, ColumnTrait, ConnectionTrait, DatabaseTransaction, DbBackend, EntityTrait, IsolationLevel, QueryFilter,
-    QuerySelect, QueryTrait, TransactionTrait,
+    AccessMode, ConnectionTrait, DatabaseTransaction, DbBackend, IdenStatic, IsolationLevel, QueryTrait,
+    TransactionTrait,
 };
-use userdir_domain::list::OrderField;
 use userdir_domain::list::UserQuery;
 use userdir_domain::repo::{RepoResult, SnapshotRepository, UserSnapshot};
 use userdir_domain::tenant::TenantId;
 use userdir_domain::user::User;
 
-use crate::entity::user;
 use crate::imports::{ROW_POSTGRES, ROW_SQLITE, unpack_users};
-use crate::query::{apply_order_and_cursor, filter_condition};
+use crate::query::{order_column, page_select};
 use crate::{Store, db_error};
 
 /// A snapshot; dropping it ends the transaction and frees its connection.
@@ -45,17 +43,8 @@ impl UserSnapshot for StoreSnapshot {
     /// keyset, limit) in a subquery and aggregated in the same order, so one
     /// value is decoded per page instead of 31 per user.
     async fn list_users(&mut self, tenant: &TenantId, query: &UserQuery, limit: u32) -> RepoResult<Vec<User>> {
-        let mut select = user::Entity::find().filter(user::Column::TenantId.eq(tenant.as_str()));
-        if let Some(filter) = &query.filter {
-            select = select.filter(filter_condition(filter));
-        }
-        let page = apply_order_and_cursor(select, query.order, query.after.as_ref())?.limit(u64::from(limit));
-        let column = match query.order.field {
-            OrderField::Email => "email_key",
-            OrderField::DisplayName => "display_name",
-            OrderField::CreateTime => "create_time",
-            OrderField::UpdateTime => "update_time",
-        };
+        let page = page_select(tenant, query, limit)?;
+        let column = order_column(query.order.field).as_str();
         let dir = if query.order.descending { "DESC" } else { "ASC" };
         let backend = self.txn.get_database_backend();
         let aggregate = match backend {

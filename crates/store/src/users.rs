@@ -1,9 +1,7 @@
 //! `UserRepository` on sea-orm.
 
 use sea_orm::sea_query::Expr;
-use sea_orm::{
-    ColumnTrait, Condition, DatabaseTransaction, EntityTrait, ExprTrait, QueryFilter, QuerySelect, TransactionTrait,
-};
+use sea_orm::{ColumnTrait, Condition, DatabaseTransaction, EntityTrait, ExprTrait, QueryFilter, TransactionTrait};
 use userdir_domain::list::UserQuery;
 use userdir_domain::repo::{RepoResult, TenantRepository, UserKey, UserRepository};
 use userdir_domain::tenant::TenantId;
@@ -14,7 +12,7 @@ use userdir_domain::{DomainError, ResourceKind};
 use crate::convert::{user_from_row, user_to_active};
 use crate::entity::{tenant, user};
 use crate::error::user_write_error;
-use crate::query::{apply_order_and_cursor, filter_condition};
+use crate::query::page_select;
 use crate::{Store, db_error};
 
 fn user_not_found(name: &UserName) -> DomainError {
@@ -137,22 +135,10 @@ impl UserRepository for Store {
     }
 
     async fn list_users(&self, tenant: &TenantId, query: &UserQuery, limit: u32) -> RepoResult<Vec<User>> {
-        list_users_on(self.connection(), tenant, query, limit).await
+        let rows = page_select(tenant, query, limit)?
+            .all(self.connection())
+            .await
+            .map_err(db_error)?;
+        rows.into_iter().map(user_from_row).collect()
     }
-}
-
-/// A page of users on any connection or transaction.
-pub(crate) async fn list_users_on(
-    conn: &impl sea_orm::ConnectionTrait,
-    tenant: &TenantId,
-    query: &UserQuery,
-    limit: u32,
-) -> RepoResult<Vec<User>> {
-    let mut select = user::Entity::find().filter(user::Column::TenantId.eq(tenant.as_str()));
-    if let Some(filter) = &query.filter {
-        select = select.filter(filter_condition(filter));
-    }
-    let select = apply_order_and_cursor(select, query.order, query.after.as_ref())?;
-    let rows = select.limit(u64::from(limit)).all(conn).await.map_err(db_error)?;
-    rows.into_iter().map(user_from_row).collect()
 }

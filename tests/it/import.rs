@@ -547,6 +547,77 @@ async fn stale_full_sync_lock_is_taken_over(s: TestServer) {
     );
 }
 
+/// A create that collides with another writer's user between the lookup and
+/// the write (a race the file cannot show) fails alone; the rest of its
+/// transaction is written, with their external ids, and the seats counted.
+async fn a_row_racing_another_writer_fails_alone(s: TestServer) {
+    use userdir_domain::repo::{ImportRepository, TenantRepository};
+    use userdir_domain::tenant::TenantId;
+    use userdir_domain::user::{User as DomainUser, UserInput};
+    s.tenant("acme").await;
+    s.user("acme", "taken@example.com", "Taken").await;
+    let store = userdir_store::Store::connect(&s.store_options).await.unwrap();
+    let tenant = TenantId::parse("tenant", "acme").unwrap();
+    let schema = store.get_tenant(&tenant).await.unwrap().custom_attributes;
+    let now = userdir_domain::text::Timestamp::now();
+    let new = |email: &str, external_id: &str| {
+        let input = UserInput {
+            email: email.into(),
+            display_name: email.into(),
+            external_id: external_id.into(),
+            ..Default::default()
+        };
+        DomainUser::create(tenant.clone(), input, &schema, now).unwrap()
+    };
+    let creates = [
+        new("first@example.com", ""),
+        new("TAKEN@example.com", ""),
+        new("third@example.com", "HR-3"),
+    ];
+    let outcomes = store.write_import_batch(&tenant, &creates, &[]).await.unwrap();
+    assert!(outcomes[0].is_ok() && outcomes[2].is_ok(), "{outcomes:?}");
+    assert_eq!(
+        outcomes[1].as_ref().map_err(|e| e.reason()),
+        Err("EMAIL_ALREADY_EXISTS"),
+        "{outcomes:?}"
+    );
+    let found = s
+        .users
+        .clone()
+        .lookup_user(userdir::pb::LookupUserRequest {
+            parent: "tenants/acme".into(),
+            key: Some(userdir::pb::lookup_user_request::Key::ExternalId("HR-3".into())),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(found.email, "third@example.com");
+    let emails: Vec<String> = users(&s).await.into_iter().map(|u| u.email).collect();
+    assert_eq!(emails, ["first@example.com", "taken@example.com", "third@example.com"]);
+    let unset = s
+        .users
+        .clone()
+        .list_users(ListUsersRequest {
+            parent: "tenants/acme".into(),
+            filter: "NOT external_id:*".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(unset.users.len(), 2, "an unset external id is stored as unset");
+    let tenant = s
+        .tenants
+        .clone()
+        .get_tenant(userdir::pb::GetTenantRequest {
+            name: "tenants/acme".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(tenant.user_count, 3);
+}
+
 async fn parsed_rows_for_pipelines(s: TestServer) {
     s.tenant("acme").await;
     let row = |pairs: &[(&str, &str)]| ImportRow {
@@ -869,6 +940,7 @@ async fn slow_reader_gets_every_result(s: TestServer) {
 }
 
 crate::on_both_backends!(
+    a_row_racing_another_writer_fails_alone,
     seed_001_upsert_then_rerun_changes_nothing,
     shift_jis_files,
     row_errors_fail_only_their_row,

@@ -4,8 +4,6 @@
 //! it has committed.
 
 use std::collections::{HashMap, HashSet};
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -14,6 +12,7 @@ use xxhash_rust::xxh3::xxh3_64;
 
 use super::columns::{Column, ColumnMap, resolve};
 use super::csv::{CsvDecoder, FileError, Record};
+use super::writer::{Writer, Written};
 use super::{
     ImportCounts, ImportJob, ImportMode, ImportOptions, ImportState, MatchKey, RowFailure, RowOutcome, RowResult,
 };
@@ -68,17 +67,21 @@ struct Prepared {
 }
 
 /// A decided batch: the results known before writing, and the writes.
-struct Plan {
+pub(super) struct Plan {
     results: Vec<Option<RowResult>>,
     /// (slot in `results`, line) of each create and update, in write order.
     create_slots: Vec<(usize, u64)>,
-    creates: Vec<User>,
+    pub(super) creates: Vec<User>,
     update_slots: Vec<(usize, u64)>,
-    updates: Vec<(User, Revision)>,
+    pub(super) updates: Vec<(User, Revision)>,
 }
 
-/// A batch being written while the next one is decided.
-type Write = Pin<Box<dyn Future<Output = (Plan, RepoResult<Vec<RepoResult<()>>>)> + Send>>;
+impl Plan {
+    /// Rows this plan writes.
+    pub(super) fn writes(&self) -> usize {
+        self.creates.len() + self.updates.len()
+    }
+}
 
 /// One import in progress. Created by [`crate::Directory::start_import`].
 pub struct Importer<R> {
@@ -100,8 +103,8 @@ pub struct Importer<R> {
     locked: bool,
     last_refresh: Instant,
     last_save: Instant,
-    /// The previous batch's write, still running.
-    inflight: Option<Write>,
+    /// Writes decided batches, group-committing them; `None` in dry runs.
+    writer: Option<Writer>,
 }
 
 fn failure(reason: &str, field: impl Into<String>, message: impl Into<String>) -> RowFailure {
@@ -271,6 +274,7 @@ impl<R: TenantRepository + UserRepository + ImportRepository> Importer<R> {
             }
             return Err(e);
         }
+        let writer = (!job.options.validate_only).then(|| Writer::spawn(Arc::clone(&repo), tenant.id.clone()));
         Ok(Self {
             repo,
             tenant,
@@ -285,7 +289,7 @@ impl<R: TenantRepository + UserRepository + ImportRepository> Importer<R> {
             locked,
             last_refresh: Instant::now(),
             last_save: Instant::now(),
-            inflight: None,
+            writer,
         })
     }
 
@@ -522,9 +526,9 @@ impl<R: TenantRepository + UserRepository + ImportRepository> Importer<R> {
         if self.job.state != ImportState::Running {
             return;
         }
-        // A write still running is abandoned: its transaction rolls back
-        // (or has committed), and its rows were never reported.
-        self.inflight = None;
+        // Writes still running are abandoned: a transaction in progress rolls
+        // back (or has committed), and its rows were never reported.
+        self.writer = None;
         self.job.state = state;
         self.job.end_time = Some(Timestamp::now());
         if let Some(error) = error {
@@ -539,51 +543,50 @@ impl<R: TenantRepository + UserRepository + ImportRepository> Importer<R> {
         }
     }
 
-    /// Decides a batch while the previous one is written; returns the
-    /// previous batch's results once it has committed.
+    /// Decides a batch and hands it to the writer; returns the results of
+    /// the batches committed meanwhile.
     async fn run_batch(&mut self, batch: Vec<Pending>) -> Result<Vec<RowResult>, DomainError> {
-        let (done, plan) = match self.inflight.take() {
-            Some(write) => {
-                let (done, plan) = futures_util::future::join(write, self.plan(batch)).await;
-                (Some(done), plan)
-            }
-            None => (None, self.plan(batch).await),
+        let plan = self.plan(batch).await?;
+        let Some(writer) = self.writer.as_mut() else {
+            let outcomes = self.dry_run_outcomes(&plan);
+            return Ok(self.complete(plan, outcomes));
         };
-        let results = match done {
-            Some((previous, outcomes)) => self.complete(previous, outcomes?),
-            None => Vec::new(),
-        };
-        let plan = plan?;
-        self.inflight = Some(self.start_write(plan));
-        Ok(results)
+        let groups = writer.submit(plan).await?;
+        Ok(self.complete_groups(groups))
     }
 
-    /// Whether a batch is being written.
+    /// Whether batches are being written.
     pub fn writing(&self) -> bool {
-        self.inflight.is_some()
+        self.writer.as_ref().is_some_and(Writer::busy)
     }
 
-    /// Waits for the batch being written and returns its results; never
-    /// returns while nothing is being written. Cancel-safe: the write stays
-    /// in flight if the caller stops waiting.
+    /// Waits for the next group of batches to commit and returns their
+    /// results; never returns while nothing is being written. Cancel-safe.
     pub async fn settle(&mut self) -> Result<Vec<RowResult>, DomainError> {
-        let Some(write) = self.inflight.as_mut() else {
+        let Some(writer) = self.writer.as_mut() else {
             return std::future::pending().await;
         };
-        let (plan, outcomes) = write.as_mut().await;
-        self.inflight = None;
-        Ok(self.complete(plan, outcomes?))
+        let group = writer.next().await?;
+        Ok(self.complete_groups(vec![group]))
     }
 
-    /// Waits for the last write and returns its results.
+    /// Waits for every batch handed to the writer and returns their results.
     async fn drain(&mut self) -> Result<Vec<RowResult>, DomainError> {
-        match self.inflight.take() {
-            Some(write) => {
-                let (plan, outcomes) = write.await;
-                Ok(self.complete(plan, outcomes?))
+        let mut groups = Vec::new();
+        if let Some(writer) = self.writer.as_mut() {
+            while writer.busy() {
+                groups.push(writer.next().await?);
             }
-            None => Ok(Vec::new()),
         }
+        Ok(self.complete_groups(groups))
+    }
+
+    fn complete_groups(&mut self, groups: Vec<Written>) -> Vec<RowResult> {
+        let mut results = Vec::new();
+        for (plan, outcomes) in groups.into_iter().flatten() {
+            results.extend(self.complete(plan, outcomes));
+        }
+        results
     }
 
     /// Decides one batch: looks up its users and works out every row's
@@ -845,34 +848,23 @@ impl<R: TenantRepository + UserRepository + ImportRepository> Importer<R> {
         Ok(())
     }
 
-    /// Starts writing a plan. A dry run takes seats on paper, in file order.
-    fn start_write(&mut self, plan: Plan) -> Write {
-        if self.job.options.validate_only {
-            let limit = u64::from(self.tenant.seat_limit);
-            let mut outcomes = Vec::with_capacity(plan.creates.len() + plan.updates.len());
-            for _ in &plan.creates {
-                if limit != 0 && u64::from(self.tenant.user_count) + self.dry_created >= limit {
-                    outcomes.push(Err(DomainError::SeatLimitExceeded {
-                        tenant: self.tenant.id.to_string(),
-                        limit: self.tenant.seat_limit,
-                    }));
-                } else {
-                    self.dry_created += 1;
-                    outcomes.push(Ok(()));
-                }
+    /// A dry run's write outcomes: seats are taken on paper, in file order.
+    fn dry_run_outcomes(&mut self, plan: &Plan) -> Vec<RepoResult<()>> {
+        let limit = u64::from(self.tenant.seat_limit);
+        let mut outcomes = Vec::with_capacity(plan.writes());
+        for _ in &plan.creates {
+            if limit != 0 && u64::from(self.tenant.user_count) + self.dry_created >= limit {
+                outcomes.push(Err(DomainError::SeatLimitExceeded {
+                    tenant: self.tenant.id.to_string(),
+                    limit: self.tenant.seat_limit,
+                }));
+            } else {
+                self.dry_created += 1;
+                outcomes.push(Ok(()));
             }
-            outcomes.extend(plan.updates.iter().map(|_| Ok(())));
-            return Box::pin(std::future::ready((plan, Ok(outcomes))));
         }
-        if plan.creates.is_empty() && plan.updates.is_empty() {
-            return Box::pin(std::future::ready((plan, Ok(Vec::new()))));
-        }
-        let repo = Arc::clone(&self.repo);
-        let tenant = self.tenant.id.clone();
-        Box::pin(async move {
-            let outcomes = repo.write_import_batch(&tenant, &plan.creates, &plan.updates).await;
-            (plan, outcomes)
-        })
+        outcomes.extend(plan.updates.iter().map(|_| Ok(())));
+        outcomes
     }
 
     /// The results of a written plan, in file order; counts them.

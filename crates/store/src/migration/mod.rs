@@ -4,6 +4,7 @@ use sea_orm_migration::prelude::*;
 
 mod m20261122_000001_tenants_users;
 mod m20261122_000002_import_jobs;
+mod m20261123_000003_users_tenant_fk;
 
 pub struct Migrator;
 
@@ -13,6 +14,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m20261122_000001_tenants_users::Migration),
             Box::new(m20261122_000002_import_jobs::Migration),
+            Box::new(m20261123_000003_users_tenant_fk::Migration),
         ]
     }
 }

@@ -53,9 +53,12 @@ where
     R: TenantRepository + UserRepository + ImportRepository,
 {
     loop {
-        // Results of a batch go out as soon as it commits, even while the
-        // client is not sending.
+        // Input first, so that the lookup of a staged batch overlaps the
+        // reading of the next; while no input is waiting, batches already
+        // read move along and their results go out as soon as they commit.
         let received = tokio::select! {
+            biased;
+            received = inbound.message() => received,
             settled = importer.settle(), if importer.writing() => {
                 match settled {
                     Ok(results) => {
@@ -68,7 +71,6 @@ where
                     Err(e) => return fail(&mut importer, &tx, e).await,
                 }
             }
-            received = inbound.message() => received,
         };
         let message = match received {
             Ok(Some(message)) => message,

@@ -66,6 +66,34 @@ struct Prepared {
     cells: Vec<(Column, String)>,
 }
 
+/// A batch whose keys are checked and whose users are being looked up.
+struct Staged {
+    /// Rows already failed, by position in the batch.
+    results: Vec<Option<RowResult>>,
+    /// The other rows, by position in the batch.
+    prepared: Vec<(usize, Prepared)>,
+    lookup: Lookup,
+}
+
+/// The stored users a staged batch names.
+enum Lookup {
+    Running(tokio::task::JoinHandle<RepoResult<Vec<User>>>),
+    Done(RepoResult<Vec<User>>),
+}
+
+impl Staged {
+    /// Waits for the lookup. Cancel-safe: the lookup goes on, and its result
+    /// is kept once it arrives.
+    async fn wait_lookup(&mut self) {
+        if let Lookup::Running(task) = &mut self.lookup {
+            let found = task
+                .await
+                .unwrap_or_else(|e| Err(DomainError::storage(format!("the lookup of a batch stopped: {e}"))));
+            self.lookup = Lookup::Done(found);
+        }
+    }
+}
+
 /// A decided batch: the results known before writing, and the writes.
 pub(super) struct Plan {
     results: Vec<Option<RowResult>>,
@@ -103,6 +131,8 @@ pub struct Importer<R> {
     locked: bool,
     last_refresh: Instant,
     last_save: Instant,
+    /// The last batch staged: its lookup runs while the next is read.
+    staged: Option<Staged>,
     /// Writes decided batches, group-committing them; `None` in dry runs.
     writer: Option<Writer>,
 }
@@ -289,6 +319,7 @@ impl<R: TenantRepository + UserRepository + ImportRepository> Importer<R> {
             locked,
             last_refresh: Instant::now(),
             last_save: Instant::now(),
+            staged: None,
             writer,
         })
     }
@@ -529,6 +560,7 @@ impl<R: TenantRepository + UserRepository + ImportRepository> Importer<R> {
         // Writes still running are abandoned: a transaction in progress rolls
         // back (or has committed), and its rows were never reported.
         self.writer = None;
+        self.staged = None;
         self.job.state = state;
         self.job.end_time = Some(Timestamp::now());
         if let Some(error) = error {
@@ -543,10 +575,21 @@ impl<R: TenantRepository + UserRepository + ImportRepository> Importer<R> {
         }
     }
 
-    /// Decides a batch and hands it to the writer; returns the results of
-    /// the batches committed meanwhile.
+    /// Stages a batch, so that its lookup runs while the next batch is read,
+    /// then decides the batch staged before it and hands it to the writer;
+    /// returns the results of the batches committed meanwhile.
     async fn run_batch(&mut self, batch: Vec<Pending>) -> Result<Vec<RowResult>, DomainError> {
-        let plan = self.plan(batch).await?;
+        let staged = self.stage(batch);
+        match self.staged.replace(staged) {
+            Some(previous) => self.decide(previous).await,
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// Decides a staged batch and hands it to the writer (a dry run settles it at once).
+    async fn decide(&mut self, mut staged: Staged) -> Result<Vec<RowResult>, DomainError> {
+        staged.wait_lookup().await;
+        let plan = self.plan(staged)?;
         let Some(writer) = self.writer.as_mut() else {
             let outcomes = self.dry_run_outcomes(&plan);
             return Ok(self.complete(plan, outcomes));
@@ -555,14 +598,26 @@ impl<R: TenantRepository + UserRepository + ImportRepository> Importer<R> {
         Ok(self.complete_groups(groups))
     }
 
-    /// Whether batches are being written.
+    /// Whether batches are staged or being written, so that [`Self::settle`]
+    /// has results to wait for.
     pub fn writing(&self) -> bool {
-        self.writer.as_ref().is_some_and(Writer::busy)
+        self.staged.is_some() || self.writer.as_ref().is_some_and(Writer::busy)
     }
 
-    /// Waits for the next group of batches to commit and returns their
-    /// results; never returns while nothing is being written. Cancel-safe.
+    /// Moves the batches already read along without more input: decides the
+    /// staged batch once its lookup is back, or waits for the next group of
+    /// batches to commit, and returns the results that produced. Never
+    /// returns while nothing is staged or written. Cancel-safe.
     pub async fn settle(&mut self) -> Result<Vec<RowResult>, DomainError> {
+        if let Some(staged) = self.staged.as_mut() {
+            staged.wait_lookup().await;
+            if self.writer.as_ref().is_none_or(Writer::has_room)
+                && let Some(staged) = self.staged.take()
+            {
+                // With room, handing over does not wait: nothing to cancel.
+                return self.decide(staged).await;
+            }
+        }
         let Some(writer) = self.writer.as_mut() else {
             return std::future::pending().await;
         };
@@ -570,15 +625,21 @@ impl<R: TenantRepository + UserRepository + ImportRepository> Importer<R> {
         Ok(self.complete_groups(vec![group]))
     }
 
-    /// Waits for every batch handed to the writer and returns their results.
+    /// Decides the staged batch, waits for every batch handed to the writer
+    /// and returns their results.
     async fn drain(&mut self) -> Result<Vec<RowResult>, DomainError> {
+        let mut results = match self.staged.take() {
+            Some(staged) => self.decide(staged).await?,
+            None => Vec::new(),
+        };
         let mut groups = Vec::new();
         if let Some(writer) = self.writer.as_mut() {
             while writer.busy() {
                 groups.push(writer.next().await?);
             }
         }
-        Ok(self.complete_groups(groups))
+        results.extend(self.complete_groups(groups));
+        Ok(results)
     }
 
     fn complete_groups(&mut self, groups: Vec<Written>) -> Vec<RowResult> {
@@ -591,7 +652,8 @@ impl<R: TenantRepository + UserRepository + ImportRepository> Importer<R> {
 
     /// Decides one batch: looks up its users and works out every row's
     /// outcome, leaving creates and updates to write.
-    async fn plan(&mut self, batch: Vec<Pending>) -> Result<Plan, DomainError> {
+    /// Checks a batch's keys and starts looking its users up.
+    fn stage(&mut self, batch: Vec<Pending>) -> Staged {
         let mut results: Vec<Option<RowResult>> = vec![None; batch.len()];
         let mut prepared = Vec::with_capacity(batch.len());
         let (mut email_keys, mut external_ids, mut ids) = (Vec::new(), Vec::new(), Vec::new());
@@ -649,16 +711,38 @@ impl<R: TenantRepository + UserRepository + ImportRepository> Importer<R> {
             ));
         }
 
-        let existing = if prepared.is_empty() {
-            Vec::new()
+        let lookup = if prepared.is_empty() {
+            Lookup::Done(Ok(Vec::new()))
         } else {
             email_keys.sort();
             email_keys.dedup();
             external_ids.sort();
             external_ids.dedup();
-            self.repo
-                .find_import_matches(&self.tenant.id, &email_keys, &external_ids, &ids)
-                .await?
+            let repo = Arc::clone(&self.repo);
+            let tenant = self.tenant.id.clone();
+            Lookup::Running(tokio::spawn(async move {
+                repo.find_import_matches(&tenant, &email_keys, &external_ids, &ids)
+                    .await
+            }))
+        };
+        Staged {
+            results,
+            prepared,
+            lookup,
+        }
+    }
+
+    /// Decides a staged batch whose lookup is done: every row's outcome,
+    /// leaving creates and updates to write.
+    fn plan(&mut self, staged: Staged) -> Result<Plan, DomainError> {
+        let Staged {
+            mut results,
+            prepared,
+            lookup,
+        } = staged;
+        let existing = match lookup {
+            Lookup::Done(found) => found?,
+            Lookup::Running(_) => return Err(DomainError::storage("a batch was decided before its lookup ended")),
         };
         let by_id: HashMap<Uuid, &User> = existing.iter().map(|u| (u.id.0, u)).collect();
         let by_email: HashMap<&str, &User> = existing.iter().map(|u| (u.email.key(), u)).collect();

@@ -61,6 +61,11 @@ impl Writer {
         self.outstanding > 0
     }
 
+    /// Whether a plan can be handed over without waiting.
+    pub(super) fn has_room(&self) -> bool {
+        self.outstanding < MAX_OUTSTANDING
+    }
+
     /// Hands a plan over; returns the groups committed meanwhile. Waits for
     /// the database when too much is outstanding.
     pub(super) async fn submit(&mut self, plan: Plan) -> RepoResult<Vec<Written>> {

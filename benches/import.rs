@@ -58,6 +58,16 @@ fn peak_rss_mib(pid: u32) -> f64 {
     kib / 1024.0
 }
 
+/// CPU seconds the process has used (user + system).
+fn cpu_secs(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let fields: Vec<f64> = rest.split_whitespace().map(|f| f.parse().unwrap_or(0.0)).collect();
+    let ticks = fields.get(11).copied().unwrap_or(0.0) + fields.get(12).copied().unwrap_or(0.0);
+    ticks / 100.0
+}
+
 fn raw_sqlite(csv: &Path, dir: &Path) -> f64 {
     let db = dir.join("raw.db");
     let _ = std::fs::remove_file(&db);
@@ -272,16 +282,17 @@ async fn create_tenant(addr: &str) {
     panic!("server did not start");
 }
 
-fn line(backend: &str, n: u64, what: &str, raw_rate: f64, r: &Run, rss: f64) {
+fn line(backend: &str, n: u64, what: &str, raw_rate: f64, r: &Run, rss: f64, cpu: f64) {
     let rate = r.rows as f64 / r.secs;
     println!(
-        "| {backend} | {n} | {what} | {:.0} | {:.2}x | {:.0} | {:.0} | {:.2} | {:.0} | {} |",
+        "| {backend} | {n} | {what} | {:.0} | {:.2}x | {:.0} | {:.0} | {:.2} | {:.0} | {:.1} | {} |",
         rate,
         rate / raw_rate,
         r.p50.as_secs_f64() * 1000.0,
         r.p99.as_secs_f64() * 1000.0,
         r.last10 / r.first10,
         rss,
+        cpu * 1e6 / r.rows.max(1) as f64,
         r.failed
     );
 }
@@ -299,9 +310,9 @@ async fn main() {
     let dir = tempfile::tempdir().unwrap();
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     println!(
-        "| backend | rows | run | rows/s | vs raw load | p50 ms | p99 ms | last 10% / first 10% | peak RSS MiB | failed |"
+        "| backend | rows | run | rows/s | vs raw load | p50 ms | p99 ms | last 10% / first 10% | peak RSS MiB | server CPU µs/row | failed |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
     let mut exports = Vec::new();
     for (k, &n) in sizes.iter().enumerate() {
         let csv = dir.path().join(format!("users-{n}.csv"));
@@ -323,27 +334,15 @@ async fn main() {
                 (pg.clone(), schema, raw)
             };
             let raw_rate = n as f64 / raw_secs;
-            println!("| {backend} | {n} | raw load | {raw_rate:.0} | 1.00x | | | | | |");
+            println!("| {backend} | {n} | raw load | {raw_rate:.0} | 1.00x | | | | | | |");
             let mut server = start_server(bin, &url, &schema, port);
             create_tenant(&addr).await;
-            let first = import(&addr, &csv).await;
-            line(
-                backend,
-                n,
-                "UPSERT, new users",
-                raw_rate,
-                &first,
-                peak_rss_mib(server.id()),
-            );
-            let again = import(&addr, &csv).await;
-            line(
-                backend,
-                n,
-                "UPSERT, unchanged",
-                raw_rate,
-                &again,
-                peak_rss_mib(server.id()),
-            );
+            for what in ["UPSERT, new users", "UPSERT, unchanged"] {
+                let cpu = cpu_secs(server.id());
+                let run = import(&addr, &csv).await;
+                let cpu = cpu_secs(server.id()) - cpu;
+                line(backend, n, what, raw_rate, &run, peak_rss_mib(server.id()), cpu);
+            }
             // Export of the same users: the raw dump of the server's own table, then CSV and ROWS.
             let dump = raw_dump(backend, &url, &schema);
             let dump_rate = n as f64 / dump;

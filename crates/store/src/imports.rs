@@ -8,7 +8,7 @@ use sea_orm::sea_query::extension::postgres::PgFunc;
 use sea_orm::sea_query::{ArrayType, Expr, Value};
 use sea_orm::{
     ColumnTrait, Condition, ConnectionTrait, DatabaseTransaction, DbBackend, DbErr, EntityTrait, ExprTrait,
-    QueryFilter, QueryOrder, QuerySelect, SqlErr, Statement, TransactionTrait,
+    QueryFilter, QueryOrder, QuerySelect, QueryTrait, SqlErr, Statement, TransactionTrait,
 };
 use userdir_domain::import::{ImportCounts, ImportJob, ImportOptions, ImportState};
 use userdir_domain::repo::{ImportRepository, RepoResult, SyncLock};
@@ -173,6 +173,18 @@ static INSERT_UNNEST: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| 
         names.join(", ")
     )
 });
+
+/// SQLite: inserts users with one multi-row `INSERT OR FAIL`. A plain
+/// `INSERT` (`OR ABORT`) in a transaction of several statements makes SQLite
+/// copy every page the statement touches into a statement journal first, so
+/// that a failing statement can be undone alone (10% of the writer's time in
+/// a bulk load). `OR FAIL` needs no journal; on a unique violation it stops
+/// where it is, and the caller rolls the whole transaction back anyway.
+async fn insert_or_fail(txn: &DatabaseTransaction, users: &[User]) -> Result<(), DbErr> {
+    let mut statement = user::Entity::insert_many(users.iter().map(user_to_active)).build(DbBackend::Sqlite);
+    statement.sql = statement.sql.replacen("INSERT INTO", "INSERT OR FAIL INTO", 1);
+    txn.execute_raw(statement).await.map(|_| ())
+}
 
 /// PostgreSQL: inserts users with one array per column, unpacked by
 /// `unnest`. The statement has 32 parameters whatever the number of rows,
@@ -371,15 +383,19 @@ impl Store {
     /// planner scales row counts by the table's current size, so statistics
     /// are refreshed only as the table doubles: ANALYZE reads a sample of the
     /// same size each time, and every 25,000 rows it took 11% of a load.
-    async fn note_inserts(&self, rows: u64) {
+    /// It runs beside the import, on a connection of its own.
+    fn note_inserts(&self, rows: u64) {
         if self.backend() != DbBackend::Postgres || rows == 0 {
             return;
         }
         let before = self.inserted.fetch_add(rows, std::sync::atomic::Ordering::Relaxed);
-        if analyze_level(before + rows) > analyze_level(before)
-            && let Err(e) = self.writer().execute_unprepared("ANALYZE users").await
-        {
-            tracing::warn!(error = %e, "ANALYZE users failed");
+        if analyze_level(before + rows) > analyze_level(before) {
+            let db = self.connection().clone();
+            tokio::spawn(async move {
+                if let Err(e) = db.execute_unprepared("ANALYZE users").await {
+                    tracing::warn!(error = %e, "ANALYZE users failed");
+                }
+            });
         }
     }
 
@@ -403,10 +419,7 @@ impl Store {
             let insert = if pg {
                 insert_unnest(&txn, tenant, chunk).await
             } else {
-                user::Entity::insert_many(chunk.iter().map(user_to_active))
-                    .exec_without_returning(&txn)
-                    .await
-                    .map(|_| ())
+                insert_or_fail(&txn, chunk).await
             };
             match insert {
                 Ok(_) => {}
@@ -685,7 +698,7 @@ impl ImportRepository for Store {
             Some(results) => results,
             None => self.write_batch_rowwise(tenant, creates, updates).await?,
         };
-        self.note_inserts(creates.len() as u64).await;
+        self.note_inserts(creates.len() as u64);
         Ok(results)
     }
 

@@ -66,7 +66,11 @@ fn sqlite_options(
     o.journal_mode(sea_orm::sqlx::sqlite::SqliteJournalMode::Wal)
         .synchronous(sea_orm::sqlx::sqlite::SqliteSynchronous::Normal)
         .busy_timeout(Duration::from_secs(30))
-        .foreign_keys(true)
+        // The users -> tenants foreign key is not enforced, as on PostgreSQL
+        // (see migration m20261123_000003): the store locks the tenant row
+        // before adding users anyway, and on SQLite an enforced key makes
+        // every multi-row insert keep a statement journal.
+        .foreign_keys(false)
         .create_if_missing(true)
         .pragma("cache_size", format!("-{cache_kib}"))
         .pragma("wal_autocheckpoint", "8192")

@@ -692,9 +692,10 @@ impl<R: TenantRepository + UserRepository + ImportRepository> Importer<R> {
                 Key::NewId => {}
             }
             // Secondary unique fields are looked up too, to report conflicts per row.
-            if let Some(Ok(e)) = cell(&cells, Column::Email)
-                .filter(|v| !v.is_empty())
-                .map(|v| Email::parse("email", v.trim()))
+            if !matches!(key, Key::Email(_))
+                && let Some(Ok(e)) = cell(&cells, Column::Email)
+                    .filter(|v| !v.is_empty())
+                    .map(|v| Email::parse("email", v.trim()))
             {
                 email_keys.push(e.key().to_owned());
             }

@@ -4,9 +4,9 @@
 //! inserted row; in a bulk import that was 16% of the database's time. The
 //! store already guarantees the tenant: every write that adds users first
 //! locks the tenant's row to take seats, and fails NOT_FOUND without it; and
-//! tenants are never deleted. SQLite checks the key with one probe of the
-//! tenants' primary key, which costs next to nothing, and dropping it there
-//! would mean rebuilding the users table, so SQLite keeps it.
+//! tenants are never deleted. On SQLite, dropping a constraint means
+//! rebuilding the table, so the declaration stays and the store's
+//! connections do not enforce it (`PRAGMA foreign_keys = OFF`).
 
 use sea_orm::DbBackend;
 use sea_orm_migration::prelude::*;

@@ -23,7 +23,7 @@ use crate::tenant::TenantId;
 pub const GROUP_ROWS: usize = 5_000;
 /// Plans handed over but not yet taken back: bounds memory and how far the
 /// decisions run ahead of the database.
-const MAX_OUTSTANDING: usize = 16;
+const MAX_OUTSTANDING: usize = 8;
 
 /// Each plan of a committed group with its write outcomes (creates, then updates).
 pub(super) type Written = Vec<(Plan, Vec<RepoResult<()>>)>;

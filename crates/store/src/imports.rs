@@ -7,7 +7,7 @@ use sea_orm::ActiveValue::Set;
 use sea_orm::sea_query::extension::postgres::PgFunc;
 use sea_orm::sea_query::{ArrayType, Expr, Value};
 use sea_orm::{
-    ColumnTrait, Condition, ConnectionTrait, DatabaseTransaction, DbBackend, DbErr, EntityTrait, ExprTrait,
+    ColumnTrait, Condition, ConnectionTrait, DatabaseTransaction, DbBackend, DbErr, EntityTrait, ExprTrait, IdenStatic,
     QueryFilter, QueryOrder, QuerySelect, QueryTrait, SqlErr, Statement, TransactionTrait,
 };
 use userdir_domain::import::{ImportCounts, ImportJob, ImportOptions, ImportState};
@@ -115,30 +115,6 @@ const CHUNK: usize = 500;
 /// Rows per PostgreSQL `unnest` insert.
 const UNNEST_CHUNK: usize = 5_000;
 
-/// The text columns of a user after its identity, in [`insert_unnest`] order.
-const UNNEST_TEXT: [&str; 20] = [
-    "custom_01",
-    "custom_02",
-    "custom_03",
-    "custom_04",
-    "custom_05",
-    "custom_06",
-    "custom_07",
-    "custom_08",
-    "custom_09",
-    "custom_10",
-    "given_name",
-    "family_name",
-    "title",
-    "department",
-    "company",
-    "job_role",
-    "phone",
-    "mobile",
-    "locale",
-    "time_zone",
-];
-
 /// `INSERT ... SELECT ... FROM unnest($2::uuid[], ...)`: one array per column.
 static INSERT_UNNEST: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     let mut columns: Vec<(&str, &str)> = vec![
@@ -150,7 +126,13 @@ static INSERT_UNNEST: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| 
         ("status", "text"),
         ("external_id", "text"),
     ];
-    columns.extend(UNNEST_TEXT.iter().map(|c| (*c, "text")));
+    // The custom attributes, then the profile fields, as `insert_unnest` binds them.
+    columns.extend(
+        user::CUSTOM_COLUMNS
+            .iter()
+            .chain(&user::PROFILE_COLUMNS)
+            .map(|c| (c.as_str(), "text")),
+    );
     columns.extend([("create_time", "int8"), ("update_time", "int8"), ("revision", "int8")]);
     let names: Vec<&str> = columns.iter().map(|(n, _)| *n).collect();
     let arrays: Vec<String> = columns

@@ -2,12 +2,14 @@
 //! and the paged walk over a snapshot.
 
 use encoding_rs::SHIFT_JIS;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 
 use crate::csvfmt::push_record;
 use crate::directory::sort_key;
 use crate::error::DomainError;
 use crate::list::UserQuery;
-use crate::repo::UserSnapshot;
+use crate::repo::{RepoResult, UserSnapshot};
 use crate::tenant::{TenantId, custom_key, custom_slot};
 use crate::user::{ProfileField, User};
 
@@ -225,39 +227,88 @@ impl CsvWriter {
     }
 }
 
-/// Walks a tenant's users over one snapshot, page by page, in the query's order.
+/// Walks a tenant's users over one snapshot, page by page, in the query's
+/// order. A task of its own reads the pages, one or two ahead: the database
+/// works on the next page while the caller formats and sends this one.
 pub struct Exporter<S> {
-    snapshot: S,
-    tenant: TenantId,
-    query: UserQuery,
-    done: bool,
+    /// Until the first page is asked for.
+    start: Option<(S, TenantId, UserQuery)>,
+    /// `Ok(None)` marks the end; a channel closed without it is an error,
+    /// so that an export can never look complete when it is not.
+    pages: Option<mpsc::Receiver<RepoResult<Option<Vec<User>>>>>,
+    reader: Option<JoinHandle<()>>,
+}
+
+/// Pages read ahead of the caller.
+const READ_AHEAD: usize = 2;
+
+impl<S> Drop for Exporter<S> {
+    fn drop(&mut self) {
+        // The snapshot (and its connection) is released at once.
+        if let Some(reader) = &self.reader {
+            reader.abort();
+        }
+    }
 }
 
 impl<S: UserSnapshot> Exporter<S> {
     pub(crate) fn new(snapshot: S, tenant: TenantId, query: UserQuery) -> Self {
         Self {
-            snapshot,
-            tenant,
-            query,
-            done: false,
+            start: Some((snapshot, tenant, query)),
+            pages: None,
+            reader: None,
         }
     }
 
-    /// The next page, or `None` when every user was returned.
+    /// The next page of at most `size` users (fixed by the first call), or
+    /// `None` when every user was returned.
     pub async fn next_page(&mut self, size: u32) -> Result<Option<Vec<User>>, DomainError> {
-        if self.done {
+        if let Some((snapshot, tenant, query)) = self.start.take() {
+            let (tx, rx) = mpsc::channel(READ_AHEAD);
+            self.reader = Some(tokio::spawn(read_pages(snapshot, tenant, query, size, tx)));
+            self.pages = Some(rx);
+        }
+        let Some(pages) = self.pages.as_mut() else {
             return Ok(None);
-        }
-        let users = self.snapshot.list_users(&self.tenant, &self.query, size).await?;
-        if users.len() < size as usize {
-            self.done = true;
-        }
-        match users.last() {
-            Some(last) => {
-                self.query.after = Some(sort_key(last, self.query.order.field));
-                Ok(Some(users))
+        };
+        match pages.recv().await {
+            Some(Ok(Some(users))) => Ok(Some(users)),
+            Some(Ok(None)) => {
+                self.pages = None;
+                Ok(None)
             }
-            None => Ok(None),
+            Some(Err(e)) => Err(e),
+            None => Err(DomainError::storage("the export's reader stopped before the end")),
+        }
+    }
+}
+
+async fn read_pages<S: UserSnapshot>(
+    mut snapshot: S,
+    tenant: TenantId,
+    mut query: UserQuery,
+    size: u32,
+    pages: mpsc::Sender<RepoResult<Option<Vec<User>>>>,
+) {
+    loop {
+        let users = match snapshot.list_users(&tenant, &query, size).await {
+            Ok(users) => users,
+            Err(e) => {
+                let _ = pages.send(Err(e)).await;
+                return;
+            }
+        };
+        let last_page = users.len() < size as usize;
+        if let Some(last) = users.last() {
+            query.after = Some(sort_key(last, query.order.field));
+            // A failed send: the caller is gone.
+            if pages.send(Ok(Some(users))).await.is_err() {
+                return;
+            }
+        }
+        if last_page {
+            let _ = pages.send(Ok(None)).await;
+            return;
         }
     }
 }

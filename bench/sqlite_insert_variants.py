@@ -1,0 +1,67 @@
+#!/usr/bin/env python3
+"""How SQLite's own work on a bulk insert depends on the statement form and the
+foreign key: the measurement behind `INSERT OR FAIL` and the unenforced
+users -> tenants key (docs/performance.md, 2026-11-23).
+
+Inserts the rows of a users CSV (bench/gen_users_csv.py) into the server's
+schema in 5,000-row transactions of 500-row multi-row INSERTs, as the import
+does, and prints rows/s and the CPU seconds spent (steadier than rows/s).
+
+    python3 bench/gen_users_csv.py --rows 200000 --out /tmp/u.csv
+    cargo run --release -- serve --database-url 'sqlite:///tmp/s.db?mode=rwc'   # once, then Ctrl-C
+    sqlite3 /tmp/s.db .schema | grep -v -e seaql -e import_jobs > /tmp/schema.sql
+    for v in plain orfail nofk nofk_orfail; do
+        python3 bench/sqlite_insert_variants.py --csv /tmp/u.csv --schema /tmp/schema.sql --variant $v
+    done
+
+Variants: `plain` (INSERT, foreign keys on), `orfail` (INSERT OR FAIL),
+`nofk` (foreign keys off), `nofk_orfail` (both: no statement journal).
+"""
+
+import argparse
+import csv
+import os
+import sqlite3
+import tempfile
+import time
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--csv", required=True)
+    ap.add_argument("--schema", required=True)
+    ap.add_argument("--variant", default="plain")
+    args = ap.parse_args()
+    rows = list(csv.reader(open(args.csv, encoding="utf-8")))[1:]
+    db = os.path.join(tempfile.mkdtemp(), "variants.db")
+    c = sqlite3.connect(db, isolation_level=None)
+    for pragma in ["journal_mode=WAL", "synchronous=NORMAL", "cache_size=-32768",
+                   "wal_autocheckpoint=8192", "temp_store=memory"]:
+        c.execute("PRAGMA " + pragma)
+    c.execute("PRAGMA foreign_keys=" + ("OFF" if "nofk" in args.variant else "ON"))
+    c.executescript(open(args.schema).read())
+    c.execute("INSERT INTO tenants VALUES ('bench','Bench',0,0,'[]',0,0,0,NULL,NULL)")
+    ms = int(time.time() * 1000)
+    params = []
+    for i, r in enumerate(rows):
+        uid = ((ms << 80) | (0x7 << 76) | (i << 16)).to_bytes(16, "big")  # time-ordered, like UUIDv7
+        now = int(time.time() * 1e6)
+        params.append((uid, "bench", r[0], r[0].lower(), r[1], 1, "UNCONFIRMED", None,
+                       *r[2:12], *([""] * 10), now, now, 1))
+    verb = "INSERT OR FAIL" if "orfail" in args.variant else "INSERT"
+    one = "(" + ",".join(["?"] * 31) + ")"
+    t0, p0 = time.time(), time.process_time()
+    for i in range(0, len(params), 5000):
+        c.execute("BEGIN")
+        c.execute("UPDATE tenants SET user_count = user_count + 1 WHERE id='bench'")
+        for j in range(i, min(i + 5000, len(params)), 500):
+            chunk = params[j:j + 500]
+            sql = f"{verb} INTO users VALUES " + ",".join([one] * len(chunk))
+            c.execute(sql, [v for row in chunk for v in row])
+        c.execute("COMMIT")
+    elapsed = time.time() - t0
+    print(f"{args.variant}: {len(params) / elapsed:.0f} rows/s, cpu {time.process_time() - p0:.2f} s")
+
+
+if __name__ == "__main__":
+    main()

@@ -550,6 +550,7 @@ async fn stale_full_sync_lock_is_taken_over(s: TestServer) {
 /// A create that collides with another writer's user between the lookup and
 /// the write (a race the file cannot show) fails alone; the rest of its
 /// transaction is written, with their external ids, and the seats counted.
+/// Unset external ids are stored as NULL by the fast (multi-row) path too.
 async fn a_row_racing_another_writer_fails_alone(s: TestServer) {
     use userdir_domain::repo::{ImportRepository, TenantRepository};
     use userdir_domain::tenant::TenantId;
@@ -569,6 +570,10 @@ async fn a_row_racing_another_writer_fails_alone(s: TestServer) {
         };
         DomainUser::create(tenant.clone(), input, &schema, now).unwrap()
     };
+    // A batch without conflicts takes the multi-row path.
+    let solo = [new("solo@example.com", "")];
+    let outcomes = store.write_import_batch(&tenant, &solo, &[]).await.unwrap();
+    assert!(outcomes[0].is_ok(), "{outcomes:?}");
     let creates = [
         new("first@example.com", ""),
         new("TAKEN@example.com", ""),
@@ -593,7 +598,24 @@ async fn a_row_racing_another_writer_fails_alone(s: TestServer) {
         .into_inner();
     assert_eq!(found.email, "third@example.com");
     let emails: Vec<String> = users(&s).await.into_iter().map(|u| u.email).collect();
-    assert_eq!(emails, ["first@example.com", "taken@example.com", "third@example.com"]);
+    assert_eq!(
+        emails,
+        [
+            "first@example.com",
+            "solo@example.com",
+            "taken@example.com",
+            "third@example.com"
+        ]
+    );
+    // `''` would pass the API's "unset" checks but take the unique index's one empty slot.
+    let sql = "SELECT COUNT(*) FROM users WHERE external_id = ''";
+    let row =
+        sea_orm::ConnectionTrait::query_one_raw(store.writer(), sea_orm::Statement::from_string(store.backend(), sql))
+            .await
+            .unwrap()
+            .unwrap();
+    let blank: i64 = row.try_get_by_index(0).unwrap();
+    assert_eq!(blank, 0, "unset external ids are stored as NULL");
     let unset = s
         .users
         .clone()
@@ -605,7 +627,7 @@ async fn a_row_racing_another_writer_fails_alone(s: TestServer) {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(unset.users.len(), 2, "an unset external id is stored as unset");
+    assert_eq!(unset.users.len(), 3, "an unset external id is stored as unset");
     let tenant = s
         .tenants
         .clone()
@@ -615,7 +637,7 @@ async fn a_row_racing_another_writer_fails_alone(s: TestServer) {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(tenant.user_count, 3);
+    assert_eq!(tenant.user_count, 4);
 }
 
 async fn parsed_rows_for_pipelines(s: TestServer) {

@@ -1,7 +1,8 @@
 //! The import engine: every row goes decode -> parse -> validate -> write ->
 //! result. Rows are gathered into batches; each batch is looked up with one
-//! query and written in one transaction, and its results are handed back once
-//! it has committed.
+//! query (while the next batch is read), decided, and handed to the writer
+//! ([`super::writer`]), which commits several batches per transaction; its
+//! results are handed back once it has committed.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -23,8 +24,9 @@ use crate::tenant::{Tenant, custom_key};
 use crate::text::{Revision, Timestamp};
 use crate::user::{User, UserId, UserInput, UserMask, UserStatus};
 
-/// Rows per batch: one lookup query and one transaction each. 500 rows of
-/// ~35 columns stay under SQLite's 32766 bound parameters per statement.
+/// Rows per batch: one lookup query each; the writer groups batches into
+/// transactions. 500 keys per lookup stay well under SQLite's 32766 bound
+/// parameters per statement.
 pub const BATCH_ROWS: usize = 500;
 /// A FULL_SYNC lock not refreshed for this long belongs to a dead server.
 const SYNC_LOCK_STALE: Duration = Duration::from_secs(60);
@@ -650,9 +652,8 @@ impl<R: TenantRepository + UserRepository + ImportRepository> Importer<R> {
         results
     }
 
-    /// Decides one batch: looks up its users and works out every row's
-    /// outcome, leaving creates and updates to write.
-    /// Checks a batch's keys and starts looking its users up.
+    /// Checks a batch's keys (format, duplicates in the file) and starts
+    /// looking its users up.
     fn stage(&mut self, batch: Vec<Pending>) -> Staged {
         let mut results: Vec<Option<RowResult>> = vec![None; batch.len()];
         let mut prepared = Vec::with_capacity(batch.len());

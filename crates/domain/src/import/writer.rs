@@ -146,13 +146,15 @@ async fn write_group<R: ImportRepository>(repo: &R, tenant: &TenantId, mut group
         ));
     }
     let mut outcomes = outcomes.into_iter();
-    let mut create_outcomes: Vec<Vec<RepoResult<()>>> = sizes
+    // Outcomes come creates first, then updates: take each plan's creates
+    // outcomes first, then hand out the updates outcomes in plan order.
+    let create_outcomes: Vec<Vec<RepoResult<()>>> = sizes
         .iter()
         .map(|&(c, _)| outcomes.by_ref().take(c).collect())
         .collect();
     let (mut creates, mut updates) = (creates.into_iter(), updates.into_iter());
     let mut written = Vec::with_capacity(group.len());
-    for ((mut plan, (c, u)), mut mine) in group.into_iter().zip(sizes).zip(create_outcomes.drain(..)) {
+    for ((mut plan, (c, u)), mut mine) in group.into_iter().zip(sizes).zip(create_outcomes) {
         plan.creates = creates.by_ref().take(c).collect();
         plan.updates = updates.by_ref().take(u).collect();
         mine.extend(outcomes.by_ref().take(u));

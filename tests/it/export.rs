@@ -274,7 +274,7 @@ async fn reader_leaving_frees_the_snapshot(s: TestServer) {
     // leaked snapshot would sit idle for good, so look once it would be old.
     tokio::time::sleep(std::time::Duration::from_millis(3500)).await;
     let open = "SELECT count(*)::int8 AS n FROM pg_stat_activity WHERE state LIKE 'idle in transaction%' \
-                AND query LIKE '%json_agg%' AND state_change < now() - interval '3 seconds'";
+                AND query LIKE '%FROM \"users\"%' AND state_change < now() - interval '3 seconds'";
     for _ in 0..3 {
         let statement = sea_orm::Statement::from_string(db.get_database_backend(), open.to_owned());
         let n: i64 = db
@@ -290,6 +290,61 @@ async fn reader_leaving_frees_the_snapshot(s: TestServer) {
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
     panic!("the export's snapshot transaction stayed open for seconds after its reader left");
+}
+
+/// The store's own page reader (on PostgreSQL one streamed query per segment
+/// of 50 pages) gives exactly the users, order and page sizes of the keyset
+/// walk: small pages make 1,000 users span several segments.
+async fn store_pages_match_the_keyset_walk(s: TestServer) {
+    use userdir_domain::export::walk_pages;
+    use userdir_domain::list::UserQuery;
+    use userdir_domain::repo::{SnapshotRepository, UserSnapshot};
+    use userdir_domain::tenant::TenantId;
+    s.tenant("acme").await;
+    let mut csv = String::from("name,email,custom_01\n");
+    for i in 0..1000 {
+        // Names repeat, so ties are broken by id.
+        csv.push_str(&format!("Name {},u{i:04}@example.com,{}\n", (i * 7919) % 97, i % 3));
+    }
+    import_bytes(&s, "acme", csv.as_bytes()).await;
+    let store = userdir_store::Store::connect(&s.store_options).await.unwrap();
+    let tenant = TenantId::parse("tenant", "acme").unwrap();
+    async fn read(
+        snapshot: userdir_store::StoreSnapshot,
+        tenant: &TenantId,
+        query: UserQuery,
+        streamed: bool,
+    ) -> Vec<Vec<String>> {
+        let (tx, mut rx) = tokio::sync::mpsc::channel(2);
+        let reader = if streamed {
+            tokio::spawn(snapshot.send_pages(tenant.clone(), query, 7, tx))
+        } else {
+            tokio::spawn(walk_pages(snapshot, tenant.clone(), query, 7, tx))
+        };
+        let mut pages = Vec::new();
+        loop {
+            match rx.recv().await.expect("an end marker") {
+                Ok(Some(page)) => pages.push(page.iter().map(|u| u.email.as_str().to_owned()).collect()),
+                Ok(None) => break,
+                Err(e) => panic!("{e}"),
+            }
+        }
+        reader.await.unwrap();
+        pages
+    }
+    for (filter, order_by, expected) in [
+        ("", "", 1000),
+        ("", "email desc", 1000),
+        ("", "display_name", 1000),
+        ("custom_01 = \"1\"", "display_name desc", 333),
+    ] {
+        let query = || UserQuery::parse("acme", filter, order_by, 0, "").unwrap();
+        let streamed = read(store.snapshot().await.unwrap(), &tenant, query(), true).await;
+        let walked = read(store.snapshot().await.unwrap(), &tenant, query(), false).await;
+        assert_eq!(streamed, walked, "filter {filter:?} order {order_by:?}");
+        assert_eq!(streamed.iter().map(Vec::len).sum::<usize>(), expected);
+        assert!(streamed.iter().all(|p| (1..=7).contains(&p.len())));
+    }
 }
 
 async fn bad_requests(s: TestServer) {
@@ -322,5 +377,6 @@ crate::on_both_backends!(
     round_trip_through_import,
     rows_over_a_snapshot,
     reader_leaving_frees_the_snapshot,
+    store_pages_match_the_keyset_walk,
     bad_requests,
 );

@@ -4,7 +4,9 @@
 
 /// Appends one field, quoted if needed.
 pub fn push_field(out: &mut String, value: &str) {
-    let needs_quotes = value.contains([',', '"', '\r', '\n']) || value.starts_with(' ') || value.ends_with(' ');
+    let needs_quotes = value.bytes().any(|b| matches!(b, b',' | b'"' | b'\r' | b'\n'))
+        || value.starts_with(' ')
+        || value.ends_with(' ');
     if needs_quotes {
         out.push('"');
         for c in value.chars() {

@@ -1,15 +1,17 @@
 //! Export: the columns and encodings of seed 001's CSV, formula protection,
 //! and the paged walk over a snapshot.
 
+use std::borrow::Cow;
+
 use encoding_rs::SHIFT_JIS;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::csvfmt::push_record;
+use crate::csvfmt::{push_field, push_record};
 use crate::directory::sort_key;
 use crate::error::DomainError;
 use crate::list::UserQuery;
-use crate::repo::{RepoResult, UserSnapshot};
+use crate::repo::{PageSender, RepoResult, UserSnapshot};
 use crate::tenant::{TenantId, custom_key, custom_slot};
 use crate::user::{ProfileField, User};
 
@@ -83,18 +85,19 @@ impl ExportColumn {
         }
     }
 
-    fn value(self, u: &User) -> String {
+    /// The cell of `u`; borrowed where the user holds the text as written.
+    fn value(self, u: &User) -> Cow<'_, str> {
         match self {
-            Self::UserId => u.id.to_string(),
-            Self::Email => u.email.as_str().to_owned(),
-            Self::Name => u.display_name.clone(),
-            Self::Enabled => u.enabled.to_string(),
-            Self::Status => u.status.as_str().to_owned(),
-            Self::Created => u.create_time.to_rfc3339(),
-            Self::Updated => u.update_time.to_rfc3339(),
-            Self::ExternalId => u.external_id.clone().unwrap_or_default(),
-            Self::Custom(slot) => u.custom[slot].clone(),
-            Self::Profile(field) => u.profile(field).to_owned(),
+            Self::UserId => Cow::Owned(u.id.to_string()),
+            Self::Email => Cow::Borrowed(u.email.as_str()),
+            Self::Name => Cow::Borrowed(&u.display_name),
+            Self::Enabled => Cow::Borrowed(if u.enabled { "true" } else { "false" }),
+            Self::Status => Cow::Borrowed(u.status.as_str()),
+            Self::Created => Cow::Owned(u.create_time.to_rfc3339()),
+            Self::Updated => Cow::Owned(u.update_time.to_rfc3339()),
+            Self::ExternalId => Cow::Borrowed(u.external_id.as_deref().unwrap_or_default()),
+            Self::Custom(slot) => Cow::Borrowed(&u.custom[slot]),
+            Self::Profile(field) => Cow::Borrowed(u.profile(field)),
         }
     }
 }
@@ -102,15 +105,15 @@ impl ExportColumn {
 /// OWASP CSV-injection protection: a leading `'` before `= + - @ TAB CR`,
 /// and before a `'` that precedes one of those or another `'`, so the import's
 /// [`crate::import::engine::unprotect_formula`] gives back exactly the value.
-pub fn protect_formula(value: &str) -> String {
-    let trigger = |s: &str| s.starts_with(['=', '+', '-', '@', '\t', '\r']);
+pub fn protect_formula(value: &str) -> Cow<'_, str> {
+    let trigger = |s: &str| matches!(s.as_bytes().first(), Some(b'=' | b'+' | b'-' | b'@' | b'\t' | b'\r'));
     let quoted = value
         .strip_prefix('\'')
         .is_some_and(|rest| trigger(rest) || rest.starts_with('\''));
     if trigger(value) || quoted {
-        format!("'{value}")
+        Cow::Owned(format!("'{value}"))
     } else {
-        value.to_owned()
+        Cow::Borrowed(value)
     }
 }
 
@@ -186,12 +189,14 @@ impl CsvWriter {
     /// One user's row. With Shift-JIS and no replacement, a cell that cannot
     /// be encoded is recorded in `unmappable` and the row is not written.
     pub fn row(&mut self, user: &User, out: &mut Vec<u8>) -> bool {
-        let mut cells = Vec::with_capacity(self.settings.columns.len());
         let mut ok = true;
-        for &column in &self.settings.columns {
+        self.line.clear();
+        for (i, &column) in self.settings.columns.iter().enumerate() {
             let mut value = column.value(user);
-            if self.settings.protect_formulas {
-                value = protect_formula(&value);
+            if self.settings.protect_formulas
+                && let Cow::Owned(protected) = protect_formula(&value)
+            {
+                value = Cow::Owned(protected);
             }
             if self.settings.encoding == CsvEncoding::ShiftJis && !value.is_ascii() && !sjis_mappable(&value) {
                 self.unmappable.push(Unmappable {
@@ -199,26 +204,29 @@ impl CsvWriter {
                     column: column.header(),
                 });
                 if self.settings.replace_unmappable {
-                    value = value
-                        .chars()
-                        .map(|c| {
-                            if sjis_mappable(c.encode_utf8(&mut [0; 4])) {
-                                c
-                            } else {
-                                '?'
-                            }
-                        })
-                        .collect();
+                    value = Cow::Owned(
+                        value
+                            .chars()
+                            .map(|c| {
+                                if sjis_mappable(c.encode_utf8(&mut [0; 4])) {
+                                    c
+                                } else {
+                                    '?'
+                                }
+                            })
+                            .collect(),
+                    );
                 } else {
                     ok = false;
                 }
             }
-            cells.push(value);
+            if i > 0 {
+                self.line.push(',');
+            }
+            push_field(&mut self.line, &value);
         }
         if ok {
-            self.line.clear();
-            let ending = self.ending();
-            push_record(&mut self.line, cells.iter().map(String::as_str), ending);
+            self.line.push_str(self.ending());
             let line = std::mem::take(&mut self.line);
             self.encode(&line, out);
             self.line = line;
@@ -265,7 +273,7 @@ impl<S: UserSnapshot> Exporter<S> {
     pub async fn next_page(&mut self, size: u32) -> Result<Option<Vec<User>>, DomainError> {
         if let Some((snapshot, tenant, query)) = self.start.take() {
             let (tx, rx) = mpsc::channel(READ_AHEAD);
-            self.reader = Some(tokio::spawn(read_pages(snapshot, tenant, query, size, tx)));
+            self.reader = Some(tokio::spawn(snapshot.send_pages(tenant, query, size, tx)));
             self.pages = Some(rx);
         }
         let Some(pages) = self.pages.as_mut() else {
@@ -283,12 +291,14 @@ impl<S: UserSnapshot> Exporter<S> {
     }
 }
 
-async fn read_pages<S: UserSnapshot>(
+/// Sends pages of `query`'s users to `pages` by a keyset walk over
+/// [`UserSnapshot::list_users`], one page per query.
+pub async fn walk_pages<S: UserSnapshot>(
     mut snapshot: S,
     tenant: TenantId,
     mut query: UserQuery,
     size: u32,
-    pages: mpsc::Sender<RepoResult<Option<Vec<User>>>>,
+    pages: PageSender,
 ) {
     loop {
         let users = match snapshot.list_users(&tenant, &query, size).await {

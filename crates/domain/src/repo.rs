@@ -145,8 +145,13 @@ pub trait SnapshotRepository: Send + Sync + 'static {
     fn snapshot(&self) -> impl Future<Output = RepoResult<Self::Snapshot>> + Send;
 }
 
+/// Where an export's reader sends pages: `Ok(Some(page))` for each page,
+/// then `Ok(None)` at the end, or one `Err` that ends it. A channel closed
+/// without `Ok(None)` is a cut export, never a complete one.
+pub type PageSender = tokio::sync::mpsc::Sender<RepoResult<Option<Vec<User>>>>;
+
 /// Reads inside one snapshot.
-pub trait UserSnapshot: Send + 'static {
+pub trait UserSnapshot: Send + Sized + 'static {
     /// As [`UserRepository::list_users`], inside the snapshot.
     fn list_users(
         &mut self,
@@ -154,4 +159,18 @@ pub trait UserSnapshot: Send + 'static {
         query: &UserQuery,
         limit: u32,
     ) -> impl Future<Output = RepoResult<Vec<User>>> + Send;
+
+    /// Sends every user of `tenant` that `query` selects, in its order, in
+    /// pages of at most `size`, to `pages` (see [`PageSender`]); stops when
+    /// the receiver is gone. By default a keyset walk over
+    /// [`Self::list_users`]; a store that can stream rows does better.
+    fn send_pages(
+        self,
+        tenant: TenantId,
+        query: UserQuery,
+        size: u32,
+        pages: PageSender,
+    ) -> impl Future<Output = ()> + Send {
+        crate::export::walk_pages(self, tenant, query, size, pages)
+    }
 }

@@ -19,6 +19,7 @@ use sea_orm_migration::MigratorTrait;
 use userdir_domain::repo::{Ping, RepoResult};
 
 pub use error::db_error;
+pub use snapshot::StoreSnapshot;
 
 /// How to open the database.
 #[derive(Debug, Clone)]

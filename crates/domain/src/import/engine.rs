@@ -13,6 +13,7 @@ use xxhash_rust::xxh3::xxh3_64;
 
 use super::columns::{Column, ColumnMap, resolve};
 use super::csv::{CsvDecoder, FileError, Record};
+use super::seen::SeenKeys;
 use super::writer::{Writer, Written};
 use super::{
     ImportCounts, ImportJob, ImportMode, ImportOptions, ImportState, MatchKey, RowFailure, RowOutcome, RowResult,
@@ -121,12 +122,12 @@ pub struct Importer<R> {
     input: Input,
     pending: Vec<Pending>,
     /// Match-key hash -> line of its first row.
-    seen_keys: HashMap<u64, u64>,
+    seen_keys: SeenKeys,
     /// Email-key hash -> line, when emails are not the match key.
-    seen_emails: HashMap<u64, u64>,
+    seen_emails: SeenKeys,
     /// External-id hash -> line, when external ids are not the match key.
-    seen_external: HashMap<u64, u64>,
-    /// FULL_SYNC: users the file names.
+    seen_external: SeenKeys,
+    /// FULL_SYNC only: users the file names (16 bytes a user).
     keep: HashSet<Uuid>,
     /// Dry runs: seats the file would take.
     dry_created: u64,
@@ -313,9 +314,9 @@ impl<R: TenantRepository + UserRepository + ImportRepository> Importer<R> {
             job,
             input: Input::Unknown,
             pending: Vec::new(),
-            seen_keys: HashMap::new(),
-            seen_emails: HashMap::new(),
-            seen_external: HashMap::new(),
+            seen_keys: SeenKeys::default(),
+            seen_emails: SeenKeys::default(),
+            seen_external: SeenKeys::default(),
             keep: HashSet::new(),
             dry_created: 0,
             locked,
@@ -674,17 +675,16 @@ impl<R: TenantRepository + UserRepository + ImportRepository> Importer<R> {
                     continue;
                 }
             };
-            if let Some(hash) = key_hash(&key) {
-                if let Some(first) = self.seen_keys.get(&hash) {
-                    let field = Column::for_key(self.job.options.match_key).field();
-                    results[i] = fail(failure(
-                        "DUPLICATE_IN_FILE",
-                        &field,
-                        format!("the same {field} is on line {first}"),
-                    ));
-                    continue;
-                }
-                self.seen_keys.insert(hash, row.line);
+            if let Some(hash) = key_hash(&key)
+                && let Some(first) = self.seen_keys.first_or_insert(hash, row.line)
+            {
+                let field = Column::for_key(self.job.options.match_key).field();
+                results[i] = fail(failure(
+                    "DUPLICATE_IN_FILE",
+                    &field,
+                    format!("the same {field} is on {first}"),
+                ));
+                continue;
             }
             match &key {
                 Key::Email(e) => email_keys.push(e.key().to_owned()),
@@ -780,7 +780,9 @@ impl<R: TenantRepository + UserRepository + ImportRepository> Importer<R> {
                     failure: None,
                 }),
                 (Some(user), _) => {
-                    self.keep.insert(user.id.0);
+                    if mode == ImportMode::FullSync {
+                        self.keep.insert(user.id.0);
+                    }
                     Ok(self.update_of(user, &row, skip_empty))
                 }
                 (None, _) => Ok(self.create_of(&row, now)),
@@ -908,28 +910,26 @@ impl<R: TenantRepository + UserRepository + ImportRepository> Importer<R> {
         let email_changes = current.is_none_or(|c| c.email.key() != planned.email.key());
         if key != MatchKey::Email && email_changes {
             let hash = xxh3_64(planned.email.key().as_bytes());
-            if let Some(first) = self.seen_emails.get(&hash) {
+            if let Some(first) = self.seen_emails.first_or_insert(hash, line) {
                 return Err(failure(
                     "DUPLICATE_IN_FILE",
                     "email",
-                    format!("the same email is on line {first}"),
+                    format!("the same email is on {first}"),
                 ));
             }
-            self.seen_emails.insert(hash, line);
         }
         if key != MatchKey::ExternalId
             && let Some(x) = &planned.external_id
             && current.is_none_or(|c| c.external_id.as_ref() != Some(x))
         {
             let hash = xxh3_64(x.as_bytes());
-            if let Some(first) = self.seen_external.get(&hash) {
+            if let Some(first) = self.seen_external.first_or_insert(hash, line) {
                 return Err(failure(
                     "DUPLICATE_IN_FILE",
                     "external_id",
-                    format!("the same external_id is on line {first}"),
+                    format!("the same external_id is on {first}"),
                 ));
             }
-            self.seen_external.insert(hash, line);
         }
         Ok(())
     }

@@ -5,6 +5,7 @@
 pub mod columns;
 pub mod csv;
 pub mod engine;
+mod seen;
 mod writer;
 
 use std::collections::BTreeMap;

@@ -10,26 +10,34 @@ use crate::error::FieldViolation;
 /// Checks a free-text value: at most `max` characters, no control characters
 /// other than tab and line breaks, and never U+FFFD (the mark of a decoding error).
 pub fn check_text(field: &str, value: &str, max: usize) -> Result<String, FieldViolation> {
-    let n = value.chars().count();
+    check_owned_text(field, value.to_owned(), max)
+}
+
+/// [`check_text`] of a value already owned, given back as it is when good.
+pub fn check_owned_text(field: &str, value: String, max: usize) -> Result<String, FieldViolation> {
+    match text_problem(&value, max) {
+        None => Ok(value),
+        Some(problem) => Err(FieldViolation::new(field, problem)),
+    }
+}
+
+/// What is wrong with a free-text value, in one pass over it.
+fn text_problem(value: &str, max: usize) -> Option<String> {
+    let (mut n, mut control, mut replacement) = (0, false, false);
+    for c in value.chars() {
+        n += 1;
+        control |= c.is_control() && !matches!(c, '\t' | '\n' | '\r');
+        replacement |= c == '\u{FFFD}';
+    }
     if n > max {
-        return Err(FieldViolation::new(
-            field,
-            format!("must be at most {max} characters (got {n})"),
-        ));
+        return Some(format!("must be at most {max} characters (got {n})"));
     }
-    if value
-        .chars()
-        .any(|c| c.is_control() && !matches!(c, '\t' | '\n' | '\r'))
-    {
-        return Err(FieldViolation::new(field, "must not contain control characters"));
+    if control {
+        return Some("must not contain control characters".to_owned());
     }
-    if value.contains('\u{FFFD}') {
-        return Err(FieldViolation::new(
-            field,
-            "contains U+FFFD, the replacement character left by a decoding error; fix the source encoding",
-        ));
-    }
-    Ok(value.to_owned())
+    replacement.then(|| {
+        "contains U+FFFD, the replacement character left by a decoding error; fix the source encoding".to_owned()
+    })
 }
 
 /// A point in time with microsecond precision (what both databases store exactly).

@@ -8,7 +8,7 @@ use uuid::Uuid;
 use crate::email::Email;
 use crate::error::{DomainError, FieldViolation, Violations};
 use crate::tenant::{CUSTOM_SLOTS, CustomAttributeSchema, TenantId, custom_key, custom_slot};
-use crate::text::{Revision, Timestamp, check_text};
+use crate::text::{Revision, Timestamp, check_owned_text, check_text};
 
 /// Most characters in a display name (seed 001).
 pub const DISPLAY_NAME_MAX_CHARS: usize = 2048;
@@ -111,6 +111,10 @@ impl FromStr for UserStatus {
     /// Accepts `CONFIRMED`, `USER_STATUS_CONFIRMED` and the seed's `Confirmed`,
     /// `Force Change Password`, ignoring case, spaces and underscores.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
+        // The stored form, as every stored user and most files have it.
+        if let Some(status) = Self::ALL.into_iter().find(|st| st.as_str() == s) {
+            return Ok(status);
+        }
         let norm: String = s
             .trim()
             .trim_start_matches("USER_STATUS_")
@@ -358,7 +362,7 @@ impl User {
         };
         let enabled = input.enabled.unwrap_or(true);
         let status = input.status.unwrap_or_default();
-        user.apply(
+        user.write(
             UserInput {
                 enabled: Some(enabled),
                 status: Some(status),
@@ -380,6 +384,18 @@ impl User {
         schema: &CustomAttributeSchema,
     ) -> Result<bool, DomainError> {
         let before = self.clone();
+        self.write(input, mask, schema)?;
+        Ok(*self != before)
+    }
+
+    /// [`Self::apply`] for callers that compare for themselves (an import
+    /// compares the stored user with the written one anyway).
+    pub fn write(
+        &mut self,
+        input: UserInput,
+        mask: &UserMask,
+        schema: &CustomAttributeSchema,
+    ) -> Result<(), DomainError> {
         let mut v = Violations::default();
         if mask.email
             && let Some(email) = v.check(Email::parse("email", &input.email))
@@ -389,8 +405,11 @@ impl User {
         if mask.display_name {
             if input.display_name.trim().is_empty() {
                 v.add("display_name", "display name is required");
-            } else if let Some(name) = v.check(check_text("display_name", &input.display_name, DISPLAY_NAME_MAX_CHARS))
-            {
+            } else if let Some(name) = v.check(check_owned_text(
+                "display_name",
+                input.display_name,
+                DISPLAY_NAME_MAX_CHARS,
+            )) {
                 self.display_name = name;
             }
         }
@@ -401,25 +420,27 @@ impl User {
             self.status = input.status.unwrap_or_default();
         }
         if mask.external_id
-            && let Some(id) = v.check(check_text("external_id", &input.external_id, PROFILE_MAX_CHARS))
+            && let Some(id) = v.check(check_owned_text("external_id", input.external_id, PROFILE_MAX_CHARS))
         {
             self.external_id = (!id.is_empty()).then_some(id);
         }
         let mut custom_given = [false; CUSTOM_SLOTS];
         for (key, value) in input.custom {
-            let field = format!("custom_attributes.{key}");
+            let field = || format!("custom_attributes.{key}");
             let Some(slot) = custom_slot(&key) else {
                 v.add(
-                    field,
+                    field(),
                     format!("{key:?} is not a custom attribute; use custom_01 to custom_10"),
                 );
                 continue;
             };
             custom_given[slot] = true;
-            if mask.custom[slot]
-                && let Some(value) = v.check(check_text(&field, &value, CUSTOM_VALUE_MAX_CHARS))
-            {
-                self.custom[slot] = value;
+            if mask.custom[slot] {
+                // The field is named only when the value is bad.
+                match check_owned_text("", value, CUSTOM_VALUE_MAX_CHARS) {
+                    Ok(value) => self.custom[slot] = value,
+                    Err(bad) => v.add(field(), bad.description),
+                }
             }
         }
         for slot in 0..CUSTOM_SLOTS {
@@ -458,8 +479,7 @@ impl User {
                 self.profile[i].clear();
             }
         }
-        v.finish(())?;
-        Ok(*self != before)
+        v.finish(())
     }
 }
 

@@ -864,7 +864,7 @@ impl<R: TenantRepository + UserRepository + ImportRepository> Importer<R> {
         let (input, mask) = row_input(&row.cells, skip_empty)?;
         let mut updated = user.clone();
         updated
-            .apply(input, &mask, &self.tenant.custom_attributes)
+            .write(input, &mask, &self.tenant.custom_attributes)
             .map_err(row_failure)?;
         Ok(updated)
     }

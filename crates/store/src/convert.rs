@@ -1,11 +1,16 @@
 //! Entity rows <-> domain types.
 
+use std::sync::LazyLock;
+
 use sea_orm::ActiveValue::Set;
+use sea_orm::QueryResult;
 use userdir_domain::DomainError;
 use userdir_domain::email::Email;
+use userdir_domain::repo::RepoResult;
 use userdir_domain::tenant::{CustomAttributeDef, CustomAttributeSchema, Tenant, TenantId};
 use userdir_domain::text::{Revision, Timestamp};
 use userdir_domain::user::{User, UserId, UserStatus};
+use uuid::Uuid;
 
 use crate::entity::{tenant, user};
 
@@ -139,4 +144,60 @@ pub(crate) fn user_to_active(u: &User) -> user::ActiveModel {
         update_time: Set(u.update_time.unix_micros()),
         revision: Set(u.revision.0),
     }
+}
+
+/// The columns of a user as [`user_by_index`] reads them.
+pub(crate) static ROW_COLUMNS: LazyLock<Vec<user::Column>> = LazyLock::new(|| {
+    let mut columns = vec![
+        user::Column::Id,
+        user::Column::Email,
+        user::Column::DisplayName,
+        user::Column::Enabled,
+        user::Column::Status,
+        user::Column::ExternalId,
+    ];
+    columns.extend(user::CUSTOM_COLUMNS.iter().chain(&user::PROFILE_COLUMNS));
+    columns.extend([
+        user::Column::CreateTime,
+        user::Column::UpdateTime,
+        user::Column::Revision,
+    ]);
+    columns
+});
+
+/// A user of `tenant` from a PostgreSQL row of [`ROW_COLUMNS`], read by
+/// position and without sqlx's per-value type check (by name and checked,
+/// finding and checking the values cost more than decoding them): the
+/// statement selected these columns, whose types the migrations fix.
+pub(crate) fn user_by_index(row: &QueryResult, tenant: &TenantId) -> RepoResult<User> {
+    use sea_orm::sqlx::Row;
+    let row = row
+        .try_as_pg_row()
+        .ok_or_else(|| DomainError::storage("typed user rows are read on PostgreSQL only"))?;
+    let unreadable = |e: sea_orm::sqlx::Error| DomainError::storage(format!("stored user unreadable: {e}"));
+    let text = |i: usize| row.try_get_unchecked::<String, _>(i).map_err(unreadable);
+    let texts = |from: usize| -> RepoResult<[String; 10]> {
+        let mut out: [String; 10] = Default::default();
+        for (i, cell) in out.iter_mut().enumerate() {
+            *cell = text(from + i)?;
+        }
+        Ok(out)
+    };
+    let int = |i: usize| row.try_get_unchecked::<i64, _>(i).map_err(unreadable);
+    let id: Uuid = row.try_get_unchecked(0).map_err(unreadable)?;
+    let status = text(4)?;
+    Ok(User {
+        tenant: tenant.clone(),
+        id: UserId(id),
+        email: Email::from_trusted(text(1)?),
+        display_name: text(2)?,
+        enabled: row.try_get_unchecked(3).map_err(unreadable)?,
+        status: status.parse().map_err(|_| corrupt("status", &status))?,
+        external_id: row.try_get_unchecked(5).map_err(unreadable)?,
+        custom: texts(6)?,
+        profile: texts(16)?,
+        create_time: Timestamp::from_unix_micros(int(26)?),
+        update_time: Timestamp::from_unix_micros(int(27)?),
+        revision: Revision(int(28)?),
+    })
 }

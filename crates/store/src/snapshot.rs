@@ -3,26 +3,21 @@
 //! transaction on SQLite), however long the export takes.
 
 use sea_orm::sea_query::{Alias, Expr, Query};
-use std::sync::LazyLock;
 
 use futures_util::StreamExt;
 use sea_orm::{
-    AccessMode, ConnectionTrait, DatabaseTransaction, DbBackend, IdenStatic, IsolationLevel, QueryResult, QuerySelect,
-    QueryTrait, StreamTrait, TransactionTrait,
+    AccessMode, ConnectionTrait, DatabaseTransaction, DbBackend, IdenStatic, IsolationLevel, QuerySelect, QueryTrait,
+    StreamTrait, TransactionTrait,
 };
-use userdir_domain::DomainError;
 use userdir_domain::directory::sort_key;
-use userdir_domain::email::Email;
 use userdir_domain::export::walk_pages;
 use userdir_domain::list::UserQuery;
 use userdir_domain::repo::{PageSender, RepoResult, SnapshotRepository, UserSnapshot};
 use userdir_domain::tenant::TenantId;
-use userdir_domain::text::{Revision, Timestamp};
-use userdir_domain::user::{User, UserId};
-use uuid::Uuid;
+use userdir_domain::user::User;
 
-use crate::entity::user;
-use crate::imports::{ROW_POSTGRES, ROW_SQLITE, unpack_users};
+use crate::convert::{ROW_COLUMNS, user_by_index};
+use crate::imports::{ROW_SQLITE, unpack_users};
 use crate::query::{order_column, page_select};
 use crate::{Store, db_error};
 
@@ -48,57 +43,6 @@ impl SnapshotRepository for Store {
     }
 }
 
-/// The columns of a user as [`user_by_index`] reads them.
-static ROW_COLUMNS: LazyLock<Vec<user::Column>> = LazyLock::new(|| {
-    let mut columns = vec![
-        user::Column::Id,
-        user::Column::Email,
-        user::Column::DisplayName,
-        user::Column::Enabled,
-        user::Column::Status,
-        user::Column::ExternalId,
-    ];
-    columns.extend(user::CUSTOM_COLUMNS.iter().chain(&user::PROFILE_COLUMNS));
-    columns.extend([
-        user::Column::CreateTime,
-        user::Column::UpdateTime,
-        user::Column::Revision,
-    ]);
-    columns
-});
-
-/// A user of `tenant` from a row of [`ROW_COLUMNS`], read by position (by
-/// name, finding the columns costs more than decoding them).
-fn user_by_index(row: &QueryResult, tenant: &TenantId) -> RepoResult<User> {
-    let text = |i: usize| row.try_get_by_index::<String>(i).map_err(db_error);
-    let texts = |from: usize| -> RepoResult<[String; 10]> {
-        let mut out: [String; 10] = Default::default();
-        for (i, cell) in out.iter_mut().enumerate() {
-            *cell = text(from + i)?;
-        }
-        Ok(out)
-    };
-    let int = |i: usize| row.try_get_by_index::<i64>(i).map_err(db_error);
-    let id: Uuid = row.try_get_by_index(0).map_err(db_error)?;
-    let status = text(4)?;
-    Ok(User {
-        tenant: tenant.clone(),
-        id: UserId(id),
-        email: Email::from_trusted(text(1)?),
-        display_name: text(2)?,
-        enabled: row.try_get_by_index(3).map_err(db_error)?,
-        status: status
-            .parse()
-            .map_err(|_| DomainError::storage(format!("stored user {id} has an unreadable status")))?,
-        external_id: row.try_get_by_index(5).map_err(db_error)?,
-        custom: texts(6)?,
-        profile: texts(16)?,
-        create_time: Timestamp::from_unix_micros(int(26)?),
-        update_time: Timestamp::from_unix_micros(int(27)?),
-        revision: Revision(int(28)?),
-    })
-}
-
 impl UserSnapshot for StoreSnapshot {
     /// On PostgreSQL, typed rows read by position. On SQLite, a page as one
     /// JSON value: the page's rows are selected (filter, order, keyset, limit)
@@ -113,13 +57,7 @@ impl UserSnapshot for StoreSnapshot {
         }
         let column = order_column(query.order.field).as_str();
         let dir = if query.order.descending { "DESC" } else { "ASC" };
-        let backend = self.backend();
-        let aggregate = match backend {
-            DbBackend::Postgres => {
-                format!("COALESCE(json_agg({ROW_POSTGRES} ORDER BY {column} {dir}, id {dir}), '[]')::text")
-            }
-            _ => format!("json_group_array({ROW_SQLITE} ORDER BY {column} {dir}, id {dir})"),
-        };
+        let aggregate = format!("json_group_array({ROW_SQLITE} ORDER BY {column} {dir}, id {dir})");
         let packed = Query::select()
             .expr(Expr::cust(aggregate))
             .from_subquery(page.into_query(), Alias::new("u"))

@@ -3,7 +3,7 @@
 use std::sync::LazyLock;
 
 use sea_orm::ActiveValue::Set;
-use sea_orm::QueryResult;
+use sea_orm::{QueryResult, QuerySelect, Select};
 use userdir_domain::DomainError;
 use userdir_domain::email::Email;
 use userdir_domain::repo::RepoResult;
@@ -147,7 +147,7 @@ pub(crate) fn user_to_active(u: &User) -> user::ActiveModel {
 }
 
 /// The columns of a user as [`user_by_index`] reads them.
-pub(crate) static ROW_COLUMNS: LazyLock<Vec<user::Column>> = LazyLock::new(|| {
+static ROW_COLUMNS: LazyLock<Vec<user::Column>> = LazyLock::new(|| {
     let mut columns = vec![
         user::Column::Id,
         user::Column::Email,
@@ -164,6 +164,11 @@ pub(crate) static ROW_COLUMNS: LazyLock<Vec<user::Column>> = LazyLock::new(|| {
     ]);
     columns
 });
+
+/// `select` narrowed to [`ROW_COLUMNS`], for [`user_by_index`].
+pub(crate) fn select_row_columns(select: Select<user::Entity>) -> Select<user::Entity> {
+    select.select_only().columns(ROW_COLUMNS.iter().copied())
+}
 
 /// A user of `tenant` from a PostgreSQL row of [`ROW_COLUMNS`], read by
 /// position and without sqlx's per-value type check (by name and checked,

@@ -18,7 +18,7 @@ use userdir_domain::user::{User, UserId};
 use userdir_domain::{DomainError, ResourceKind};
 use uuid::Uuid;
 
-use crate::convert::{ROW_COLUMNS, user_by_index, user_to_active};
+use crate::convert::{select_row_columns, user_by_index, user_to_active};
 use crate::entity::{import_job, tenant, user};
 use crate::error::user_write_error;
 use crate::tenants::tenant_not_found;
@@ -27,7 +27,7 @@ use crate::{Store, db_error};
 /// The columns of a user as one SQLite JSON array, in [`PackedUser`] order.
 /// SQLite hands rows over from its own thread one value at a time, so a
 /// batch comes back as one JSON value; PostgreSQL sends typed rows
-/// ([`ROW_COLUMNS`]), cheaper for it to produce than JSON.
+/// ([`select_row_columns`]), cheaper for it to produce than JSON.
 macro_rules! row_sqlite {
     () => {
         concat!(
@@ -656,8 +656,11 @@ impl ImportRepository for Store {
             .filter(user::Column::TenantId.eq(tenant.as_str()))
             .filter(any);
         if pg {
-            let select = select.select_only().columns(ROW_COLUMNS.iter().copied());
-            let rows = self.connection().query_all(select.as_query()).await.map_err(db_error)?;
+            let rows = self
+                .connection()
+                .query_all(select_row_columns(select).as_query())
+                .await
+                .map_err(db_error)?;
             return rows.iter().map(|row| user_by_index(row, tenant)).collect();
         }
         // SQLite: the whole batch comes back as one JSON value in one row: for

@@ -2,12 +2,11 @@
 //! as it was when it began (REPEATABLE READ on PostgreSQL; a WAL read
 //! transaction on SQLite), however long the export takes.
 
-use sea_orm::sea_query::{Alias, Expr, Query};
-
 use futures_util::StreamExt;
+use sea_orm::sea_query::{Alias, Expr, Query};
 use sea_orm::{
-    AccessMode, ConnectionTrait, DatabaseTransaction, DbBackend, IdenStatic, IsolationLevel, QuerySelect, QueryTrait,
-    StreamTrait, TransactionTrait,
+    AccessMode, ConnectionTrait, DatabaseTransaction, DbBackend, IdenStatic, IsolationLevel, QueryTrait, StreamTrait,
+    TransactionTrait,
 };
 use userdir_domain::directory::sort_key;
 use userdir_domain::export::walk_pages;
@@ -16,7 +15,7 @@ use userdir_domain::repo::{PageSender, RepoResult, SnapshotRepository, UserSnaps
 use userdir_domain::tenant::TenantId;
 use userdir_domain::user::User;
 
-use crate::convert::{ROW_COLUMNS, user_by_index};
+use crate::convert::{select_row_columns, user_by_index};
 use crate::imports::{ROW_SQLITE, unpack_users};
 use crate::query::{order_column, page_select};
 use crate::{Store, db_error};
@@ -51,8 +50,11 @@ impl UserSnapshot for StoreSnapshot {
     async fn list_users(&mut self, tenant: &TenantId, query: &UserQuery, limit: u32) -> RepoResult<Vec<User>> {
         let page = page_select(tenant, query, limit)?;
         if self.backend() == DbBackend::Postgres {
-            let select = page.select_only().columns(ROW_COLUMNS.iter().copied());
-            let rows = self.txn.query_all(select.as_query()).await.map_err(db_error)?;
+            let rows = self
+                .txn
+                .query_all(select_row_columns(page).as_query())
+                .await
+                .map_err(db_error)?;
             return rows.iter().map(|row| user_by_index(row, tenant)).collect();
         }
         let column = order_column(query.order.field).as_str();
@@ -108,10 +110,7 @@ impl StoreSnapshot {
         let segment = size.saturating_mul(SEGMENT_PAGES);
         let size = size as usize;
         loop {
-            let select = page_select(tenant, &query, segment)?
-                .select_only()
-                .columns(ROW_COLUMNS.iter().copied())
-                .build(DbBackend::Postgres);
+            let select = select_row_columns(page_select(tenant, &query, segment)?).build(DbBackend::Postgres);
             let mut rows = self.txn.stream_raw(select).await.map_err(db_error)?;
             let mut page = Vec::with_capacity(size);
             let mut read = 0u32;

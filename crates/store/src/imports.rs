@@ -49,13 +49,13 @@ pub(crate) fn unpack_users(json: Option<String>, tenant: &TenantId) -> RepoResul
     rows.into_iter().map(|row| row.into_user(tenant)).collect()
 }
 
-/// A user as packed by the lookup query. SQLite writes booleans as 0/1.
+/// A user as packed by SQLite's lookup and page queries (booleans are 0/1).
 #[derive(serde::Deserialize)]
 struct PackedUser(
     String,
     String,
     String,
-    Flag,
+    i64,
     String,
     Option<String>,
     [String; 10],
@@ -64,13 +64,6 @@ struct PackedUser(
     i64,
     i64,
 );
-
-#[derive(serde::Deserialize)]
-#[serde(untagged)]
-enum Flag {
-    Bool(bool),
-    Int(i64),
-}
 
 impl PackedUser {
     fn into_user(self, tenant: &TenantId) -> RepoResult<User> {
@@ -93,7 +86,7 @@ impl PackedUser {
             id: UserId(Uuid::parse_str(&id).map_err(|_| corrupt("id"))?),
             email: userdir_domain::email::Email::from_trusted(email),
             display_name,
-            enabled: matches!(enabled, Flag::Bool(true) | Flag::Int(1)),
+            enabled: enabled != 0,
             status: status.parse().map_err(|_| corrupt("status"))?,
             custom,
             external_id,

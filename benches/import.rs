@@ -39,6 +39,8 @@ struct Run {
     p99: Duration,
     first10: f64,
     last10: f64,
+    /// Rows/s of each tenth of the rows, in file order.
+    deciles: Vec<f64>,
     failed: u64,
 }
 
@@ -194,6 +196,7 @@ async fn import(addr: &str, csv: &Path) -> Run {
         p99: pick(0.99),
         first10: rate(0, tenth),
         last10: rate(n - tenth, n),
+        deciles: (0..10).map(|i| rate(i * tenth, (i + 1) * tenth)).collect(),
         failed,
     }
 }
@@ -319,6 +322,7 @@ async fn main() {
     );
     println!("|---|---|---|---|---|---|---|---|---|---|---|");
     let mut exports = Vec::new();
+    let mut deciles = Vec::new();
     for (k, &n) in sizes.iter().enumerate() {
         let csv = dir.path().join(format!("users-{n}.csv"));
         sh(Command::new("python3")
@@ -347,6 +351,8 @@ async fn main() {
                 let run = import(&addr, &csv).await;
                 let cpu = cpu_secs(server.id()) - cpu;
                 line(backend, n, what, raw_rate, &run, peak_rss_mib(server.id()), cpu);
+                let tenths: Vec<String> = run.deciles.iter().map(|r| format!("{:.1}", r / 1000.0)).collect();
+                deciles.push(format!("| {backend} | {n} | {what} | {} |", tenths.join(" | ")));
             }
             // Export of the same users from a freshly started server, so that its
             // peak RSS is the export's own: the raw dump of the server's own
@@ -375,6 +381,14 @@ async fn main() {
                 sh(Command::new("psql").args([&pg, "-q", "-c", &format!("DROP SCHEMA {schema} CASCADE")]));
             }
         }
+    }
+    println!();
+    println!("Thousands of rows/s in each tenth of the file:");
+    println!();
+    println!("| backend | rows | run | 1 | 2 | 3 | 4 | 5 | 6 | 7 | 8 | 9 | 10 |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    for line in deciles {
+        println!("{line}");
     }
     println!();
     println!("| backend | rows | run | rows/s | vs raw dump | first bytes ms | peak RSS MiB |");

@@ -196,7 +196,8 @@ pub(crate) fn user_by_index(row: &QueryResult, tenant: &TenantId) -> RepoResult<
         id: UserId(id),
         email: Email::from_trusted(text(1)?),
         display_name: text(2)?,
-        enabled: row.try_get_unchecked(3).map_err(unreadable)?,
+        // Checked: sqlx's unchecked bool decode would index an empty value.
+        enabled: row.try_get(3).map_err(unreadable)?,
         status: status.parse().map_err(|_| corrupt("status", &status))?,
         external_id: row.try_get_unchecked(5).map_err(unreadable)?,
         custom: texts(6)?,

@@ -22,7 +22,7 @@ pub fn check_owned_text(field: &str, value: String, max: usize) -> Result<String
 }
 
 /// What is wrong with a free-text value, in one pass over it.
-fn text_problem(value: &str, max: usize) -> Option<String> {
+pub(crate) fn text_problem(value: &str, max: usize) -> Option<String> {
     let (mut n, mut control, mut replacement) = (0, false, false);
     for c in value.chars() {
         n += 1;

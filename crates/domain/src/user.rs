@@ -8,7 +8,7 @@ use uuid::Uuid;
 use crate::email::Email;
 use crate::error::{DomainError, FieldViolation, Violations};
 use crate::tenant::{CUSTOM_SLOTS, CustomAttributeSchema, TenantId, custom_key, custom_slot};
-use crate::text::{Revision, Timestamp, check_owned_text, check_text};
+use crate::text::{Revision, Timestamp, check_owned_text, check_text, text_problem};
 
 /// Most characters in a display name (seed 001).
 pub const DISPLAY_NAME_MAX_CHARS: usize = 2048;
@@ -437,9 +437,9 @@ impl User {
             custom_given[slot] = true;
             if mask.custom[slot] {
                 // The field is named only when the value is bad.
-                match check_owned_text("", value, CUSTOM_VALUE_MAX_CHARS) {
-                    Ok(value) => self.custom[slot] = value,
-                    Err(bad) => v.add(field(), bad.description),
+                match text_problem(&value, CUSTOM_VALUE_MAX_CHARS) {
+                    None => self.custom[slot] = value,
+                    Some(problem) => v.add(field(), problem),
                 }
             }
         }

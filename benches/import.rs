@@ -10,7 +10,10 @@
 //!    streaming client in 64 KiB chunks: UPSERT of N new users, then the same
 //!    file again (all UNCHANGED). Reported: rows/s, per-row result latency
 //!    (from sending the chunk that completes a row to receiving its result),
-//!    the rate of the first and last 10% of rows, and the server's peak RSS.
+//!    the rate of the first and last 10% of rows, and the server's peak RSS;
+//! 3. the raw load of the same file, by the same method, into an empty copy
+//!    of the server's own schema (all its indexes), for where the database
+//!    itself puts the ceiling.
 //!
 //! Run: `cargo bench --bench import` (needs `python3`, `sqlite3` and `psql`;
 //! PostgreSQL from `USERDIR_TEST_PG_URL`). `IMPORT_BENCH_BACKENDS=sqlite` or
@@ -116,6 +119,91 @@ fn raw_postgres(csv: &Path, url: &str, schema: &str) -> f64 {
     sh(Command::new("psql").args([url, "-q", "-v", "ON_ERROR_STOP=1", "-c", &copy]));
     let secs = start.elapsed().as_secs_f64();
     sh(Command::new("psql").args([url, "-q", "-c", &format!("DROP TABLE {schema}.raw_users")]));
+    secs
+}
+
+/// The columns the raw loads into the server's own schema fill, from a
+/// staging table holding the file (`rn` its row number): the values an
+/// import of that row stores, except the id, which is made time-ordered from
+/// the row number as the server's UUIDv7 ids are.
+fn schema_columns(id: &str, now: &str) -> (String, String) {
+    let custom: String = (1..=10).map(|k| format!(", custom_{k:02}")).collect();
+    (
+        format!(
+            "id, tenant_id, email, email_key, display_name, enabled, status, external_id{custom}, create_time, update_time, revision"
+        ),
+        format!("{id}, 'bench', email, lower(email), name, true, 'UNCONFIRMED', NULL{custom}, {now}, {now}, 1"),
+    )
+}
+
+/// The raw load of the same file into an empty copy of the server's own
+/// SQLite schema (its seven b-trees), the way `raw_sqlite` loads the
+/// reference table: `.import` into a staging table, then one `INSERT ...
+/// SELECT`, in one transaction. `server_db` is a database the server made.
+fn raw_sqlite_schema(csv: &Path, dir: &Path, server_db: &Path) -> f64 {
+    let db = dir.join("raw-schema.db");
+    let _ = std::fs::remove_file(&db);
+    let schema = Command::new("sqlite3").arg(server_db).arg(".schema").output().unwrap();
+    let schema = String::from_utf8(schema.stdout).unwrap();
+    let custom: String = (1..=10).map(|k| format!(", custom_{k:02} TEXT")).collect();
+    // 16 bytes in ascending order, as long as a UUID blob.
+    let (columns, values) = schema_columns(
+        "CAST(printf('%016x', rn) AS BLOB)",
+        "CAST((julianday('now') - 2440587.5) * 86400000000 AS INT)",
+    );
+    let script = format!(
+        "PRAGMA journal_mode=WAL;\nPRAGMA temp_store=MEMORY;\n{schema}\n\
+         INSERT INTO tenants (id, display_name, seat_limit, user_count, custom_attributes, create_time, update_time, revision) VALUES ('bench', 'Bench', 0, 0, '[]', 0, 0, 1);\n\
+         CREATE TEMP TABLE staging(email TEXT, name TEXT{custom});\nBEGIN;\n.import --csv --skip 1 {} staging\n\
+         INSERT INTO users ({columns}) SELECT {values} FROM (SELECT rowid AS rn, * FROM staging);\nCOMMIT;\n",
+        csv.display()
+    );
+    let start = Instant::now();
+    let mut child = Command::new("sqlite3")
+        .arg(&db)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(script.as_bytes()).unwrap();
+    assert!(child.wait().unwrap().success());
+    let secs = start.elapsed().as_secs_f64();
+    let _ = std::fs::remove_file(&db);
+    secs
+}
+
+/// The raw load of the same file into an empty copy of the server's own
+/// PostgreSQL `users` table (its indexes; the migrations dropped its foreign
+/// key): `\copy` into a
+/// temporary staging table, then one `INSERT ... SELECT`, in one transaction.
+fn raw_postgres_schema(csv: &Path, url: &str, schema: &str) -> f64 {
+    let custom: String = (1..=10).map(|k| format!(", custom_{k:02} TEXT")).collect();
+    let cols: String = (1..=10).map(|k| format!(", custom_{k:02}")).collect();
+    let setup = format!("CREATE TABLE {schema}.raw_schema_users (LIKE {schema}.users INCLUDING ALL); CHECKPOINT;");
+    sh(Command::new("psql").args([url, "-q", "-v", "ON_ERROR_STOP=1", "-c", &setup]));
+    let (columns, values) = schema_columns(
+        "(lpad(to_hex((extract(epoch from now()) * 1000)::bigint), 12, '0') || '70008000' || lpad(to_hex(rn), 12, '0'))::uuid",
+        "(extract(epoch from now()) * 1000000)::bigint",
+    );
+    let script = format!(
+        "BEGIN;\nCREATE TEMP TABLE staging(email TEXT, name TEXT{custom}) ON COMMIT DROP;\n\
+         \\copy staging(email, name{cols}) FROM '{}' WITH (FORMAT csv, HEADER true)\n\
+         INSERT INTO {schema}.raw_schema_users ({columns}) SELECT {values} FROM (SELECT row_number() OVER () AS rn, * FROM staging) s;\nCOMMIT;\n",
+        csv.display()
+    );
+    let start = Instant::now();
+    let mut child = Command::new("psql")
+        .args([url, "-q", "-v", "ON_ERROR_STOP=1"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(script.as_bytes()).unwrap();
+    assert!(child.wait().unwrap().success());
+    let secs = start.elapsed().as_secs_f64();
+    sh(Command::new("psql").args([url, "-q", "-c", &format!("DROP TABLE {schema}.raw_schema_users")]));
     secs
 }
 
@@ -323,6 +411,7 @@ async fn main() {
     println!("|---|---|---|---|---|---|---|---|---|---|---|");
     let mut exports = Vec::new();
     let mut deciles = Vec::new();
+    let mut ceilings = Vec::new();
     for (k, &n) in sizes.iter().enumerate() {
         let csv = dir.path().join(format!("users-{n}.csv"));
         sh(Command::new("python3")
@@ -346,11 +435,15 @@ async fn main() {
             println!("| {backend} | {n} | raw load | {raw_rate:.0} | 1.00x | | | | | | |");
             let mut server = start_server(bin, &url, &schema, port);
             create_tenant(&addr).await;
+            let mut new_rate = 0.0;
             for what in ["UPSERT, new users", "UPSERT, unchanged"] {
                 let cpu = cpu_secs(server.id());
                 let run = import(&addr, &csv).await;
                 let cpu = cpu_secs(server.id()) - cpu;
                 line(backend, n, what, raw_rate, &run, peak_rss_mib(server.id()), cpu);
+                if new_rate == 0.0 {
+                    new_rate = run.rows as f64 / run.secs;
+                }
                 let tenths: Vec<String> = run.deciles.iter().map(|r| format!("{:.1}", r / 1000.0)).collect();
                 deciles.push(format!("| {backend} | {n} | {what} | {} |", tenths.join(" | ")));
             }
@@ -377,6 +470,18 @@ async fn main() {
             }
             let _ = server.kill();
             let _ = server.wait();
+            let schema_secs = if backend == "sqlite" {
+                let server_db = url.trim_start_matches("sqlite://").trim_end_matches("?mode=rwc");
+                raw_sqlite_schema(&csv, dir.path(), Path::new(server_db))
+            } else {
+                raw_postgres_schema(&csv, &pg, &schema)
+            };
+            let schema_rate = n as f64 / schema_secs;
+            ceilings.push(format!(
+                "| {backend} | {n} | {raw_rate:.0} | {schema_rate:.0} | {:.2}x | {new_rate:.0} | {:.2}x |",
+                schema_rate / raw_rate,
+                new_rate / schema_rate
+            ));
             if !schema.is_empty() {
                 sh(Command::new("psql").args([&pg, "-q", "-c", &format!("DROP SCHEMA {schema} CASCADE")]));
             }
@@ -388,6 +493,16 @@ async fn main() {
     println!("| backend | rows | run | 1 | 2 | 3 | 4 | 5 | 6 | 7 | 8 | 9 | 10 |");
     println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for line in deciles {
+        println!("{line}");
+    }
+    println!();
+    println!("The raw load into the server's own schema (same method, one transaction), rows/s:");
+    println!();
+    println!(
+        "| backend | rows | raw load | raw load, our schema | vs raw load | UPSERT new users | vs our schema's raw load |"
+    );
+    println!("|---|---|---|---|---|---|---|");
+    for line in ceilings {
         println!("{line}");
     }
     println!();

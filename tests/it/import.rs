@@ -652,6 +652,9 @@ async fn parsed_rows_for_pipelines(s: TestServer) {
                 ("display_name", "P1"),
                 ("external_id", "HR-1"),
                 ("enabled", "false"),
+                ("given_name", "Pia"),
+                ("family_name", "Park"),
+                ("time_zone", "Asia/Tokyo"),
             ]),
             row(&[("email", "p2@example.com"), ("name", "P2"), ("status", "CONFIRMED")]),
             row(&[("email", "p3@example.com"), ("name", "P3"), ("nickname", "x")]),
@@ -684,6 +687,12 @@ async fn parsed_rows_for_pipelines(s: TestServer) {
             all["p1@example.com"].external_id.as_str()
         ),
         (Some(false), "HR-1")
+    );
+    let p1 = &all["p1@example.com"];
+    assert_eq!(
+        (p1.given_name.as_str(), p1.family_name.as_str(), p1.time_zone.as_str()),
+        ("Pia", "Park", "Asia/Tokyo"),
+        "profile fields land in their own columns"
     );
     assert_eq!(all["p2@example.com"].status, userdir::pb::UserStatus::Confirmed as i32);
 

@@ -74,7 +74,13 @@ fn sqlite_options(
         .foreign_keys(false)
         .create_if_missing(true)
         .pragma("cache_size", format!("-{cache_kib}"))
-        .pragma("wal_autocheckpoint", "8192")
+        // Checkpoint once the WAL holds 128 MiB (32,768 pages) rather than
+        // 32 MiB: a bulk import's commit dirties pages all over the random
+        // indexes, so each checkpoint rewrites and syncs them into the
+        // database file; fewer checkpoints write each hot page fewer times.
+        // Measured at 1M new users: 36-39 s at 8,192 pages, 30.6-31.4 s at
+        // 32,768, no better at 65,536 or 131,072.
+        .pragma("wal_autocheckpoint", "32768")
         .pragma("temp_store", "memory")
 }
 

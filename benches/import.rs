@@ -73,11 +73,26 @@ fn cpu_secs(pid: u32) -> f64 {
     ticks / 100.0
 }
 
+/// `, custom_01{suffix}, ..., custom_10{suffix}`.
+fn custom_columns(suffix: &str) -> String {
+    (1..=10).map(|k| format!(", custom_{k:02}{suffix}")).collect()
+}
+
+/// Runs `program` with `script` on its standard input; returns the seconds it took.
+fn timed_script(program: &mut Command, script: &str) -> f64 {
+    use std::io::Write;
+    let start = Instant::now();
+    let mut child = program.stdin(Stdio::piped()).stdout(Stdio::null()).spawn().unwrap();
+    child.stdin.take().unwrap().write_all(script.as_bytes()).unwrap();
+    assert!(child.wait().unwrap().success(), "{program:?} failed");
+    start.elapsed().as_secs_f64()
+}
+
 fn raw_sqlite(csv: &Path, dir: &Path) -> f64 {
     let db = dir.join("raw.db");
     let _ = std::fs::remove_file(&db);
-    let custom: String = (1..=10).map(|k| format!(", custom_{k:02} TEXT")).collect();
-    let cols: String = (1..=10).map(|k| format!(", custom_{k:02}")).collect();
+    let custom: String = custom_columns(" TEXT");
+    let cols: String = custom_columns("");
     let uuid7 = "substr(printf('%012x', CAST((julianday('now')-2440587.5)*86400000 AS INT)),1,8)||'-'||substr(printf('%012x', CAST((julianday('now')-2440587.5)*86400000 AS INT)),9,4)||'-7'||printf('%03x',(rn>>40)&4095)||'-'||printf('%04x',32768|((rn>>28)&4095))||'-'||printf('%012x',rn)";
     let script = format!(
         "PRAGMA journal_mode=WAL;\nPRAGMA temp_store=MEMORY;\n\
@@ -86,24 +101,14 @@ fn raw_sqlite(csv: &Path, dir: &Path) -> f64 {
          INSERT INTO users SELECT {uuid7}, email, name, 1, 'active', strftime('%Y-%m-%dT%H:%M:%fZ','now'), strftime('%Y-%m-%dT%H:%M:%fZ','now'){cols} FROM (SELECT rowid AS rn, * FROM staging);\nCOMMIT;\n",
         csv.display()
     );
-    let start = Instant::now();
-    let mut child = Command::new("sqlite3")
-        .arg(&db)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    child.stdin.take().unwrap().write_all(script.as_bytes()).unwrap();
-    assert!(child.wait().unwrap().success());
-    let secs = start.elapsed().as_secs_f64();
+    let secs = timed_script(Command::new("sqlite3").arg(&db), &script);
     let _ = std::fs::remove_file(&db);
     secs
 }
 
 fn raw_postgres(csv: &Path, url: &str, schema: &str) -> f64 {
-    let custom: String = (1..=10).map(|k| format!(", custom_{k:02} TEXT")).collect();
-    let cols: String = (1..=10).map(|k| format!(", custom_{k:02}")).collect();
+    let custom: String = custom_columns(" TEXT");
+    let cols: String = custom_columns("");
     let setup = format!(
         "CREATE TABLE {schema}.raw_users(id uuid PRIMARY KEY DEFAULT gen_random_uuid(), tenant TEXT NOT NULL DEFAULT 'default', \
          email TEXT NOT NULL, name TEXT NOT NULL, enabled BOOLEAN NOT NULL DEFAULT true, status TEXT NOT NULL DEFAULT 'active', \
@@ -127,7 +132,7 @@ fn raw_postgres(csv: &Path, url: &str, schema: &str) -> f64 {
 /// import of that row stores, except the id, which is made time-ordered from
 /// the row number as the server's UUIDv7 ids are.
 fn schema_columns(id: &str, now: &str) -> (String, String) {
-    let custom: String = (1..=10).map(|k| format!(", custom_{k:02}")).collect();
+    let custom: String = custom_columns("");
     (
         format!(
             "id, tenant_id, email, email_key, display_name, enabled, status, external_id{custom}, create_time, update_time, revision"
@@ -145,7 +150,7 @@ fn raw_sqlite_schema(csv: &Path, dir: &Path, server_db: &Path) -> f64 {
     let _ = std::fs::remove_file(&db);
     let schema = Command::new("sqlite3").arg(server_db).arg(".schema").output().unwrap();
     let schema = String::from_utf8(schema.stdout).unwrap();
-    let custom: String = (1..=10).map(|k| format!(", custom_{k:02} TEXT")).collect();
+    let custom: String = custom_columns(" TEXT");
     // 16 bytes in ascending order, as long as a UUID blob.
     let (columns, values) = schema_columns(
         "CAST(printf('%016x', rn) AS BLOB)",
@@ -158,17 +163,7 @@ fn raw_sqlite_schema(csv: &Path, dir: &Path, server_db: &Path) -> f64 {
          INSERT INTO users ({columns}) SELECT {values} FROM (SELECT rowid AS rn, * FROM staging);\nCOMMIT;\n",
         csv.display()
     );
-    let start = Instant::now();
-    let mut child = Command::new("sqlite3")
-        .arg(&db)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    child.stdin.take().unwrap().write_all(script.as_bytes()).unwrap();
-    assert!(child.wait().unwrap().success());
-    let secs = start.elapsed().as_secs_f64();
+    let secs = timed_script(Command::new("sqlite3").arg(&db), &script);
     let _ = std::fs::remove_file(&db);
     secs
 }
@@ -178,8 +173,8 @@ fn raw_sqlite_schema(csv: &Path, dir: &Path, server_db: &Path) -> f64 {
 /// key): `\copy` into a
 /// temporary staging table, then one `INSERT ... SELECT`, in one transaction.
 fn raw_postgres_schema(csv: &Path, url: &str, schema: &str) -> f64 {
-    let custom: String = (1..=10).map(|k| format!(", custom_{k:02} TEXT")).collect();
-    let cols: String = (1..=10).map(|k| format!(", custom_{k:02}")).collect();
+    let custom: String = custom_columns(" TEXT");
+    let cols: String = custom_columns("");
     let setup = format!("CREATE TABLE {schema}.raw_schema_users (LIKE {schema}.users INCLUDING ALL); CHECKPOINT;");
     sh(Command::new("psql").args([url, "-q", "-v", "ON_ERROR_STOP=1", "-c", &setup]));
     let (columns, values) = schema_columns(
@@ -192,17 +187,7 @@ fn raw_postgres_schema(csv: &Path, url: &str, schema: &str) -> f64 {
          INSERT INTO {schema}.raw_schema_users ({columns}) SELECT {values} FROM (SELECT row_number() OVER () AS rn, * FROM staging) s;\nCOMMIT;\n",
         csv.display()
     );
-    let start = Instant::now();
-    let mut child = Command::new("psql")
-        .args([url, "-q", "-v", "ON_ERROR_STOP=1"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    child.stdin.take().unwrap().write_all(script.as_bytes()).unwrap();
-    assert!(child.wait().unwrap().success());
-    let secs = start.elapsed().as_secs_f64();
+    let secs = timed_script(Command::new("psql").args([url, "-q", "-v", "ON_ERROR_STOP=1"]), &script);
     sh(Command::new("psql").args([url, "-q", "-c", &format!("DROP TABLE {schema}.raw_schema_users")]));
     secs
 }

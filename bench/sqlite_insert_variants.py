@@ -16,11 +16,14 @@ does, and prints rows/s and the CPU seconds spent (steadier than rows/s).
 
 Variants: `plain` (INSERT, foreign keys on), `orfail` (INSERT OR FAIL),
 `nofk` (foreign keys off), `nofk_orfail` (both: no statement journal).
+`--page-size 1024|2048`, `--without-rowid` and `--txn-rows N` vary the file
+format, the table's layout and the commit size (session 4's measurements).
 """
 
 import argparse
 import csv
 import os
+import shutil
 import sqlite3
 import tempfile
 import time
@@ -31,15 +34,22 @@ def main():
     ap.add_argument("--csv", required=True)
     ap.add_argument("--schema", required=True)
     ap.add_argument("--variant", default="plain")
+    ap.add_argument("--page-size", type=int, default=4096, help="PRAGMA page_size of the new database")
+    ap.add_argument("--without-rowid", action="store_true", help="make the users table WITHOUT ROWID")
+    ap.add_argument("--txn-rows", type=int, default=5000, help="rows per transaction")
     args = ap.parse_args()
     rows = list(csv.reader(open(args.csv, encoding="utf-8")))[1:]
     db = os.path.join(tempfile.mkdtemp(), "variants.db")
     c = sqlite3.connect(db, isolation_level=None)
+    c.execute(f"PRAGMA page_size={args.page_size}")
     for pragma in ["journal_mode=WAL", "synchronous=NORMAL", "cache_size=-32768",
                    "wal_autocheckpoint=8192", "temp_store=memory"]:
         c.execute("PRAGMA " + pragma)
     c.execute("PRAGMA foreign_keys=" + ("OFF" if "nofk" in args.variant else "ON"))
-    c.executescript(open(args.schema).read())
+    schema = open(args.schema).read()
+    if args.without_rowid:
+        schema = schema.replace('REFERENCES "tenants" ("id") );', 'REFERENCES "tenants" ("id") ) WITHOUT ROWID;')
+    c.executescript(schema)
     c.execute("INSERT INTO tenants VALUES ('bench','Bench',0,0,'[]',0,0,0,NULL,NULL)")
     ms = int(time.time() * 1000)
     params = []
@@ -51,16 +61,18 @@ def main():
     verb = "INSERT OR FAIL" if "orfail" in args.variant else "INSERT"
     one = "(" + ",".join(["?"] * 31) + ")"
     t0, p0 = time.time(), time.process_time()
-    for i in range(0, len(params), 5000):
+    for i in range(0, len(params), args.txn_rows):
         c.execute("BEGIN")
         c.execute("UPDATE tenants SET user_count = user_count + 1 WHERE id='bench'")
-        for j in range(i, min(i + 5000, len(params)), 500):
+        for j in range(i, min(i + args.txn_rows, len(params)), 500):
             chunk = params[j:j + 500]
             sql = f"{verb} INTO users VALUES " + ",".join([one] * len(chunk))
             c.execute(sql, [v for row in chunk for v in row])
         c.execute("COMMIT")
     elapsed = time.time() - t0
     print(f"{args.variant}: {len(params) / elapsed:.0f} rows/s, cpu {time.process_time() - p0:.2f} s")
+    c.close()
+    shutil.rmtree(os.path.dirname(db))
 
 
 if __name__ == "__main__":

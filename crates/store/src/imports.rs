@@ -25,78 +25,78 @@ use crate::error::user_write_error;
 use crate::tenants::tenant_not_found;
 use crate::{Store, db_error};
 
-/// The columns of a user as one SQLite JSON array, in [`PackedUser`] order.
-/// SQLite hands rows over from its own thread one value at a time, so a
-/// batch comes back as one JSON value; PostgreSQL sends typed rows
-/// ([`select_row_columns`]), cheaper for it to produce than JSON.
-macro_rules! row_sqlite {
-    () => {
-        concat!(
-            "json_array(hex(id), email, display_name, enabled, status, external_id, ",
-            "json_array(custom_01, custom_02, custom_03, custom_04, custom_05, custom_06, custom_07, custom_08, custom_09, custom_10), ",
-            "json_array(given_name, family_name, title, department, company, job_role, phone, mobile, locale, time_zone), ",
-            "create_time, update_time, revision)"
-        )
-    };
-}
-pub(crate) const ROW_SQLITE: &str = row_sqlite!();
-const PACK_SQLITE: &str = concat!("json_group_array(", row_sqlite!(), ")");
+/// The columns of a user as one SQLite text value, in [`unpack_user`] order,
+/// separated by U+001F (unit separator); [`PACK_SQLITE`] joins users with
+/// U+001E (record separator). SQLite hands rows over from its own thread one
+/// value at a time, so a batch comes back as one value; PostgreSQL sends
+/// typed rows ([`select_row_columns`]), cheaper for it to produce. Stored
+/// text never holds either separator: the domain refuses control characters
+/// in every field, and a record with a wrong number of fields is reported as
+/// unreadable, never misread. Joining text is cheaper on both sides than the
+/// JSON arrays this replaced (SQLite's `json_array`, then `serde_json`: 16% of
+/// the server's CPU in an unchanged re-import).
+pub(crate) static ROW_SQLITE: LazyLock<String> = LazyLock::new(|| {
+    // `concat_ws` skips NULLs, so an unset external id becomes '' and a set one '=' || id.
+    let mut fields = vec![
+        "hex(id)",
+        "email",
+        "display_name",
+        "enabled",
+        "status",
+        "ifnull('=' || external_id, '')",
+    ];
+    fields.extend(
+        user::CUSTOM_COLUMNS
+            .iter()
+            .chain(&user::PROFILE_COLUMNS)
+            .map(|c| c.as_str()),
+    );
+    fields.extend(["create_time", "update_time", "revision"]);
+    format!("concat_ws(char(31), {})", fields.join(", "))
+});
+static PACK_SQLITE: LazyLock<String> = LazyLock::new(|| format!("group_concat({}, char(30))", *ROW_SQLITE));
 
-/// Parses a packed JSON array of users of `tenant`.
-pub(crate) fn unpack_users(json: Option<String>, tenant: &TenantId) -> RepoResult<Vec<User>> {
-    let json = json.unwrap_or_else(|| "[]".to_owned());
-    let rows: Vec<PackedUser> =
-        serde_json::from_str(&json).map_err(|e| DomainError::storage(format!("packed users unreadable: {e}")))?;
-    rows.into_iter().map(|row| row.into_user(tenant)).collect()
-}
-
-/// A user as packed by SQLite's lookup and page queries (booleans are 0/1).
-#[derive(serde::Deserialize)]
-struct PackedUser(
-    String,
-    String,
-    String,
-    i64,
-    String,
-    Option<String>,
-    [String; 10],
-    [String; 10],
-    i64,
-    i64,
-    i64,
-);
-
-impl PackedUser {
-    fn into_user(self, tenant: &TenantId) -> RepoResult<User> {
-        let PackedUser(
-            id,
-            email,
-            display_name,
-            enabled,
-            status,
-            external_id,
-            custom,
-            profile,
-            created,
-            updated,
-            revision,
-        ) = self;
-        let corrupt = |what: &str| DomainError::storage(format!("stored user {id} has an unreadable {what}"));
-        Ok(User {
-            tenant: tenant.clone(),
-            id: UserId(Uuid::parse_str(&id).map_err(|_| corrupt("id"))?),
-            email: userdir_domain::email::Email::from_trusted(email),
-            display_name,
-            enabled: enabled != 0,
-            status: status.parse().map_err(|_| corrupt("status"))?,
-            custom,
-            external_id,
-            profile,
-            create_time: Timestamp::from_unix_micros(created),
-            update_time: Timestamp::from_unix_micros(updated),
-            revision: Revision(revision),
-        })
+/// Parses users of `tenant` packed by [`PACK_SQLITE`] (`None`: no users).
+pub(crate) fn unpack_users(packed: Option<String>, tenant: &TenantId) -> RepoResult<Vec<User>> {
+    match packed {
+        None => Ok(Vec::new()),
+        Some(packed) => packed
+            .split('\u{1e}')
+            .map(|record| unpack_user(record, tenant))
+            .collect(),
     }
+}
+
+/// One user of [`ROW_SQLITE`].
+fn unpack_user(record: &str, tenant: &TenantId) -> RepoResult<User> {
+    let fields: Vec<&str> = record.split('\u{1f}').collect();
+    // `split` yields at least one field: the id, or what stands in its place.
+    let corrupt = |what: &str| DomainError::storage(format!("stored user {} has an unreadable {what}", fields[0]));
+    let [id, email, display_name, enabled, status, external_id, rest @ ..] = fields.as_slice() else {
+        return Err(corrupt("packed row"));
+    };
+    let [texts @ .., created, updated, revision] = rest else {
+        return Err(corrupt("packed row"));
+    };
+    if texts.len() != 20 {
+        return Err(corrupt("packed row"));
+    }
+    let strings = |values: &[&str]| -> [String; 10] { std::array::from_fn(|i| values[i].to_owned()) };
+    let number = |what: &str, v: &str| v.parse::<i64>().map_err(|_| corrupt(what));
+    Ok(User {
+        tenant: tenant.clone(),
+        id: UserId(Uuid::parse_str(id).map_err(|_| corrupt("id"))?),
+        email: userdir_domain::email::Email::from_trusted((*email).to_owned()),
+        display_name: (*display_name).to_owned(),
+        enabled: number("enabled flag", enabled)? != 0,
+        status: status.parse().map_err(|_| corrupt("status"))?,
+        custom: strings(&texts[..10]),
+        external_id: external_id.strip_prefix('=').map(str::to_owned),
+        profile: strings(&texts[10..]),
+        create_time: Timestamp::from_unix_micros(number("create time", created)?),
+        update_time: Timestamp::from_unix_micros(number("update time", updated)?),
+        revision: Revision(number("revision", revision)?),
+    })
 }
 
 /// Rows per multi-row INSERT and per `IN (...)` list.
@@ -696,7 +696,7 @@ impl ImportRepository for Store {
         // 500 users that is one value to decode instead of 14,500.
         let json: Option<Option<String>> = select
             .select_only()
-            .column_as(Expr::cust(PACK_SQLITE), "users")
+            .column_as(Expr::cust(PACK_SQLITE.as_str()), "users")
             .into_tuple()
             .one(self.connection())
             .await
@@ -768,7 +768,69 @@ impl ImportRepository for Store {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use userdir_domain::email::Email;
+    use userdir_domain::user::UserStatus;
+
     use super::*;
+    use crate::StoreOptions;
+
+    fn user(tenant: &TenantId, email: &str, external_id: Option<&str>) -> User {
+        User {
+            tenant: tenant.clone(),
+            id: UserId::new(),
+            email: Email::from_trusted(email.to_owned()),
+            display_name: String::new(),
+            enabled: true,
+            status: UserStatus::default(),
+            custom: Default::default(),
+            external_id: external_id.map(str::to_owned),
+            profile: Default::default(),
+            create_time: Timestamp::from_unix_micros(1),
+            update_time: Timestamp::from_unix_micros(2),
+            revision: Revision(3),
+        }
+    }
+
+    /// What SQLite packs into one text value reads back as the same users,
+    /// whatever the text holds (commas, quotes, line breaks, tabs, `=`,
+    /// non-ASCII) and with the external id unset, set, or starting with `=`.
+    #[tokio::test]
+    async fn sqlite_packed_users_read_back_exactly() {
+        let path = std::env::temp_dir().join(format!("userdir-pack-{}.db", Uuid::now_v7()));
+        let store = Store::open(&StoreOptions::new(format!("sqlite://{}?mode=rwc", path.display())))
+            .await
+            .unwrap();
+        let tenant = TenantId::parse("tenant_id", "acme").unwrap();
+        let mut plain = user(&tenant, "plain@example.com", None);
+        plain.enabled = false;
+        let mut busy = user(&tenant, "Busy+Tag@Example.com", Some("=HR,1"));
+        busy.display_name = "髙橋 \"Ünïcødé\", Jr.\nline two\ttab".to_owned();
+        busy.status = UserStatus::Confirmed;
+        busy.custom[0] = "a,b;c".to_owned();
+        busy.custom[9] = "=SUM(A1)".to_owned();
+        busy.profile[0] = "Pia".to_owned();
+        busy.profile[9] = "Asia/Tokyo".to_owned();
+        let other = user(&tenant, "other@example.com", Some("HR-2"));
+        let txn = store.writer().begin().await.unwrap();
+        insert_or_fail(&txn, &tenant, &[plain.clone(), busy.clone(), other])
+            .await
+            .unwrap();
+        txn.commit().await.unwrap();
+
+        let keys = [plain.email.key().to_owned(), busy.email.key().to_owned()];
+        let mut found = store.find_import_matches(&tenant, &keys, &[], &[]).await.unwrap();
+        found.sort_by(|a, b| a.email.key().cmp(b.email.key()));
+        assert_eq!(found, [busy, plain]);
+        let nobody = ["nobody@example.com".to_owned()];
+        let none = store.find_import_matches(&tenant, &nobody, &[], &[]).await.unwrap();
+        assert_eq!(none, []);
+        store.close().await.unwrap();
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+        }
+    }
 
     #[test]
     fn statistics_are_refreshed_at_each_doubling() {

@@ -44,7 +44,7 @@ impl SnapshotRepository for Store {
 
 impl UserSnapshot for StoreSnapshot {
     /// On PostgreSQL, typed rows read by position. On SQLite, a page as one
-    /// JSON value: the page's rows are selected (filter, order, keyset, limit)
+    /// packed text value (`ROW_SQLITE`): the page's rows are selected (filter, order, keyset, limit)
     /// in a subquery and aggregated in the same order, so one value crosses
     /// from SQLite's thread per page instead of 29 per user.
     async fn list_users(&mut self, tenant: &TenantId, query: &UserQuery, limit: u32) -> RepoResult<Vec<User>> {
@@ -59,17 +59,20 @@ impl UserSnapshot for StoreSnapshot {
         }
         let column = order_column(query.order.field).as_str();
         let dir = if query.order.descending { "DESC" } else { "ASC" };
-        let aggregate = format!("json_group_array({ROW_SQLITE} ORDER BY {column} {dir}, id {dir})");
+        let aggregate = format!(
+            "group_concat({}, char(30) ORDER BY {column} {dir}, id {dir})",
+            *ROW_SQLITE
+        );
         let packed = Query::select()
             .expr(Expr::cust(aggregate))
             .from_subquery(page.into_query(), Alias::new("u"))
             .to_owned();
         let row = self.txn.query_one(&packed).await.map_err(db_error)?;
-        let json = match row {
+        let packed = match row {
             Some(row) => row.try_get_by_index::<Option<String>>(0).map_err(db_error)?,
             None => None,
         };
-        unpack_users(json, tenant)
+        unpack_users(packed, tenant)
     }
 
     /// PostgreSQL streams the rows of each segment of [`SEGMENT_PAGES`] pages as the

@@ -44,9 +44,10 @@ impl SnapshotRepository for Store {
 
 impl UserSnapshot for StoreSnapshot {
     /// On PostgreSQL, typed rows read by position. On SQLite, a page as one
-    /// packed text value (`ROW_SQLITE`): the page's rows are selected (filter, order, keyset, limit)
-    /// in a subquery and aggregated in the same order, so one value crosses
-    /// from SQLite's thread per page instead of 29 per user.
+    /// packed text value (`ROW_SQLITE`): the page's rows are selected
+    /// (filter, order, keyset, limit) in a subquery and aggregated in the
+    /// same order, so one value crosses from SQLite's thread per page
+    /// instead of 29 per user.
     async fn list_users(&mut self, tenant: &TenantId, query: &UserQuery, limit: u32) -> RepoResult<Vec<User>> {
         let page = page_select(tenant, query, limit)?;
         if self.backend() == DbBackend::Postgres {
@@ -63,11 +64,11 @@ impl UserSnapshot for StoreSnapshot {
             "group_concat({}, char(30) ORDER BY {column} {dir}, id {dir})",
             *ROW_SQLITE
         );
-        let packed = Query::select()
+        let select = Query::select()
             .expr(Expr::cust(aggregate))
             .from_subquery(page.into_query(), Alias::new("u"))
             .to_owned();
-        let row = self.txn.query_one(&packed).await.map_err(db_error)?;
+        let row = self.txn.query_one(&select).await.map_err(db_error)?;
         let packed = match row {
             Some(row) => row.try_get_by_index::<Option<String>>(0).map_err(db_error)?,
             None => None,

@@ -146,8 +146,10 @@ pub(crate) fn user_to_active(u: &User) -> user::ActiveModel {
     }
 }
 
-/// The columns of a user as [`user_by_index`] reads them.
-static ROW_COLUMNS: LazyLock<Vec<user::Column>> = LazyLock::new(|| {
+/// The columns of a user in the one order every positional read and write
+/// of the store uses: [`user_by_index`] (PostgreSQL rows), the SQLite packed
+/// rows and the bulk inserts (`imports.rs`).
+pub(crate) static ROW_COLUMNS: LazyLock<Vec<user::Column>> = LazyLock::new(|| {
     let mut columns = vec![
         user::Column::Id,
         user::Column::Email,

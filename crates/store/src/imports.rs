@@ -19,13 +19,13 @@ use userdir_domain::user::{User, UserId};
 use userdir_domain::{DomainError, ResourceKind};
 use uuid::Uuid;
 
-use crate::convert::{select_row_columns, user_by_index, user_to_active};
+use crate::convert::{ROW_COLUMNS, select_row_columns, user_by_index, user_to_active};
 use crate::entity::{import_job, tenant, user};
 use crate::error::user_write_error;
 use crate::tenants::tenant_not_found;
 use crate::{Store, db_error};
 
-/// The columns of a user as one SQLite text value, in [`unpack_user`] order,
+/// The columns of a user ([`ROW_COLUMNS`], as [`unpack_user`] reads them) as one SQLite text value,
 /// separated by U+001F (unit separator); [`PACK_SQLITE`] joins users with
 /// U+001E (record separator). SQLite hands rows over from its own thread one
 /// value at a time, so a batch comes back as one value; PostgreSQL sends
@@ -36,22 +36,15 @@ use crate::{Store, db_error};
 /// JSON arrays this replaced (SQLite's `json_array`, then `serde_json`: 16% of
 /// the server's CPU in an unchanged re-import).
 pub(crate) static ROW_SQLITE: LazyLock<String> = LazyLock::new(|| {
-    // `concat_ws` skips NULLs, so an unset external id becomes '' and a set one '=' || id.
-    let mut fields = vec![
-        "hex(id)",
-        "email",
-        "display_name",
-        "enabled",
-        "status",
-        "ifnull('=' || external_id, '')",
-    ];
-    fields.extend(
-        user::CUSTOM_COLUMNS
-            .iter()
-            .chain(&user::PROFILE_COLUMNS)
-            .map(|c| c.as_str()),
-    );
-    fields.extend(["create_time", "update_time", "revision"]);
+    let fields: Vec<&str> = ROW_COLUMNS
+        .iter()
+        .map(|column| match column {
+            user::Column::Id => "hex(id)",
+            // `concat_ws` skips NULLs: an unset external id packs as '', a set one as '=' || id.
+            user::Column::ExternalId => "ifnull('=' || external_id, '')",
+            column => column.as_str(),
+        })
+        .collect();
     format!("concat_ws(char(31), {})", fields.join(", "))
 });
 static PACK_SQLITE: LazyLock<String> = LazyLock::new(|| format!("group_concat({}, char(30))", *ROW_SQLITE));
@@ -104,27 +97,20 @@ const CHUNK: usize = 500;
 /// Rows per PostgreSQL `unnest` insert.
 const UNNEST_CHUNK: usize = 5_000;
 
-/// The columns a bulk insert fills after `tenant_id`, with their PostgreSQL
-/// types, in the order of [`insert_values`].
-static INSERT_COLUMNS: LazyLock<Vec<(&'static str, &'static str)>> = LazyLock::new(|| {
-    let mut columns = vec![
-        ("id", "uuid"),
-        ("email", "text"),
-        ("email_key", "text"),
-        ("display_name", "text"),
-        ("enabled", "bool"),
-        ("status", "text"),
-        ("external_id", "text"),
-    ];
-    columns.extend(
-        user::CUSTOM_COLUMNS
-            .iter()
-            .chain(&user::PROFILE_COLUMNS)
-            .map(|c| (c.as_str(), "text")),
-    );
-    columns.extend([("create_time", "int8"), ("update_time", "int8"), ("revision", "int8")]);
-    columns
-});
+/// The columns a bulk insert fills after `tenant_id`, in the order of
+/// [`insert_values`]: a user's [`ROW_COLUMNS`], then the email key.
+static INSERT_COLUMNS: LazyLock<Vec<user::Column>> =
+    LazyLock::new(|| ROW_COLUMNS.iter().copied().chain([user::Column::EmailKey]).collect());
+
+/// The PostgreSQL element type of a bulk-insert column's `unnest` array.
+fn array_type(column: user::Column) -> (ArrayType, &'static str) {
+    match column {
+        user::Column::Id => (ArrayType::Uuid, "uuid"),
+        user::Column::Enabled => (ArrayType::Bool, "bool"),
+        user::Column::CreateTime | user::Column::UpdateTime | user::Column::Revision => (ArrayType::BigInt, "int8"),
+        _ => (ArrayType::String, "text"),
+    }
+}
 
 /// A user's values for [`INSERT_COLUMNS`], appended to `out`.
 fn insert_values(user: &User, out: &mut Vec<Value>) {
@@ -132,7 +118,6 @@ fn insert_values(user: &User, out: &mut Vec<Value>) {
     out.extend([
         Value::Uuid(Some(user.id.0)),
         text(user.email.as_str()),
-        text(user.email.key()),
         text(&user.display_name),
         Value::Bool(Some(user.enabled)),
         text(user.status.as_str()),
@@ -143,12 +128,13 @@ fn insert_values(user: &User, out: &mut Vec<Value>) {
         Value::BigInt(Some(user.create_time.unix_micros())),
         Value::BigInt(Some(user.update_time.unix_micros())),
         Value::BigInt(Some(user.revision.0)),
+        text(user.email.key()),
     ]);
 }
 
 /// SQLite: `INSERT OR FAIL INTO users (...) VALUES (...), ...` for `rows` rows.
 fn insert_or_fail_sql(rows: usize) -> String {
-    let names: Vec<&str> = INSERT_COLUMNS.iter().map(|(n, _)| *n).collect();
+    let names: Vec<&str> = INSERT_COLUMNS.iter().map(|c| c.as_str()).collect();
     let row = format!("({})", vec!["?"; names.len() + 1].join(", "));
     format!(
         "INSERT OR FAIL INTO users (tenant_id, {}) VALUES {}",
@@ -162,11 +148,11 @@ static INSERT_OR_FAIL_CHUNK: LazyLock<String> = LazyLock::new(|| insert_or_fail_
 
 /// `INSERT ... SELECT ... FROM unnest($2::uuid[], ...)`: one array per column.
 static INSERT_UNNEST: LazyLock<String> = LazyLock::new(|| {
-    let names: Vec<&str> = INSERT_COLUMNS.iter().map(|(n, _)| *n).collect();
+    let names: Vec<&str> = INSERT_COLUMNS.iter().map(|c| c.as_str()).collect();
     let arrays: Vec<String> = INSERT_COLUMNS
         .iter()
         .enumerate()
-        .map(|(i, (_, ty))| format!("${}::{ty}[]", i + 2))
+        .map(|(i, &column)| format!("${}::{}[]", i + 2, array_type(column).1))
         .collect();
     let values: Vec<String> = names
         .iter()
@@ -228,15 +214,12 @@ async fn insert_unnest(txn: &DatabaseTransaction, tenant: &TenantId, users: &[Us
         }
     }
     let mut values = vec![Value::String(Some(tenant.as_str().to_owned()))];
-    values.extend(INSERT_COLUMNS.iter().zip(columns).map(|((_, ty), column)| {
-        let ty = match *ty {
-            "uuid" => ArrayType::Uuid,
-            "bool" => ArrayType::Bool,
-            "int8" => ArrayType::BigInt,
-            _ => ArrayType::String,
-        };
-        Value::Array(ty, Some(Box::new(column)))
-    }));
+    values.extend(
+        INSERT_COLUMNS
+            .iter()
+            .zip(columns)
+            .map(|(&column, array)| Value::Array(array_type(column).0, Some(Box::new(array)))),
+    );
     txn.execute_raw(Statement::from_sql_and_values(
         DbBackend::Postgres,
         INSERT_UNNEST.as_str(),

@@ -20,6 +20,10 @@ use crate::pb::import_users_response::Payload as Out;
 
 /// Response messages buffered ahead of a slow reader.
 const RESPONSE_BUFFER: usize = 4;
+/// Row results per response message: a transaction's results (up to 20,000
+/// rows) or a FULL_SYNC's deletions (any number) go out in messages of about
+/// 100 KiB, well under the 4 MiB that gRPC clients accept by default.
+const RESULTS_PER_MESSAGE: usize = 1000;
 
 pub type ImportSender = mpsc::Sender<Result<pb::ImportUsersResponse, Status>>;
 
@@ -132,15 +136,20 @@ where
 }
 
 /// Sends a batch of results; false when the client is gone.
+/// Sends row results in messages of at most [`RESULTS_PER_MESSAGE`]; `false`
+/// when the client went away.
 async fn send_results(tx: &ImportSender, results: Vec<RowResult>) -> bool {
-    if results.is_empty() {
-        return true;
+    let mut results = results.into_iter().peekable();
+    while results.peek().is_some() {
+        let results = results.by_ref().take(RESULTS_PER_MESSAGE).map(row_to_pb).collect();
+        let message = pb::ImportUsersResponse {
+            payload: Some(Out::Results(pb::ImportRowResults { results })),
+        };
+        if tx.send(Ok(message)).await.is_err() {
+            return false;
+        }
     }
-    let results = results.into_iter().map(row_to_pb).collect();
-    let message = pb::ImportUsersResponse {
-        payload: Some(Out::Results(pb::ImportRowResults { results })),
-    };
-    tx.send(Ok(message)).await.is_ok()
+    true
 }
 
 fn row_to_pb(r: RowResult) -> pb::ImportRowResult {

@@ -549,10 +549,12 @@ async fn stale_full_sync_lock_is_taken_over(s: TestServer) {
 
 /// A create that collides with another writer's user between the lookup and
 /// the write (a race the file cannot show) fails alone; the rest of its
-/// transaction is written, with their external ids, and the seats counted.
-/// Unset external ids are stored as NULL by the fast (multi-row) path too.
+/// transaction, including rows written before it by earlier batches of the
+/// same transaction, is written, with their external ids, and the seats
+/// counted. Unset external ids are stored as NULL by the fast (multi-row)
+/// path too.
 async fn a_row_racing_another_writer_fails_alone(s: TestServer) {
-    use userdir_domain::repo::{ImportRepository, TenantRepository};
+    use userdir_domain::repo::{ImportRepository, ImportWrite, TenantRepository};
     use userdir_domain::tenant::TenantId;
     use userdir_domain::user::{User as DomainUser, UserInput};
     s.tenant("acme").await;
@@ -570,17 +572,21 @@ async fn a_row_racing_another_writer_fails_alone(s: TestServer) {
         };
         DomainUser::create(tenant.clone(), input, &schema, now).unwrap()
     };
-    // A batch without conflicts takes the multi-row path.
-    let solo = [new("solo@example.com", "")];
-    let outcomes = store.write_import_batch(&tenant, &solo, &[]).await.unwrap();
-    assert!(outcomes[0].is_ok(), "{outcomes:?}");
-    let creates = [
-        new("first@example.com", ""),
-        new("TAKEN@example.com", ""),
-        new("third@example.com", "HR-3"),
-    ];
-    let outcomes = store.write_import_batch(&tenant, &creates, &[]).await.unwrap();
-    assert!(outcomes[0].is_ok() && outcomes[2].is_ok(), "{outcomes:?}");
+    // A transaction without conflicts takes the multi-row path.
+    let mut write = store.begin_import_write(&tenant).await.unwrap();
+    write.write(&[new("solo@example.com", "")], &[]).await.unwrap();
+    let outcomes = write.commit().await.unwrap();
+    assert!(outcomes.len() == 1 && outcomes[0].is_ok(), "{outcomes:?}");
+    // The conflict is in the second batch of a transaction.
+    let mut write = store.begin_import_write(&tenant).await.unwrap();
+    write.write(&[new("first@example.com", "")], &[]).await.unwrap();
+    let racing = [new("TAKEN@example.com", ""), new("third@example.com", "HR-3")];
+    write.write(&racing, &[]).await.unwrap();
+    let outcomes = write.commit().await.unwrap();
+    assert!(
+        outcomes.len() == 3 && outcomes[0].is_ok() && outcomes[2].is_ok(),
+        "{outcomes:?}"
+    );
     assert_eq!(
         outcomes[1].as_ref().map_err(|e| e.reason()),
         Err("EMAIL_ALREADY_EXISTS"),
@@ -953,10 +959,14 @@ async fn slow_reader_gets_every_result(s: TestServer) {
     });
     let mut lines = Vec::new();
     let mut summary = None;
+    let mut largest = 0;
     while let Some(message) = stream.message().await.unwrap() {
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
         match message.payload {
-            Some(Out::Results(batch)) => lines.extend(batch.results.into_iter().map(|r| r.line)),
+            Some(Out::Results(batch)) => {
+                largest = largest.max(batch.results.len());
+                lines.extend(batch.results.into_iter().map(|r| r.line));
+            }
             Some(Out::Summary(job)) => summary = Some(job),
             None => {}
         }
@@ -967,6 +977,9 @@ async fn slow_reader_gets_every_result(s: TestServer) {
         (2..=5001).collect::<Vec<i64>>(),
         "one result per row, in file order"
     );
+    // Transactions hold thousands of rows; their results go out in
+    // messages of at most 1,000.
+    assert!(largest <= 1000, "a message of {largest} results");
     assert_eq!(summary.unwrap().counts.unwrap().created, 5000);
 }
 

@@ -105,16 +105,13 @@ pub trait ImportRepository: Send + Sync + 'static {
         ids: &[Uuid],
     ) -> impl Future<Output = RepoResult<Vec<User>>> + Send;
 
-    /// Writes one batch atomically per row: creates take seats while the seat
-    /// limit allows (`SeatLimitExceeded` for the rest, in order), updates apply
-    /// if the stored revision is still the expected one. One result per item,
-    /// creates first, then updates. A row that fails leaves the others intact.
-    fn write_import_batch(
-        &self,
-        tenant: &TenantId,
-        creates: &[User],
-        updates: &[(User, Revision)],
-    ) -> impl Future<Output = RepoResult<Vec<RepoResult<()>>>> + Send;
+    /// The bulk write of an import in progress: a transaction that the
+    /// import's writer feeds batch after batch, until it commits.
+    type ImportWrite: ImportWrite;
+
+    /// Opens a bulk write of users of `tenant` (its seats are held until the
+    /// write commits or is dropped).
+    fn begin_import_write(&self, tenant: &TenantId) -> impl Future<Output = RepoResult<Self::ImportWrite>> + Send;
 
     /// FULL_SYNC: in one transaction, deletes every user of `tenant` created
     /// before `created_before` whose id is not in `keep`, and returns them
@@ -126,6 +123,20 @@ pub trait ImportRepository: Send + Sync + 'static {
         keep: &HashSet<Uuid>,
         dry_run: bool,
     ) -> impl Future<Output = RepoResult<Vec<(UserId, String)>>> + Send;
+}
+
+/// One transaction of an import's writes; dropped without [`Self::commit`],
+/// it rolls back.
+pub trait ImportWrite: Send + 'static {
+    /// Adds creates and updates to the transaction. Creates take seats while
+    /// the seat limit allows (`SeatLimitExceeded` for the rest, in order);
+    /// updates apply if the stored revision is still the expected one.
+    fn write(&mut self, creates: &[User], updates: &[(User, Revision)]) -> impl Future<Output = RepoResult<()>> + Send;
+
+    /// Commits, and returns one result per row written, in the order written
+    /// (each call's creates, then its updates). A row that fails leaves the
+    /// others of the transaction intact.
+    fn commit(self) -> impl Future<Output = RepoResult<Vec<RepoResult<()>>>> + Send;
 }
 
 /// Result of taking the FULL_SYNC lock.

@@ -12,7 +12,7 @@ use sea_orm::{
     QueryFilter, QueryOrder, QuerySelect, QueryTrait, SqlErr, Statement, TransactionTrait,
 };
 use userdir_domain::import::{ImportCounts, ImportJob, ImportOptions, ImportState};
-use userdir_domain::repo::{ImportRepository, RepoResult, SyncLock};
+use userdir_domain::repo::{ImportRepository, ImportWrite, RepoResult, SyncLock};
 use userdir_domain::tenant::TenantId;
 use userdir_domain::text::{Revision, Timestamp};
 use userdir_domain::user::{User, UserId};
@@ -90,6 +90,29 @@ fn unpack_user(record: &str, tenant: &TenantId) -> RepoResult<User> {
         update_time: Timestamp::from_unix_micros(number("update time", updated)?),
         revision: Revision(number("revision", revision)?),
     })
+}
+
+/// A user as one record of [`ROW_SQLITE`], for [`unpack_user`]: what a bulk
+/// write keeps of each row it may have to redo.
+fn pack_user(user: &User) -> String {
+    let mut fields: Vec<String> = vec![
+        user.id.0.simple().to_string(),
+        user.email.as_str().to_owned(),
+        user.display_name.clone(),
+        u8::from(user.enabled).to_string(),
+        user.status.as_str().to_owned(),
+        user.external_id.as_ref().map_or_else(String::new, |x| format!("={x}")),
+    ];
+    fields.extend(user.custom.iter().chain(&user.profile).cloned());
+    fields.extend(
+        [
+            user.create_time.unix_micros(),
+            user.update_time.unix_micros(),
+            user.revision.0,
+        ]
+        .map(|n| n.to_string()),
+    );
+    fields.join("\u{1f}")
 }
 
 /// Rows per multi-row INSERT and per `IN (...)` list.
@@ -393,104 +416,39 @@ impl Store {
         }
     }
 
-    /// The whole batch in one transaction with multi-row inserts. `Ok(None)`
-    /// when a unique constraint fired (a row raced with another writer): the
-    /// transaction is rolled back and the caller retries row by row.
-    async fn write_batch_fast(
-        &self,
-        tenant: &TenantId,
-        creates: &[User],
-        updates: &[(User, Revision)],
-    ) -> RepoResult<Option<Vec<RepoResult<()>>>> {
-        let txn = self.writer().begin().await.map_err(db_error)?;
-        let seats = lock_seats(&txn, tenant).await?;
-        let allowed = seats.free.map_or(creates.len(), |f| {
-            creates.len().min(usize::try_from(f).unwrap_or(usize::MAX))
-        });
-        let mut results = Vec::with_capacity(creates.len() + updates.len());
-        let pg = self.backend() == DbBackend::Postgres;
-        for chunk in creates[..allowed].chunks(if pg { UNNEST_CHUNK } else { CHUNK }) {
-            let insert = if pg {
-                insert_unnest(&txn, tenant, chunk).await
-            } else {
-                insert_or_fail(&txn, tenant, chunk).await
-            };
-            match insert {
-                Ok(_) => {}
-                Err(e) if is_unique_violation(&e) => {
-                    txn.rollback().await.map_err(db_error)?;
-                    return Ok(None);
-                }
-                Err(e) => return Err(db_error(e)),
-            }
-        }
-        results.extend((0..creates.len()).map(|i| {
-            if i < allowed {
-                Ok(())
-            } else {
-                Err(seat_error(tenant, &seats))
-            }
-        }));
-        for (user, expected) in updates {
-            match update_one(&txn, user, *expected).await {
-                Ok(true) => results.push(Ok(())),
-                Ok(false) => results.push(Err(stale(user))),
-                Err(e) if is_unique_violation(&e) => {
-                    txn.rollback().await.map_err(db_error)?;
-                    return Ok(None);
-                }
-                Err(e) => return Err(db_error(e)),
-            }
-        }
-        add_seats(&txn, tenant, allowed as i64).await?;
-        txn.commit().await.map_err(db_error)?;
-        Ok(Some(results))
-    }
-
-    /// The batch in one transaction, each row behind its own savepoint, so a
-    /// row that violates a unique constraint fails alone.
-    async fn write_batch_rowwise(
-        &self,
-        tenant: &TenantId,
-        creates: &[User],
-        updates: &[(User, Revision)],
-    ) -> RepoResult<Vec<RepoResult<()>>> {
+    /// Redoes a bulk write's rows one by one, each behind its own savepoint,
+    /// so that a row that violates a unique constraint fails alone; creates
+    /// take seats in order while there are any. Returns the outcomes and the
+    /// users inserted.
+    async fn write_rowwise(&self, tenant: &TenantId, writes: &[RowWrite]) -> RepoResult<(Vec<RepoResult<()>>, u64)> {
         let txn = self.writer().begin().await.map_err(db_error)?;
         let seats = lock_seats(&txn, tenant).await?;
         let mut free = seats.free;
-        let mut inserted = 0i64;
-        let mut results = Vec::with_capacity(creates.len() + updates.len());
-        for user in creates {
-            if free == Some(0) {
-                results.push(Err(seat_error(tenant, &seats)));
-                continue;
-            }
-            let savepoint = txn.begin().await.map_err(db_error)?;
-            match user::Entity::insert(user_to_active(user))
-                .exec_without_returning(&savepoint)
-                .await
-            {
-                Ok(_) => {
-                    savepoint.commit().await.map_err(db_error)?;
-                    inserted += 1;
-                    free = free.map(|f| f - 1);
-                    results.push(Ok(()));
+        let mut inserted = 0u64;
+        let mut results = Vec::with_capacity(writes.len());
+        for write in writes {
+            let user = match write {
+                RowWrite::Create(_) if free == Some(0) => {
+                    results.push(Err(seat_error(tenant, &seats)));
+                    continue;
                 }
-                Err(e) => {
-                    savepoint.rollback().await.map_err(db_error)?;
-                    results.push(Err(user_write_error(
-                        e,
-                        user.email.as_str(),
-                        user.external_id.as_deref(),
-                    )));
-                }
-            }
-        }
-        for (user, expected) in updates {
+                RowWrite::Create(user) | RowWrite::Update(user, _) => user,
+            };
             let savepoint = txn.begin().await.map_err(db_error)?;
-            match update_one(&savepoint, user, *expected).await {
+            let written = match write {
+                RowWrite::Create(_) => user::Entity::insert(user_to_active(user))
+                    .exec_without_returning(&savepoint)
+                    .await
+                    .map(|_| true),
+                RowWrite::Update(_, expected) => update_one(&savepoint, user, *expected).await,
+            };
+            match written {
                 Ok(written) => {
                     savepoint.commit().await.map_err(db_error)?;
+                    if matches!(write, RowWrite::Create(_)) {
+                        inserted += 1;
+                        free = free.map(|f| f - 1);
+                    }
                     results.push(if written { Ok(()) } else { Err(stale(user)) });
                 }
                 Err(e) => {
@@ -503,9 +461,122 @@ impl Store {
                 }
             }
         }
-        add_seats(&txn, tenant, inserted).await?;
+        add_seats(&txn, tenant, inserted as i64).await?;
         txn.commit().await.map_err(db_error)?;
-        Ok(results)
+        Ok((results, inserted))
+    }
+}
+
+/// A row of a bulk write, for the row-by-row redo.
+enum RowWrite {
+    Create(User),
+    Update(User, Revision),
+}
+
+/// An import's bulk write: one transaction of multi-row inserts and updates,
+/// fed batch after batch ([`ImportWrite`]). Every row is also kept packed
+/// ([`pack_user`], a few hundred bytes), so that when a unique constraint
+/// fires (a row raced with another writer between the import's lookup and
+/// its write) the transaction can be rolled back and redone row by row,
+/// where the racing row fails alone.
+pub struct StoreImportWrite {
+    store: Store,
+    tenant: TenantId,
+    /// `None` once a unique constraint fired: later rows are only kept for the redo.
+    txn: Option<DatabaseTransaction>,
+    seats: Seats,
+    inserted: u64,
+    outcomes: Vec<RepoResult<()>>,
+    /// Every row handed over, in order: packed user, and the expected revision of an update.
+    redo: Vec<(String, Option<Revision>)>,
+}
+
+impl StoreImportWrite {
+    /// Writes rows into the open transaction; `Ok(false)` when a unique
+    /// constraint fired.
+    async fn write_fast(
+        &mut self,
+        txn: &DatabaseTransaction,
+        creates: &[User],
+        updates: &[(User, Revision)],
+    ) -> RepoResult<bool> {
+        let allowed = self.seats.free.map_or(creates.len(), |f| {
+            creates.len().min(usize::try_from(f).unwrap_or(usize::MAX))
+        });
+        let pg = self.store.backend() == DbBackend::Postgres;
+        for chunk in creates[..allowed].chunks(if pg { UNNEST_CHUNK } else { CHUNK }) {
+            let insert = if pg {
+                insert_unnest(txn, &self.tenant, chunk).await
+            } else {
+                insert_or_fail(txn, &self.tenant, chunk).await
+            };
+            match insert {
+                Ok(()) => {}
+                Err(e) if is_unique_violation(&e) => return Ok(false),
+                Err(e) => return Err(db_error(e)),
+            }
+        }
+        self.seats.free = self.seats.free.map(|f| f - allowed as u64);
+        self.inserted += allowed as u64;
+        let (tenant, seats) = (&self.tenant, &self.seats);
+        self.outcomes.extend((0..creates.len()).map(|i| {
+            if i < allowed {
+                Ok(())
+            } else {
+                Err(seat_error(tenant, seats))
+            }
+        }));
+        for (user, expected) in updates {
+            match update_one(txn, user, *expected).await {
+                Ok(true) => self.outcomes.push(Ok(())),
+                Ok(false) => self.outcomes.push(Err(stale(user))),
+                Err(e) if is_unique_violation(&e) => return Ok(false),
+                Err(e) => return Err(db_error(e)),
+            }
+        }
+        Ok(true)
+    }
+}
+
+impl ImportWrite for StoreImportWrite {
+    async fn write(&mut self, creates: &[User], updates: &[(User, Revision)]) -> RepoResult<()> {
+        self.redo.extend(creates.iter().map(|u| (pack_user(u), None)));
+        self.redo.extend(updates.iter().map(|(u, r)| (pack_user(u), Some(*r))));
+        let Some(txn) = self.txn.take() else {
+            return Ok(());
+        };
+        if self.write_fast(&txn, creates, updates).await? {
+            self.txn = Some(txn);
+        } else {
+            txn.rollback().await.map_err(db_error)?;
+        }
+        Ok(())
+    }
+
+    async fn commit(self) -> RepoResult<Vec<RepoResult<()>>> {
+        let (outcomes, inserted) = match self.txn {
+            Some(txn) => {
+                add_seats(&txn, &self.tenant, self.inserted as i64).await?;
+                txn.commit().await.map_err(db_error)?;
+                (self.outcomes, self.inserted)
+            }
+            None => {
+                let writes = self
+                    .redo
+                    .iter()
+                    .map(|(packed, revision)| {
+                        let user = unpack_user(packed, &self.tenant)?;
+                        Ok(match revision {
+                            None => RowWrite::Create(user),
+                            Some(r) => RowWrite::Update(user, *r),
+                        })
+                    })
+                    .collect::<RepoResult<Vec<_>>>()?;
+                self.store.write_rowwise(&self.tenant, &writes).await?
+            }
+        };
+        self.store.note_inserts(inserted);
+        Ok(outcomes)
     }
 }
 
@@ -687,18 +758,20 @@ impl ImportRepository for Store {
         unpack_users(json.flatten(), tenant)
     }
 
-    async fn write_import_batch(
-        &self,
-        tenant: &TenantId,
-        creates: &[User],
-        updates: &[(User, Revision)],
-    ) -> RepoResult<Vec<RepoResult<()>>> {
-        let results = match self.write_batch_fast(tenant, creates, updates).await? {
-            Some(results) => results,
-            None => self.write_batch_rowwise(tenant, creates, updates).await?,
-        };
-        self.note_inserts(creates.len() as u64);
-        Ok(results)
+    type ImportWrite = StoreImportWrite;
+
+    async fn begin_import_write(&self, tenant: &TenantId) -> RepoResult<StoreImportWrite> {
+        let txn = self.writer().begin().await.map_err(db_error)?;
+        let seats = lock_seats(&txn, tenant).await?;
+        Ok(StoreImportWrite {
+            store: self.clone(),
+            tenant: tenant.clone(),
+            txn: Some(txn),
+            seats,
+            inserted: 0,
+            outcomes: Vec::new(),
+            redo: Vec::new(),
+        })
     }
 
     async fn delete_absent_users(
@@ -779,6 +852,31 @@ mod tests {
     /// What SQLite packs into one text value reads back as the same users,
     /// whatever the text holds (commas, quotes, line breaks, tabs, `=`,
     /// non-ASCII) and with the external id unset, set, or starting with `=`.
+    /// A user with nothing set, and one with text that quoting, escaping or
+    /// separators could get wrong.
+    fn awkward_users(tenant: &TenantId) -> [User; 2] {
+        let mut plain = user(tenant, "plain@example.com", None);
+        plain.enabled = false;
+        let mut busy = user(tenant, "Busy+Tag@Example.com", Some("=HR,1"));
+        busy.display_name = "髙橋 \"Ünïcødé\", Jr.\nline two\ttab".to_owned();
+        busy.status = UserStatus::Confirmed;
+        busy.custom[0] = "a,b;c".to_owned();
+        busy.custom[9] = "=SUM(A1)".to_owned();
+        busy.profile[0] = "Pia".to_owned();
+        busy.profile[9] = "Asia/Tokyo".to_owned();
+        [plain, busy]
+    }
+
+    /// What a bulk write keeps for its row-by-row redo reads back as the
+    /// same user.
+    #[test]
+    fn users_packed_for_the_redo_read_back_exactly() {
+        let tenant = TenantId::parse("tenant_id", "acme").unwrap();
+        for user in awkward_users(&tenant) {
+            assert_eq!(unpack_user(&pack_user(&user), &tenant).unwrap(), user);
+        }
+    }
+
     #[tokio::test]
     async fn sqlite_packed_users_read_back_exactly() {
         let path = std::env::temp_dir().join(format!("userdir-pack-{}.db", Uuid::now_v7()));
@@ -786,15 +884,7 @@ mod tests {
             .await
             .unwrap();
         let tenant = TenantId::parse("tenant_id", "acme").unwrap();
-        let mut plain = user(&tenant, "plain@example.com", None);
-        plain.enabled = false;
-        let mut busy = user(&tenant, "Busy+Tag@Example.com", Some("=HR,1"));
-        busy.display_name = "髙橋 \"Ünïcødé\", Jr.\nline two\ttab".to_owned();
-        busy.status = UserStatus::Confirmed;
-        busy.custom[0] = "a,b;c".to_owned();
-        busy.custom[9] = "=SUM(A1)".to_owned();
-        busy.profile[0] = "Pia".to_owned();
-        busy.profile[9] = "Asia/Tokyo".to_owned();
+        let [plain, busy] = awkward_users(&tenant);
         let other = user(&tenant, "other@example.com", Some("HR-2"));
         let txn = store.writer().begin().await.unwrap();
         insert_or_fail(&txn, &tenant, &[plain.clone(), busy.clone(), other])

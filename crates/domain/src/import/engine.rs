@@ -97,13 +97,14 @@ impl Staged {
     }
 }
 
-/// A decided batch: the results known before writing, and the writes.
+/// A decided batch: the results known before writing, and the writes. Once
+/// written, only the results are kept until the transaction commits.
 pub(super) struct Plan {
     results: Vec<Option<RowResult>>,
-    /// (slot in `results`, line) of each create and update, in write order.
-    create_slots: Vec<(usize, u64)>,
+    /// (slot in `results`, result if written) of each create and update.
+    create_results: Vec<(usize, RowResult)>,
     pub(super) creates: Vec<User>,
-    update_slots: Vec<(usize, u64)>,
+    update_results: Vec<(usize, RowResult)>,
     pub(super) updates: Vec<(User, Revision)>,
 }
 
@@ -111,6 +112,16 @@ impl Plan {
     /// Rows this plan writes.
     pub(super) fn writes(&self) -> usize {
         self.creates.len() + self.updates.len()
+    }
+
+    /// Creates decided, written or not.
+    pub(super) fn create_count(&self) -> usize {
+        self.create_results.len()
+    }
+
+    /// Updates decided, written or not.
+    pub(super) fn update_count(&self) -> usize {
+        self.update_results.len()
     }
 }
 
@@ -758,9 +769,9 @@ impl<R: TenantRepository + UserRepository + ImportRepository> Importer<R> {
         let skip_empty = self.job.options.skip_empty_values;
         let mut plan = Plan {
             results: Vec::new(),
-            create_slots: Vec::new(),
+            create_results: Vec::new(),
             creates: Vec::new(),
-            update_slots: Vec::new(),
+            update_results: Vec::new(),
             updates: Vec::new(),
         };
         for (i, row) in prepared {
@@ -813,7 +824,8 @@ impl<R: TenantRepository + UserRepository + ImportRepository> Importer<R> {
             }
             match current {
                 None => {
-                    plan.create_slots.push((i, row.line));
+                    plan.create_results
+                        .push((i, RowResult::done(row.line, RowOutcome::Created, &planned)));
                     plan.creates.push(planned);
                 }
                 Some(user) if planned == *user => {
@@ -823,7 +835,8 @@ impl<R: TenantRepository + UserRepository + ImportRepository> Importer<R> {
                     let mut updated = planned;
                     updated.update_time = now;
                     updated.revision = user.revision.next();
-                    plan.update_slots.push((i, row.line));
+                    plan.update_results
+                        .push((i, RowResult::done(row.line, RowOutcome::Updated, &updated)));
                     plan.updates.push((updated, user.revision));
                 }
             }
@@ -957,25 +970,14 @@ impl<R: TenantRepository + UserRepository + ImportRepository> Importer<R> {
     fn complete(&mut self, plan: Plan, outcomes: Vec<RepoResult<()>>) -> Vec<RowResult> {
         let Plan {
             mut results,
-            create_slots,
-            creates,
-            update_slots,
-            updates,
+            create_results,
+            update_results,
+            ..
         } = plan;
-        let written = create_slots
-            .into_iter()
-            .zip(creates)
-            .map(|(slot, user)| (slot, user, RowOutcome::Created))
-            .chain(
-                update_slots
-                    .into_iter()
-                    .zip(updates)
-                    .map(|(slot, (user, _))| (slot, user, RowOutcome::Updated)),
-            );
-        for (((i, line), user, outcome), written) in written.zip(outcomes) {
+        for ((i, done), written) in create_results.into_iter().chain(update_results).zip(outcomes) {
             results[i] = Some(match written {
-                Ok(()) => RowResult::done(line, outcome, &user),
-                Err(e) => RowResult::failed(line, user.email.as_str().to_owned(), row_failure(e)),
+                Ok(()) => done,
+                Err(e) => RowResult::failed(done.line, done.email, row_failure(e)),
             });
         }
         let results: Vec<RowResult> = results.into_iter().flatten().collect();

@@ -80,10 +80,10 @@ impl Writer {
         }
         if self.plans.send(plan).await.is_err() {
             // The task stopped: its error, if it sent one, says why.
-            return match self.done.try_recv() {
-                Ok(Err(e)) => Err(e),
-                _ => Err(gone()),
-            };
+            while let Ok(group) = self.done.try_recv() {
+                group?;
+            }
+            return Err(gone());
         }
         self.outstanding += 1;
         Ok(finished)

@@ -1,7 +1,10 @@
 use std::process::ExitCode;
 
 /// mimalloc: bulk imports allocate and free many small strings; glibc's
-/// allocator spent a quarter of an import's CPU time on that.
+/// allocator spent a quarter of an import's CPU time on that. Its v2 line
+/// (the crate's `v2` feature) returns freed memory to the OS after 10 ms
+/// where v3 waits a second: 1M new users on SQLite peaked at 155 MiB RSS
+/// instead of 175-204, at the same speed.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

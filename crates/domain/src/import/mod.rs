@@ -17,6 +17,7 @@ use crate::tenant::TenantId;
 use crate::text::Timestamp;
 
 pub use self::csv::DeclaredEncoding;
+pub use self::writer::GROUP_ROWS;
 
 /// What an import does with the users of the file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -135,7 +135,6 @@ where
     let _ = tx.send(Err(to_status(err))).await;
 }
 
-/// Sends a batch of results; false when the client is gone.
 /// Sends row results in messages of at most [`RESULTS_PER_MESSAGE`]; `false`
 /// when the client went away.
 async fn send_results(tx: &ImportSender, results: Vec<RowResult>) -> bool {

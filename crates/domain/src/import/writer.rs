@@ -12,8 +12,8 @@
 //! size does not cost the users' memory. Results leave only after their
 //! transaction committed. The price of large transactions: one holds
 //! SQLite's write lock (on PostgreSQL, the tenant's row, for its seats) for
-//! up to about 0.3-0.5 s, so a `CreateUser` of the same tenant meanwhile
-//! waits that long.
+//! up to about 0.3-0.5 s, so other writes meanwhile (on PostgreSQL, those
+//! taking seats in the same tenant) wait that long.
 
 use std::sync::Arc;
 

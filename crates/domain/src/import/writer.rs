@@ -13,7 +13,7 @@
 //! transaction committed. The price of large transactions: one holds
 //! SQLite's write lock (on PostgreSQL, the tenant's row, for its seats) for
 //! up to about 0.3-0.5 s, so other writes meanwhile (on PostgreSQL, those
-//! taking seats in the same tenant) wait that long.
+//! that change the tenant or its seat count) wait that long.
 
 use std::sync::Arc;
 

@@ -144,29 +144,29 @@ async fn write_group<R: ImportRepository>(
     let mut step = vec![first];
     loop {
         // Whatever queued up meanwhile joins this step.
-        while rows + step.iter().map(Plan::writes).sum::<usize>() < GROUP_ROWS {
-            match inbox.try_recv() {
-                Ok(plan) => step.push(plan),
-                Err(_) => break,
-            }
+        let mut step_rows: usize = step.iter().map(Plan::writes).sum();
+        while rows + step_rows < GROUP_ROWS
+            && let Ok(plan) = inbox.try_recv()
+        {
+            step_rows += plan.writes();
+            step.push(plan);
+        }
+        if step.is_empty() {
+            break;
         }
         let creates: Vec<_> = step.iter_mut().flat_map(|p| std::mem::take(&mut p.creates)).collect();
         let updates: Vec<_> = step.iter_mut().flat_map(|p| std::mem::take(&mut p.updates)).collect();
-        if !creates.is_empty() || !updates.is_empty() {
+        if step_rows > 0 {
             let txn = match txn.as_mut() {
                 Some(txn) => txn,
                 None => txn.insert(repo.begin_import_write(tenant).await?),
             };
             txn.write(&creates, &updates).await?;
         }
-        rows += creates.len() + updates.len();
-        steps.push(step);
+        rows += step_rows;
+        steps.push(std::mem::take(&mut step));
         if rows >= GROUP_ROWS {
             break;
-        }
-        match inbox.try_recv() {
-            Ok(plan) => step = vec![plan],
-            Err(_) => break,
         }
     }
     let outcomes = match txn {

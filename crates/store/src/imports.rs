@@ -584,6 +584,9 @@ impl ImportWrite for StoreImportWrite {
             }
         };
         self.store.note_inserts(inserted);
+        if let Some(checkpointer) = &self.store.checkpointer {
+            checkpointer.request();
+        }
         Ok(outcomes)
     }
 }
@@ -754,8 +757,8 @@ impl ImportRepository for Store {
                 .map_err(db_error)?;
             return rows.iter().map(|row| user_by_index(row, tenant)).collect();
         }
-        // SQLite: the whole batch comes back as one JSON value in one row: for
-        // 500 users that is one value to decode instead of 14,500.
+        // SQLite: the whole batch comes back as one packed text value in one
+        // row: for 500 users that is one value to decode instead of 14,500.
         let json: Option<Option<String>> = select
             .select_only()
             .column_as(Expr::cust(PACK_SQLITE.as_str()), "users")
@@ -907,6 +910,43 @@ mod tests {
         let nobody = ["nobody@example.com".to_owned()];
         let none = store.find_import_matches(&tenant, &nobody, &[], &[]).await.unwrap();
         assert_eq!(none, []);
+        store.close().await.unwrap();
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+        }
+    }
+
+    /// An import's commit leaves the WAL checkpoint to the checkpointer task,
+    /// off the writer's path.
+    #[tokio::test]
+    async fn sqlite_import_commits_are_checkpointed_beside_the_writer() {
+        use userdir_domain::repo::TenantRepository;
+        use userdir_domain::tenant::{Tenant, TenantSettings};
+
+        let path = std::env::temp_dir().join(format!("userdir-checkpoint-{}.db", Uuid::now_v7()));
+        let store = Store::open(&StoreOptions::new(format!("sqlite://{}?mode=rwc", path.display())))
+            .await
+            .unwrap();
+        let tenant = TenantId::parse("tenant_id", "acme").unwrap();
+        let settings = TenantSettings {
+            display_name: "Acme".to_owned(),
+            ..Default::default()
+        };
+        let acme = Tenant::create(tenant.clone(), settings, Timestamp::now()).unwrap();
+        store.insert_tenant(&acme).await.unwrap();
+        let checkpointer = store.checkpointer.clone().unwrap();
+        assert_eq!(checkpointer.done(), 0);
+
+        let mut write = store.begin_import_write(&tenant).await.unwrap();
+        write.write(&[user(&tenant, "a@example.com", None)], &[]).await.unwrap();
+        assert_eq!(write.commit().await.unwrap().len(), 1);
+        for _ in 0..500 {
+            if checkpointer.done() > 0 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert_eq!(checkpointer.done(), 1);
         store.close().await.unwrap();
         for suffix in ["", "-wal", "-shm"] {
             let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));

@@ -2,6 +2,7 @@
 //! through sea-orm. Implements the domain's repository traits; the rules stay
 //! in the domain crate.
 
+mod checkpoint;
 mod convert;
 pub mod entity;
 mod error;
@@ -53,6 +54,8 @@ pub struct Store {
     writer: DatabaseConnection,
     /// Rows inserted by bulk imports, for refreshing planner statistics.
     inserted: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// SQLite only: checkpoints off the writer's path.
+    checkpointer: Option<checkpoint::Checkpointer>,
 }
 
 /// Page cache of the SQLite writer connection: bulk imports touch index pages
@@ -82,7 +85,9 @@ fn sqlite_options(
         // indexes, so each checkpoint rewrites and syncs them into the
         // database file; fewer checkpoints write each hot page fewer times.
         // Measured at 1M new users: 36-39 s at 8,192 pages, 30.6-31.4 s at
-        // 32,768, no better at 65,536 or 131,072.
+        // 32,768, no better at 65,536 or 131,072. Imports also ask for a
+        // checkpoint beside the writer after each commit (`checkpoint.rs`),
+        // which leaves this one little to do.
         .pragma("wal_autocheckpoint", "32768")
         .pragma("temp_store", "memory")
 }
@@ -113,10 +118,13 @@ impl Store {
         } else {
             db.clone()
         };
+        let checkpointer =
+            (db.get_database_backend() == DbBackend::Sqlite).then(|| checkpoint::Checkpointer::spawn(db.clone()));
         Ok(Self {
             db,
             writer,
             inserted: Default::default(),
+            checkpointer,
         })
     }
 

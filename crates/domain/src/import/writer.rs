@@ -12,8 +12,10 @@
 //! size does not cost the users' memory. Results leave only after their
 //! transaction committed. The price of large transactions: one holds
 //! SQLite's write lock (on PostgreSQL, the tenant's row, for its seats) for
-//! up to about 0.3-0.5 s, so other writes meanwhile (on PostgreSQL, those
-//! that change the tenant or its seat count) wait that long.
+//! about 0.3-0.5 s on one 2-core machine and 0.85 s on a slower one (1M
+//! new users on SQLite: 69 transactions in 58.6 s), so other writes
+//! meanwhile (on PostgreSQL, those that change the tenant or its seat count)
+//! wait that long.
 
 use std::sync::Arc;
 

@@ -17,7 +17,9 @@ does, and prints rows/s and the CPU seconds spent (steadier than rows/s).
 Variants: `plain` (INSERT, foreign keys on), `orfail` (INSERT OR FAIL),
 `nofk` (foreign keys off), `nofk_orfail` (both: no statement journal).
 `--page-size 1024|2048`, `--without-rowid` and `--txn-rows N` vary the file
-format, the table's layout and the commit size (session 4's measurements).
+format, the table's layout and the commit size (session 4's measurements);
+`--cache-kib` the page cache, and `--sort email|name` inserts each
+transaction's rows in that order (session 6: no gain).
 """
 
 import argparse
@@ -37,13 +39,16 @@ def main():
     ap.add_argument("--page-size", type=int, default=4096, help="PRAGMA page_size of the new database")
     ap.add_argument("--without-rowid", action="store_true", help="make the users table WITHOUT ROWID")
     ap.add_argument("--txn-rows", type=int, default=5000, help="rows per transaction")
+    ap.add_argument("--cache-kib", type=int, default=32768, help="PRAGMA cache_size, in KiB")
+    ap.add_argument("--sort", choices=["none", "email", "name"], default="none",
+                    help="insert each transaction's rows in this order instead of the file's")
     args = ap.parse_args()
     rows = list(csv.reader(open(args.csv, encoding="utf-8")))[1:]
     db = os.path.join(tempfile.mkdtemp(), "variants.db")
     c = sqlite3.connect(db, isolation_level=None)
     c.execute(f"PRAGMA page_size={args.page_size}")
-    for pragma in ["journal_mode=WAL", "synchronous=NORMAL", "cache_size=-32768",
-                   "wal_autocheckpoint=8192", "temp_store=memory"]:
+    for pragma in ["journal_mode=WAL", "synchronous=NORMAL", f"cache_size=-{args.cache_kib}",
+                   "wal_autocheckpoint=32768", "temp_store=memory"]:
         c.execute("PRAGMA " + pragma)
     c.execute("PRAGMA foreign_keys=" + ("OFF" if "nofk" in args.variant else "ON"))
     schema = open(args.schema).read()
@@ -64,8 +69,11 @@ def main():
     for i in range(0, len(params), args.txn_rows):
         c.execute("BEGIN")
         c.execute("UPDATE tenants SET user_count = user_count + 1 WHERE id='bench'")
-        for j in range(i, min(i + args.txn_rows, len(params)), 500):
-            chunk = params[j:j + 500]
+        txn = params[i:i + args.txn_rows]
+        if args.sort != "none":
+            txn = sorted(txn, key=lambda row: row[3] if args.sort == "email" else (row[4], row[0]))
+        for j in range(0, len(txn), 500):
+            chunk = txn[j:j + 500]
             sql = f"{verb} INTO users VALUES " + ",".join([one] * len(chunk))
             c.execute(sql, [v for row in chunk for v in row])
         c.execute("COMMIT")

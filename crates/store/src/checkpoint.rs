@@ -43,12 +43,11 @@ impl Checkpointer {
         tokio::spawn(async move {
             while pending.recv().await.is_some() {
                 match pool.execute_unprepared("PRAGMA wal_checkpoint(PASSIVE)").await {
-                    Ok(_) => counter.fetch_add(1, Ordering::Relaxed),
-                    Err(e) => {
-                        tracing::warn!(error = %e, "WAL checkpoint failed");
-                        continue;
+                    Ok(_) => {
+                        counter.fetch_add(1, Ordering::Relaxed);
                     }
-                };
+                    Err(e) => tracing::warn!(error = %e, "WAL checkpoint failed"),
+                }
             }
         });
         Self { requests, done }

@@ -888,12 +888,26 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn sqlite_packed_users_read_back_exactly() {
-        let path = std::env::temp_dir().join(format!("userdir-pack-{}.db", Uuid::now_v7()));
+    /// A migrated store on a SQLite file of its own, and the file's path.
+    async fn sqlite_file_store(name: &str) -> (Store, std::path::PathBuf) {
+        let path = std::env::temp_dir().join(format!("userdir-{name}-{}.db", Uuid::now_v7()));
         let store = Store::open(&StoreOptions::new(format!("sqlite://{}?mode=rwc", path.display())))
             .await
             .unwrap();
+        (store, path)
+    }
+
+    /// Closes the store and removes its database files.
+    async fn close_and_remove(store: Store, path: &std::path::Path) {
+        store.close().await.unwrap();
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+        }
+    }
+
+    #[tokio::test]
+    async fn sqlite_packed_users_read_back_exactly() {
+        let (store, path) = sqlite_file_store("pack").await;
         let tenant = TenantId::parse("tenant_id", "acme").unwrap();
         let [plain, busy] = awkward_users(&tenant);
         let other = user(&tenant, "other@example.com", Some("HR-2"));
@@ -910,10 +924,7 @@ mod tests {
         let nobody = ["nobody@example.com".to_owned()];
         let none = store.find_import_matches(&tenant, &nobody, &[], &[]).await.unwrap();
         assert_eq!(none, []);
-        store.close().await.unwrap();
-        for suffix in ["", "-wal", "-shm"] {
-            let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
-        }
+        close_and_remove(store, &path).await;
     }
 
     /// An import's commit leaves the WAL checkpoint to the checkpointer task,
@@ -923,10 +934,7 @@ mod tests {
         use userdir_domain::repo::TenantRepository;
         use userdir_domain::tenant::{Tenant, TenantSettings};
 
-        let path = std::env::temp_dir().join(format!("userdir-checkpoint-{}.db", Uuid::now_v7()));
-        let store = Store::open(&StoreOptions::new(format!("sqlite://{}?mode=rwc", path.display())))
-            .await
-            .unwrap();
+        let (store, path) = sqlite_file_store("checkpoint").await;
         let tenant = TenantId::parse("tenant_id", "acme").unwrap();
         let settings = TenantSettings {
             display_name: "Acme".to_owned(),
@@ -947,10 +955,7 @@ mod tests {
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
         assert_eq!(checkpointer.done(), 1);
-        store.close().await.unwrap();
-        for suffix in ["", "-wal", "-shm"] {
-            let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
-        }
+        close_and_remove(store, &path).await;
     }
 
     #[test]

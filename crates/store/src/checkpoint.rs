@@ -8,8 +8,9 @@
 //! stood still for every sync. Measured at 1M new users on a disk where a
 //! sync takes about 200 ms: 73 syncs, 14.7 s of a 57 s import.
 //!
-//! After each import transaction commits, this task runs a `PASSIVE`
-//! checkpoint on a connection of the read pool. It never blocks the writer
+//! After each bulk write commits (an import's transaction, a FULL_SYNC's
+//! deletions), this task runs a `PASSIVE` checkpoint on a connection of the
+//! read pool. It never blocks the writer
 //! or the readers; the writer goes on with its next transaction while the
 //! pages are copied and synced, and its own automatic checkpoint finds
 //! little left to do. The log stays as bounded as before: measured, at most

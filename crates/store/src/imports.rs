@@ -2,6 +2,7 @@
 //! reads and writes of users.
 
 use std::collections::HashSet;
+use std::fmt::Write as _;
 use std::sync::LazyLock;
 
 use sea_orm::ActiveValue::Set;
@@ -117,8 +118,8 @@ fn pack_user(user: &User) -> String {
         user.update_time.unix_micros(),
         user.revision.0,
     ] {
-        packed.push('\u{1f}');
-        packed.push_str(&n.to_string());
+        // Writing to a String cannot fail.
+        let _ = write!(packed, "\u{1f}{n}");
     }
     packed
 }
@@ -584,9 +585,7 @@ impl ImportWrite for StoreImportWrite {
             }
         };
         self.store.note_inserts(inserted);
-        if let Some(checkpointer) = &self.store.checkpointer {
-            checkpointer.request();
-        }
+        self.store.checkpoint_soon();
         Ok(outcomes)
     }
 }
@@ -759,14 +758,14 @@ impl ImportRepository for Store {
         }
         // SQLite: the whole batch comes back as one packed text value in one
         // row: for 500 users that is one value to decode instead of 14,500.
-        let json: Option<Option<String>> = select
+        let packed: Option<Option<String>> = select
             .select_only()
             .column_as(Expr::cust(PACK_SQLITE.as_str()), "users")
             .into_tuple()
             .one(self.connection())
             .await
             .map_err(db_error)?;
-        unpack_users(json.flatten(), tenant)
+        unpack_users(packed.flatten(), tenant)
     }
 
     type ImportWrite = StoreImportWrite;
@@ -829,6 +828,9 @@ impl ImportRepository for Store {
             add_seats(&txn, tenant, -(deleted as i64)).await?;
         }
         txn.commit().await.map_err(db_error)?;
+        if !dry_run {
+            self.checkpoint_soon();
+        }
         Ok(absent.into_iter().map(|(id, email)| (UserId(id), email)).collect())
     }
 }
@@ -927,8 +929,19 @@ mod tests {
         close_and_remove(store, &path).await;
     }
 
-    /// An import's commit leaves the WAL checkpoint to the checkpointer task,
-    /// off the writer's path.
+    /// The checkpoints run, once `n` have or after 5 s.
+    async fn checkpoints_after_waiting_for(checkpointer: &crate::checkpoint::Checkpointer, n: u64) -> u64 {
+        for _ in 0..500 {
+            if checkpointer.done() >= n {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        checkpointer.done()
+    }
+
+    /// An import's commit, and a FULL_SYNC's deletions, leave the WAL
+    /// checkpoint to the checkpointer task, off the writer's path.
     #[tokio::test]
     async fn sqlite_import_commits_are_checkpointed_beside_the_writer() {
         use userdir_domain::repo::TenantRepository;
@@ -948,13 +961,14 @@ mod tests {
         let mut write = store.begin_import_write(&tenant).await.unwrap();
         write.write(&[user(&tenant, "a@example.com", None)], &[]).await.unwrap();
         assert_eq!(write.commit().await.unwrap().len(), 1);
-        for _ in 0..500 {
-            if checkpointer.done() > 0 {
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-        }
-        assert_eq!(checkpointer.done(), 1);
+        assert_eq!(checkpoints_after_waiting_for(&checkpointer, 1).await, 1);
+
+        let deleted = store
+            .delete_absent_users(&tenant, Timestamp::now(), &HashSet::new(), false)
+            .await
+            .unwrap();
+        assert_eq!(deleted.len(), 1);
+        assert_eq!(checkpoints_after_waiting_for(&checkpointer, 2).await, 2);
         close_and_remove(store, &path).await;
     }
 

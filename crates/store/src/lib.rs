@@ -155,6 +155,15 @@ impl Store {
         &self.writer
     }
 
+    /// SQLite: asks for a WAL checkpoint beside the writer once a bulk write
+    /// (an import's transaction, a FULL_SYNC's deletions) has committed; see
+    /// `checkpoint.rs`. Nothing on PostgreSQL.
+    pub(crate) fn checkpoint_soon(&self) {
+        if let Some(checkpointer) = &self.checkpointer {
+            checkpointer.request();
+        }
+    }
+
     /// Closes the pool, waiting for connections to be returned.
     pub async fn close(self) -> Result<(), DbErr> {
         if self.backend() == DbBackend::Sqlite {

@@ -40,6 +40,10 @@ pub struct Config {
     /// PostgreSQL schema (`search_path`) to use; empty for the default.
     #[arg(long, env = "USERDIR_PG_SCHEMA", default_value = "")]
     pub pg_schema: String,
+    /// SQLite only: the largest the database file may grow, in MiB (0 = no
+    /// limit); writes beyond it fail with RESOURCE_EXHAUSTED, as on a full disk.
+    #[arg(long, env = "USERDIR_SQLITE_MAX_SIZE_MIB", default_value_t = 0)]
+    pub sqlite_max_size_mib: u64,
 }
 
 impl std::fmt::Debug for Config {
@@ -51,6 +55,7 @@ impl std::fmt::Debug for Config {
             .field("health_probe_ms", &self.health_probe_ms)
             .field("log_format", &self.log_format)
             .field("pg_schema", &self.pg_schema)
+            .field("sqlite_max_size_mib", &self.sqlite_max_size_mib)
             .finish()
     }
 }
@@ -65,6 +70,7 @@ impl Config {
             health_probe_ms: 100,
             log_format: LogFormat::Text,
             pg_schema: String::new(),
+            sqlite_max_size_mib: 0,
         }
     }
 
@@ -76,6 +82,7 @@ impl Config {
         let mut options = userdir_store::StoreOptions::new(self.database_url.clone());
         options.max_connections = self.db_max_connections.max(1);
         options.pg_schema = (!self.pg_schema.is_empty()).then(|| self.pg_schema.clone());
+        options.sqlite_max_size_mib = self.sqlite_max_size_mib;
         options
     }
 }

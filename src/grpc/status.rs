@@ -21,6 +21,7 @@ pub fn to_status(err: DomainError) -> Status {
         DomainError::SeatLimitExceeded { .. } | DomainError::Precondition { .. } => Code::FailedPrecondition,
         DomainError::Conflict { .. } => Code::Aborted,
         DomainError::Unavailable(_) => Code::Unavailable,
+        DomainError::StorageFull(_) => Code::ResourceExhausted,
         DomainError::Storage(_) => Code::Internal,
     };
     let mut details = ErrorDetails::new();
@@ -29,6 +30,12 @@ pub fn to_status(err: DomainError) -> Status {
         DomainError::Unavailable(source) => {
             tracing::warn!(error = %source, "database unavailable");
             "the database is unavailable; retry later".to_owned()
+        }
+        DomainError::StorageFull(source) => {
+            tracing::error!(error = %source, "database full");
+            "the database has no room left (disk full); nothing of this write was stored. \
+             Retry once space is freed"
+                .to_owned()
         }
         DomainError::Storage(source) => {
             tracing::error!(error = %source, "storage failure");

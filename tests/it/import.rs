@@ -14,7 +14,7 @@ use userdir::pb::{
 
 use crate::common::{TestServer, reason, violation_fields};
 
-fn options(mode: ImportMode) -> ImportOptions {
+pub(crate) fn options(mode: ImportMode) -> ImportOptions {
     ImportOptions {
         parent: "tenants/acme".into(),
         mode: mode as i32,
@@ -22,13 +22,13 @@ fn options(mode: ImportMode) -> ImportOptions {
     }
 }
 
-fn end() -> ImportUsersRequest {
+pub(crate) fn end() -> ImportUsersRequest {
     ImportUsersRequest {
         payload: Some(Payload::End(ImportEnd {})),
     }
 }
 
-fn chunks(bytes: &[u8], size: usize) -> Vec<ImportUsersRequest> {
+pub(crate) fn chunks(bytes: &[u8], size: usize) -> Vec<ImportUsersRequest> {
     bytes
         .chunks(size.max(1))
         .map(|c| ImportUsersRequest {
@@ -38,7 +38,7 @@ fn chunks(bytes: &[u8], size: usize) -> Vec<ImportUsersRequest> {
 }
 
 /// Runs one import: the options, then `messages`; returns every row result and the summary.
-async fn run(
+pub(crate) async fn run(
     s: &TestServer,
     opts: ImportOptions,
     messages: Vec<ImportUsersRequest>,
@@ -66,18 +66,18 @@ async fn run(
     Ok((results, summary.expect("a summary ends every import")))
 }
 
-async fn csv(s: &TestServer, opts: ImportOptions, text: &str) -> (Vec<ImportRowResult>, ImportJob) {
+pub(crate) async fn csv(s: &TestServer, opts: ImportOptions, text: &str) -> (Vec<ImportRowResult>, ImportJob) {
     run(s, opts, chunks(text.as_bytes(), 7)).await.expect("import")
 }
 
-fn outcomes(results: &[ImportRowResult]) -> Vec<(i64, ImportOutcome)> {
+pub(crate) fn outcomes(results: &[ImportRowResult]) -> Vec<(i64, ImportOutcome)> {
     results
         .iter()
         .map(|r| (r.line, ImportOutcome::try_from(r.outcome).unwrap()))
         .collect()
 }
 
-async fn users(s: &TestServer) -> Vec<User> {
+pub(crate) async fn users(s: &TestServer) -> Vec<User> {
     let req = ListUsersRequest {
         parent: "tenants/acme".into(),
         page_size: 1000,
@@ -87,7 +87,7 @@ async fn users(s: &TestServer) -> Vec<User> {
     s.users.clone().list_users(req).await.unwrap().into_inner().users
 }
 
-fn by_email(users: &[User]) -> HashMap<String, User> {
+pub(crate) fn by_email(users: &[User]) -> HashMap<String, User> {
     users.iter().map(|u| (u.email.clone(), u.clone())).collect()
 }
 
@@ -849,7 +849,7 @@ async fn import_jobs_are_recorded(s: TestServer) {
 }
 
 /// Starts an import whose input the test feeds by hand.
-async fn open_import(
+pub(crate) async fn open_import(
     s: &TestServer,
     opts: ImportOptions,
 ) -> (
@@ -871,7 +871,7 @@ async fn open_import(
     (tx, stream.into_inner())
 }
 
-async fn latest_job_when_done(s: &TestServer) -> ImportJob {
+pub(crate) async fn latest_job_when_done(s: &TestServer) -> ImportJob {
     for _ in 0..200 {
         let req = ListImportJobsRequest {
             parent: "tenants/acme".into(),
@@ -893,7 +893,7 @@ async fn latest_job_when_done(s: &TestServer) -> ImportJob {
     panic!("the import job never ended");
 }
 
-fn many_rows(n: usize) -> String {
+pub(crate) fn many_rows(n: usize) -> String {
     let mut text = String::from("name,email\n");
     for i in 0..n {
         text.push_str(&format!("User number {i} with a longer name,u{i:05}@example.com\n"));

@@ -7,5 +7,6 @@ mod export;
 mod import;
 mod list;
 mod ops;
+mod safety;
 mod tenants;
 mod users;

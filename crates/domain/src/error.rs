@@ -60,6 +60,10 @@ pub enum DomainError {
     /// The database cannot be reached right now; retrying later may work.
     #[error("database unavailable: {0}")]
     Unavailable(#[source] BoxError),
+    /// The database has no room for the write (disk full, or the configured
+    /// size limit); nothing of the write was stored. Retryable once space is freed.
+    #[error("the database is full: {0}")]
+    StorageFull(#[source] BoxError),
     /// The database failed in a way the caller cannot fix.
     #[error("storage failure: {0}")]
     Storage(#[source] BoxError),
@@ -119,6 +123,7 @@ impl DomainError {
             Self::SeatLimitExceeded { .. } => "SEAT_LIMIT_EXCEEDED",
             Self::Conflict { reason, .. } | Self::Precondition { reason, .. } => reason,
             Self::Unavailable(_) => "DATABASE_UNAVAILABLE",
+            Self::StorageFull(_) => "STORAGE_FULL",
             Self::Storage(_) => "STORAGE_FAILURE",
         }
     }

@@ -31,6 +31,10 @@ pub struct StoreOptions {
     pub max_connections: u32,
     /// PostgreSQL only: the schema to use (`search_path`); tests use one each.
     pub pg_schema: Option<String>,
+    /// SQLite only: the largest the database file may grow, in MiB (0 = no
+    /// limit). Writes that would grow it further fail with `STORAGE_FULL`,
+    /// exactly as on a full disk, and the server goes on serving.
+    pub sqlite_max_size_mib: u64,
 }
 
 impl StoreOptions {
@@ -39,6 +43,7 @@ impl StoreOptions {
             url: url.into(),
             max_connections: 16,
             pg_schema: None,
+            sqlite_max_size_mib: 0,
         }
     }
 }
@@ -69,7 +74,14 @@ const READER_CACHE_KIB: u32 = 2 * 1024;
 fn sqlite_options(
     o: sea_orm::sqlx::sqlite::SqliteConnectOptions,
     cache_kib: u32,
+    max_size_mib: u64,
 ) -> sea_orm::sqlx::sqlite::SqliteConnectOptions {
+    let o = if max_size_mib > 0 {
+        // 4 KiB pages (SQLite's default page size): 256 a MiB.
+        o.pragma("max_page_count", (max_size_mib * 256).to_string())
+    } else {
+        o
+    };
     o.journal_mode(sea_orm::sqlx::sqlite::SqliteJournalMode::Wal)
         .synchronous(sea_orm::sqlx::sqlite::SqliteSynchronous::Normal)
         .busy_timeout(Duration::from_secs(30))
@@ -92,16 +104,41 @@ fn sqlite_options(
         .pragma("temp_store", "memory")
 }
 
+/// Decides whether a connection handed back goes back into the pool: only
+/// when no transaction is open on it. A transaction whose COMMIT or ROLLBACK
+/// failed (SQLite rolls a transaction back by itself on a full disk, so the
+/// ROLLBACK that follows fails too) leaves the driver's transaction count
+/// wrong; reused, the next "BEGIN" would become a savepoint inside a
+/// transaction that never commits, and every later write would be
+/// acknowledged and lost. Such a connection is closed instead, and the pool
+/// opens a fresh one.
+fn release_clean<C: sea_orm::sqlx::Connection>(
+    conn: &mut C,
+) -> futures_util::future::BoxFuture<'_, Result<bool, sea_orm::sqlx::Error>> {
+    Box::pin(async move {
+        // Runs what is queued first: the rollback a dropped transaction asked for.
+        conn.ping().await?;
+        let clean = !conn.is_in_transaction();
+        if !clean {
+            tracing::warn!("a database connection was left inside a transaction; closing it");
+        }
+        Ok(clean)
+    })
+}
+
 impl Store {
     /// Connects (creating a SQLite file if needed) without migrating.
     pub async fn connect(options: &StoreOptions) -> Result<Self, DbErr> {
+        let max_size_mib = options.sqlite_max_size_mib;
         let mut opts = ConnectOptions::new(options.url.clone());
         opts.max_connections(options.max_connections)
             .min_connections(0)
             .connect_timeout(Duration::from_secs(5))
             .acquire_timeout(Duration::from_secs(10))
             .sqlx_logging(false)
-            .map_sqlx_sqlite_opts(|o| sqlite_options(o, READER_CACHE_KIB))
+            .map_sqlx_sqlite_opts(move |o| sqlite_options(o, READER_CACHE_KIB, max_size_mib))
+            .map_sqlx_sqlite_pool_opts(|p| p.after_release(|conn, _| release_clean(conn)))
+            .map_sqlx_postgres_pool_opts(|p| p.after_release(|conn, _| release_clean(conn)))
             // Plan every statement for its parameters: a generic plan cached
             // while a table was still small (say, early in a bulk import)
             // would otherwise keep scanning the whole tenant for lookups.
@@ -113,7 +150,7 @@ impl Store {
         let writer = if db.get_database_backend() == DbBackend::Sqlite {
             opts.max_connections(1)
                 .min_connections(1)
-                .map_sqlx_sqlite_opts(|o| sqlite_options(o, WRITER_CACHE_KIB));
+                .map_sqlx_sqlite_opts(move |o| sqlite_options(o, WRITER_CACHE_KIB, max_size_mib));
             Database::connect(opts).await?
         } else {
             db.clone()

@@ -123,8 +123,8 @@ impl CsvDecoder {
     fn resolve(&mut self, start: &[u8], eof: bool) -> Result<(), FileError> {
         let bom = start.starts_with(UTF8_BOM);
         let body = if bom { &start[UTF8_BOM.len()..] } else { start };
-        let utf8 = is_utf8_prefix(body, eof);
-        let sjis = is_shift_jis_prefix(body, eof);
+        let utf8 = Tally::utf8(body, eof);
+        let sjis = Tally::shift_jis(body, eof);
         let wrong = |message: &str| {
             Err(FileError {
                 line: 1,
@@ -132,10 +132,20 @@ impl CsvDecoder {
             })
         };
         let encoding = match self.declared {
-            DeclaredEncoding::Auto if bom || utf8 => FileEncoding::Utf8,
-            DeclaredEncoding::Auto if sjis => FileEncoding::ShiftJis,
-            DeclaredEncoding::Auto => FileEncoding::Utf8,
-            DeclaredEncoding::Utf8 if !utf8 && sjis => {
+            // AUTO never guesses Shift-JIS for a UTF-8 file: a few bad bytes
+            // among valid multi-byte characters are bad rows of a UTF-8 file.
+            DeclaredEncoding::Auto if bom || utf8.plausible() => FileEncoding::Utf8,
+            DeclaredEncoding::Auto if sjis.plausible() => FileEncoding::ShiftJis,
+            DeclaredEncoding::Auto => {
+                return wrong(&format!(
+                    "cannot tell the file's encoding: it is neither UTF-8 ({} invalid byte sequences in the first {} bytes) \
+                     nor Shift-JIS ({} invalid); set the encoding option (UTF8 or SHIFT_JIS; --encoding with the CLI)",
+                    utf8.bad,
+                    body.len(),
+                    sjis.bad
+                ));
+            }
+            DeclaredEncoding::Utf8 if !utf8.valid() && sjis.valid() => {
                 return wrong(
                     "the file was declared UTF-8 but is not valid UTF-8; it looks like Shift-JIS (set encoding SHIFT_JIS or AUTO)",
                 );
@@ -146,7 +156,7 @@ impl CsvDecoder {
                     "the file was declared SHIFT_JIS but starts with a UTF-8 byte order mark (set encoding UTF8 or AUTO)",
                 );
             }
-            DeclaredEncoding::ShiftJis if utf8 && !body.is_ascii() => {
+            DeclaredEncoding::ShiftJis if utf8.valid() && !body.is_ascii() => {
                 return wrong("the file was declared SHIFT_JIS but is UTF-8 text (set encoding UTF8 or AUTO)");
             }
             DeclaredEncoding::ShiftJis => FileEncoding::ShiftJis,
@@ -255,20 +265,70 @@ fn decode(bytes: &[u8], encoding: FileEncoding) -> Option<String> {
     }
 }
 
-/// Valid UTF-8, allowing a character cut at the end of a partial buffer.
-fn is_utf8_prefix(bytes: &[u8], eof: bool) -> bool {
-    match std::str::from_utf8(bytes) {
-        Ok(_) => true,
-        Err(e) => !eof && e.error_len().is_none(),
-    }
+/// How well a file start reads in one encoding: multi-byte characters that
+/// decode, and byte sequences that do not. A character cut at the end of a
+/// partial buffer counts as neither.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Tally {
+    good: u64,
+    bad: u64,
 }
 
-/// Valid Shift-JIS, allowing a lead byte cut at the end of a partial buffer.
-fn is_shift_jis_prefix(bytes: &[u8], eof: bool) -> bool {
-    let mut decoder = SHIFT_JIS.new_decoder_without_bom_handling();
-    let mut out = String::with_capacity(bytes.len() * 3);
-    let (result, _) = decoder.decode_to_string_without_replacement(bytes, &mut out, eof);
-    matches!(result, encoding_rs::DecoderResult::InputEmpty)
+impl Tally {
+    fn valid(self) -> bool {
+        self.bad == 0
+    }
+
+    /// No bad sequence, or a few among many good ones (at most one in five):
+    /// a text in this encoding with some broken rows. A file in the other
+    /// encoding reads as mostly bad sequences.
+    fn plausible(self) -> bool {
+        self.bad == 0 || self.good >= 4 * self.bad
+    }
+
+    fn utf8(mut bytes: &[u8], eof: bool) -> Self {
+        let mut tally = Self::default();
+        loop {
+            match std::str::from_utf8(bytes) {
+                Ok(text) => {
+                    tally.good += text.chars().filter(|c| !c.is_ascii()).count() as u64;
+                    return tally;
+                }
+                Err(e) => {
+                    let (valid, rest) = bytes.split_at(e.valid_up_to());
+                    // The prefix is valid UTF-8: counted by the same rule.
+                    tally.good += valid.iter().filter(|&&b| b >= 0xC0).count() as u64;
+                    match e.error_len() {
+                        Some(n) => {
+                            tally.bad += 1;
+                            bytes = &rest[n..];
+                        }
+                        None => {
+                            tally.bad += u64::from(eof);
+                            return tally;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn shift_jis(mut bytes: &[u8], eof: bool) -> Self {
+        let mut tally = Self::default();
+        let mut decoder = SHIFT_JIS.new_decoder_without_bom_handling();
+        let mut out = String::with_capacity(bytes.len() * 3);
+        loop {
+            let (result, read) = decoder.decode_to_string_without_replacement(bytes, &mut out, eof);
+            bytes = &bytes[read..];
+            match result {
+                encoding_rs::DecoderResult::InputEmpty => break,
+                encoding_rs::DecoderResult::OutputFull => out.reserve(bytes.len() * 3 + 16),
+                encoding_rs::DecoderResult::Malformed(..) => tally.bad += 1,
+            }
+        }
+        tally.good = out.chars().filter(|c| !c.is_ascii()).count() as u64;
+        tally
+    }
 }
 
 #[cfg(test)]
@@ -348,6 +408,59 @@ mod tests {
         );
         assert_eq!(recs[6].line, 7);
         assert!(recs[6].fields.as_ref().unwrap_err().message.contains("unterminated"));
+    }
+
+    /// AUTO reads a UTF-8 file with a bad byte as UTF-8 (that row fails),
+    /// a Shift-JIS file as Shift-JIS (also with a bad byte), and refuses
+    /// what is neither.
+    #[test]
+    fn auto_never_garbles_a_file() {
+        // Names whose UTF-8 bytes also read as (wrong) Shift-JIS: 山田 -> 螻ｱ逕ｰ.
+        let names = ["山田", "佐藤", "鈴木", "伊藤", "渡辺", "小林", "吉田"];
+        let mut text = String::from("name,email\n");
+        for (i, name) in names.iter().enumerate() {
+            text.push_str(&format!("{name},u{i}@example.com\n"));
+        }
+        let utf8 = text.as_bytes().to_vec();
+        let sjis = SHIFT_JIS.encode(&text).0.into_owned();
+        let with_bad_byte = |bytes: &[u8], at: &str, bad: u8| {
+            let pos = text.find(at).unwrap();
+            let mut v = bytes.to_vec();
+            // The same row in either encoding starts at the same line.
+            let line_start = bytes
+                .split(|&b| b == b'\n')
+                .take(text[..pos].matches('\n').count())
+                .map(|l| l.len() + 1)
+                .sum::<usize>();
+            v.insert(line_start, bad);
+            v
+        };
+        for (bytes, expected, bad_line) in [
+            (utf8.clone(), "UTF-8", None),
+            (sjis.clone(), "Shift-JIS", None),
+            // 0xB1 alone is a half-width katakana in Shift-JIS, which
+            // made AUTO read the whole file as Shift-JIS.
+            (with_bad_byte(&utf8, "佐藤", 0xB1), "UTF-8", Some(3)),
+            (with_bad_byte(&sjis, "佐藤", 0xFF), "Shift-JIS", Some(3)),
+        ] {
+            for chunk in [3, 1000] {
+                let recs = decode_all(&bytes, DeclaredEncoding::Auto, chunk).unwrap();
+                let decoded: Vec<String> = recs[1..]
+                    .iter()
+                    .filter_map(|r| r.fields.as_ref().ok().map(|f| f[0].clone()))
+                    .collect();
+                let failed: Vec<u64> = recs.iter().filter(|r| r.fields.is_err()).map(|r| r.line).collect();
+                assert_eq!(failed, bad_line.into_iter().collect::<Vec<_>>(), "{expected}");
+                for name in &decoded {
+                    assert!(names.contains(&name.as_str()), "{expected}: garbled {name:?}");
+                }
+                assert_eq!(decoded.len(), names.len() - usize::from(bad_line.is_some()));
+            }
+        }
+        // Neither: Latin-1 bytes in ASCII text.
+        let latin1 = b"name,email\nJos\xe9 \xff\xfe,a@example.com\n";
+        let err = decode_all(latin1, DeclaredEncoding::Auto, 100).unwrap_err();
+        assert!(err.message.contains("UTF8 or SHIFT_JIS"), "{}", err.message);
     }
 
     #[test]

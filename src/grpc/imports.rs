@@ -4,7 +4,7 @@
 //! from reading its file (backpressure), and one that goes away cancels it.
 
 use tokio::sync::mpsc;
-use tonic::{Status, Streaming};
+use tonic::{Code, Status, Streaming};
 use userdir_domain::DomainError;
 use userdir_domain::import::engine::Importer;
 use userdir_domain::import::{
@@ -13,6 +13,7 @@ use userdir_domain::import::{
 use userdir_domain::repo::{ImportRepository, TenantRepository, UserRepository};
 
 use super::convert::timestamp;
+use super::status::to_status_with;
 use super::to_status;
 use crate::pb;
 use crate::pb::import_users_request::Payload;
@@ -79,15 +80,33 @@ where
         let message = match received {
             Ok(Some(message)) => message,
             Ok(None) => {
-                let why = "the request stream closed without an end message, so the input may be cut short; \
-                           rows already reported stay, nothing after them was written";
-                importer.end(ImportState::Cancelled, Some(why.into())).await;
-                return;
+                let err = DomainError::Conflict {
+                    reason: "IMPORT_END_MISSING",
+                    message: "the request stream closed without an end message, so the file may be cut short: \
+                              the import was cancelled. Rows already reported stay committed, nothing after them \
+                              was written. Send an end message after the last data"
+                        .into(),
+                };
+                return stop(&mut importer, &tx, ImportState::Cancelled, err).await;
+            }
+            Err(status) if status.code() == Code::OutOfRange => {
+                // tonic's decoder refused a message over the size limit.
+                let err = DomainError::Exhausted {
+                    reason: "MESSAGE_TOO_LARGE",
+                    message: format!(
+                        "a request message is larger than the server accepts ({}); send the file in smaller chunks \
+                         (the CLI sends 64 KiB) or fewer rows per message",
+                        status.message()
+                    ),
+                };
+                return stop(&mut importer, &tx, ImportState::Failed, err).await;
             }
             Err(status) => {
-                let why = format!("the client's stream broke off: {}", status.message());
-                importer.end(ImportState::Cancelled, Some(why)).await;
-                return;
+                let err = DomainError::Conflict {
+                    reason: "IMPORT_STREAM_BROKEN",
+                    message: format!("the client's stream broke off: {}", status.message()),
+                };
+                return stop(&mut importer, &tx, ImportState::Cancelled, err).await;
             }
         };
         let step = match message.payload {
@@ -131,8 +150,30 @@ async fn fail<R>(importer: &mut Importer<R>, tx: &ImportSender, err: DomainError
 where
     R: TenantRepository + UserRepository + ImportRepository,
 {
-    importer.end(ImportState::Failed, Some(err.to_string())).await;
-    let _ = tx.send(Err(to_status(err))).await;
+    stop(importer, tx, ImportState::Failed, err).await;
+}
+
+/// Ends the import as `state` and the call with `err`, naming the job and
+/// what was committed: an import that did not finish never ends in OK.
+async fn stop<R>(importer: &mut Importer<R>, tx: &ImportSender, state: ImportState, err: DomainError)
+where
+    R: TenantRepository + UserRepository + ImportRepository,
+{
+    importer.end(state, Some(err.to_string())).await;
+    let job = importer.job();
+    let c = &job.counts;
+    let committed = c.created + c.updated + c.deleted;
+    let context = format!(
+        " (import job {}: {} rows reported, {committed} of them written; rows reported stay)",
+        job.resource_name(),
+        c.rows
+    );
+    let extra = [
+        ("import_job", job.resource_name()),
+        ("rows_reported", c.rows.to_string()),
+        ("rows_written", committed.to_string()),
+    ];
+    let _ = tx.send(Err(to_status_with(err, &context, &extra))).await;
 }
 
 /// Sends row results in messages of at most [`RESULTS_PER_MESSAGE`]; `false`

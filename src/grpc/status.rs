@@ -13,6 +13,12 @@ pub const ERROR_DOMAIN: &str = "userdir";
 /// Maps a domain error to a status; storage failures are logged with their
 /// source and reported without internals.
 pub fn to_status(err: DomainError) -> Status {
+    to_status_with(err, "", &[])
+}
+
+/// [`to_status`], with `context` appended to the message and `extra` entries
+/// in the `ErrorInfo` metadata (an import's job name and committed rows).
+pub fn to_status_with(err: DomainError, context: &str, extra: &[(&str, String)]) -> Status {
     let code = match &err {
         DomainError::Invalid(_) => Code::InvalidArgument,
         DomainError::NotFound { .. } => Code::NotFound,
@@ -21,7 +27,7 @@ pub fn to_status(err: DomainError) -> Status {
         DomainError::SeatLimitExceeded { .. } | DomainError::Precondition { .. } => Code::FailedPrecondition,
         DomainError::Conflict { .. } => Code::Aborted,
         DomainError::Unavailable(_) => Code::Unavailable,
-        DomainError::StorageFull(_) => Code::ResourceExhausted,
+        DomainError::StorageFull(_) | DomainError::Exhausted { .. } => Code::ResourceExhausted,
         DomainError::Storage(_) => Code::Internal,
     };
     let mut details = ErrorDetails::new();
@@ -61,6 +67,9 @@ pub fn to_status(err: DomainError) -> Status {
         }
         _ => {}
     }
+    for (key, value) in extra {
+        metadata.insert((*key).to_owned(), value.clone());
+    }
     details.set_error_info(err.reason(), ERROR_DOMAIN, metadata);
-    Status::with_error_details(code, message, details)
+    Status::with_error_details(code, format!("{message}{context}"), details)
 }

@@ -5,10 +5,17 @@ use std::collections::BTreeSet;
 
 use sea_orm::{ConnectionTrait, Database, DbBackend, Statement};
 use tonic::Code;
-use userdir::pb::{DeleteUserRequest, ImportMode, ImportOutcome, User};
+use userdir::pb::import_users_request::Payload;
+use userdir::pb::import_users_response::Payload as Out;
+use userdir::pb::{
+    CreateUserRequest, DeleteUserRequest, ExportUsersRequest, GetImportJobRequest, GetUserRequest, ImportJobState,
+    ImportMode, ImportOutcome, ImportRowResult, ImportUsersRequest, ImportUsersResponse, ListUsersRequest, Tenant,
+    UpdateUserRequest, User,
+};
 
-use crate::common::{Backend, reason, spawn_with};
-use crate::import::{chunks, options, run};
+use crate::common::pgproxy::{PgProxy, pg_target};
+use crate::common::{Backend, TestServer, pg_url, reason, spawn_with};
+use crate::import::{by_email, chunks, end, many_rows, open_import, options, run, users};
 
 /// The emails stored in the server's database, read over a connection of
 /// the test's own: only what was committed.
@@ -171,3 +178,316 @@ async fn sqlite_full_disk_loses_no_acknowledged_write() {
     }
     assert_eq!(committed_emails(&url).await, acknowledged);
 }
+
+/// The `ErrorInfo` metadata entry `key` of a status.
+fn info(status: &tonic::Status, key: &str) -> String {
+    use tonic_types::StatusExt;
+    status
+        .get_details_error_info()
+        .and_then(|i| i.metadata.get(key).cloned())
+        .unwrap_or_default()
+}
+
+/// Reads an import's responses to the end: the row results, and how the call ended.
+async fn drain(mut stream: tonic::Streaming<ImportUsersResponse>) -> (Vec<ImportRowResult>, Result<(), tonic::Status>) {
+    let mut results = Vec::new();
+    loop {
+        match stream.message().await {
+            Ok(Some(message)) => {
+                if let Some(Out::Results(batch)) = message.payload {
+                    results.extend(batch.results);
+                }
+            }
+            Ok(None) => return (results, Ok(())),
+            Err(status) => return (results, Err(status)),
+        }
+    }
+}
+
+/// A stream closed without `end` ends ABORTED `IMPORT_END_MISSING`, naming
+/// the job and what was committed, never OK.
+async fn import_without_end_is_aborted(s: TestServer) {
+    s.tenant("acme").await;
+    let (tx, stream) = open_import(&s, options(ImportMode::Upsert)).await;
+    let text = many_rows(1200);
+    tx.send(ImportUsersRequest {
+        payload: Some(Payload::Chunk(text.into_bytes())),
+    })
+    .await
+    .unwrap();
+    drop(tx);
+    let (results, ended) = drain(stream).await;
+    let status = ended.unwrap_err();
+    assert_eq!(status.code(), Code::Aborted, "{status:?}");
+    assert_eq!(reason(&status), "IMPORT_END_MISSING");
+    let job = info(&status, "import_job");
+    assert!(job.starts_with("tenants/acme/importJobs/"), "{status:?}");
+    assert!(status.message().contains(&job), "{}", status.message());
+    assert_eq!(info(&status, "rows_reported"), results.len().to_string());
+    let stored = users(&s).await;
+    assert_eq!(stored.len(), results.len(), "exactly the reported rows are stored");
+    let req = GetImportJobRequest { name: job };
+    let job = s.users.clone().get_import_job(req).await.unwrap().into_inner();
+    assert_eq!(job.state, ImportJobState::Cancelled as i32);
+}
+
+/// A request message over the size limit ends RESOURCE_EXHAUSTED
+/// `MESSAGE_TOO_LARGE` with the job's name.
+async fn oversized_message_is_resource_exhausted(s: TestServer) {
+    s.tenant("acme").await;
+    let huge = vec![b'a'; 8 << 20];
+    let (tx, stream) = open_import(&s, options(ImportMode::Upsert)).await;
+    let _ = tx
+        .send(ImportUsersRequest {
+            payload: Some(Payload::Chunk(huge)),
+        })
+        .await;
+    let _ = tx.send(end()).await;
+    let (_, ended) = drain(stream).await;
+    let status = ended.unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert_eq!(reason(&status), "MESSAGE_TOO_LARGE");
+    assert!(info(&status, "import_job").starts_with("tenants/acme/importJobs/"));
+    drop(tx);
+}
+
+/// PostgreSQL goes away in the middle of an import and of an export: both
+/// end UNAVAILABLE promptly (not once it is back), and every row the import
+/// reported is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn database_outage_mid_stream_is_unavailable() {
+    let proxy = PgProxy::start(pg_target(&pg_url())).await;
+    let url = proxy.url_through(&pg_url());
+    let Some(s) = spawn_with(Backend::Postgres, |c| c.database_url = url).await else {
+        return;
+    };
+    s.tenant("acme").await;
+    // An export that has started reading: on PostgreSQL it reads 50,000
+    // users per query, so this one needs a second query.
+    run(
+        &s,
+        options(ImportMode::Upsert),
+        chunks(many_rows(51_000).as_bytes(), 65536),
+    )
+    .await
+    .unwrap();
+    let req = ExportUsersRequest {
+        parent: "tenants/acme".into(),
+        ..Default::default()
+    };
+    let mut export = s.users.clone().export_users(req).await.unwrap().into_inner();
+    export.message().await.unwrap().unwrap();
+
+    // An import that has reported some rows.
+    let (tx, mut stream) = open_import(&s, options(ImportMode::Upsert)).await;
+    let text = many_rows(20_000).replace("u", "v");
+    let (go_on, go) = tokio::sync::oneshot::channel::<()>();
+    let sender = tokio::spawn(async move {
+        let (first, second) = text.as_bytes().split_at(text.len() / 2);
+        for chunk in first.chunks(16 * 1024) {
+            let message = ImportUsersRequest {
+                payload: Some(Payload::Chunk(chunk.to_vec())),
+            };
+            if tx.send(message).await.is_err() {
+                return;
+            }
+        }
+        // The second half once the database is gone.
+        let _ = go.await;
+        for chunk in second.chunks(16 * 1024) {
+            let message = ImportUsersRequest {
+                payload: Some(Payload::Chunk(chunk.to_vec())),
+            };
+            if tx.send(message).await.is_err() {
+                return;
+            }
+        }
+        let _ = tx.send(end()).await;
+    });
+    let mut reported = Vec::new();
+    while reported.len() < 1000 {
+        if let Some(Out::Results(batch)) = stream.message().await.unwrap().unwrap().payload {
+            reported.extend(batch.results);
+        }
+    }
+    proxy.set_up(false);
+    let _ = go_on.send(());
+    let started = std::time::Instant::now();
+    let (rest, ended) = drain(stream).await;
+    reported.extend(rest);
+    let status = ended.unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert!(info(&status, "import_job").starts_with("tenants/acme/importJobs/"));
+    assert_eq!(info(&status, "rows_reported"), reported.len().to_string());
+    let export_status = loop {
+        match export.message().await {
+            Ok(Some(_)) => continue,
+            Ok(None) => panic!("the export ended OK while the database was down"),
+            Err(status) => break status,
+        }
+    };
+    assert_eq!(export_status.code(), Code::Unavailable, "{export_status:?}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(20),
+        "{:?}",
+        started.elapsed()
+    );
+    sender.abort();
+
+    proxy.set_up(true);
+    let stored = by_email(&users_all(&s).await);
+    for r in &reported {
+        if r.outcome == ImportOutcome::Created as i32 {
+            assert_eq!(stored[&r.email].name, r.user);
+        }
+    }
+}
+
+/// Every user of tenant acme, page by page.
+async fn users_all(s: &TestServer) -> Vec<User> {
+    let mut all = Vec::new();
+    let mut token = String::new();
+    loop {
+        let req = ListUsersRequest {
+            parent: "tenants/acme".into(),
+            page_size: 1000,
+            page_token: token,
+            ..Default::default()
+        };
+        let page = loop {
+            match s.users.clone().list_users(req.clone()).await {
+                Ok(page) => break page.into_inner(),
+                Err(e) if e.code() == Code::Unavailable => {
+                    tokio::time::sleep(std::time::Duration::from_millis(200)).await
+                }
+                Err(e) => panic!("{e:?}"),
+            }
+        };
+        all.extend(page.users);
+        if page.next_page_token.is_empty() {
+            return all;
+        }
+        token = page.next_page_token;
+    }
+}
+
+/// Two UpdateUser calls without an etag on one user, each with its own
+/// mask, at once: both apply, every time.
+async fn concurrent_updates_without_etag_both_apply(s: TestServer) {
+    s.tenant("acme").await;
+    for round in 0..40 {
+        let user = s.user("acme", &format!("r{round}@example.com"), "Round").await;
+        let update = |field: &'static str, value: String| {
+            let mut client = s.users.clone();
+            let mut changed = User {
+                name: user.name.clone(),
+                ..Default::default()
+            };
+            match field {
+                "title" => changed.title = value,
+                _ => changed.department = value,
+            }
+            async move {
+                let req = UpdateUserRequest {
+                    user: Some(changed),
+                    update_mask: Some(prost_types::FieldMask {
+                        paths: vec![field.to_owned()],
+                    }),
+                };
+                client.update_user(req).await
+            }
+        };
+        let (a, b) = tokio::join!(
+            update("title", format!("T{round}")),
+            update("department", format!("D{round}"))
+        );
+        a.unwrap();
+        b.unwrap();
+        let req = GetUserRequest {
+            name: user.name.clone(),
+        };
+        let stored = s.users.clone().get_user(req).await.unwrap().into_inner();
+        assert_eq!(
+            (stored.title, stored.department),
+            (format!("T{round}"), format!("D{round}"))
+        );
+    }
+}
+
+/// Two UPSERT imports of the same new emails, started together, and
+/// CreateUser calls racing them: no row fails; every email is one user.
+async fn racing_upserts_never_fail_a_row(s: TestServer) {
+    s.tenant("acme").await;
+    let text = many_rows(3000);
+    let import = || run(&s, options(ImportMode::Upsert), chunks(text.as_bytes(), 16 * 1024));
+    let creates = async {
+        let mut ok = 0;
+        for i in (0..3000).step_by(97) {
+            if s.user_result("acme", &format!("u{i:05}@example.com")).await.is_ok() {
+                ok += 1;
+            }
+        }
+        ok
+    };
+    let (a, b, created_by_rpc) = tokio::join!(import(), import(), creates);
+    let (a, job_a) = a.unwrap();
+    let (b, job_b) = b.unwrap();
+    for r in a.iter().chain(&b) {
+        assert_ne!(r.outcome, ImportOutcome::Failed as i32, "{r:?}");
+    }
+    assert_eq!((a.len(), b.len()), (3000, 3000));
+    let created = job_a.counts.unwrap().created + job_b.counts.unwrap().created + created_by_rpc;
+    assert_eq!(created, 3000);
+    assert_eq!(users_all(&s).await.len(), 3000);
+}
+
+/// With the seats full, a duplicate email is ALREADY_EXISTS (the permanent,
+/// specific reason), in CreateUser, its dry run and an import.
+async fn duplicate_beats_full_seats(s: TestServer) {
+    s.tenant_with(
+        "acme",
+        Tenant {
+            display_name: "Acme".into(),
+            seat_limit: 1,
+            ..Default::default()
+        },
+    )
+    .await;
+    s.user("acme", "taken@example.com", "Taken").await;
+    for validate_only in [false, true] {
+        let req = CreateUserRequest {
+            parent: "tenants/acme".into(),
+            user: Some(User {
+                email: "TAKEN@example.com".into(),
+                display_name: "Again".into(),
+                ..Default::default()
+            }),
+            validate_only,
+        };
+        let err = s.users.clone().create_user(req).await.unwrap_err();
+        assert_eq!(
+            err.code(),
+            Code::AlreadyExists,
+            "validate_only={validate_only}: {err:?}"
+        );
+        assert_eq!(reason(&err), "EMAIL_ALREADY_EXISTS");
+    }
+    let mut opts = options(ImportMode::CreateOnly);
+    opts.match_key = userdir::pb::MatchKey::ExternalId as i32;
+    let (results, _) = run(
+        &s,
+        opts,
+        chunks(b"name,email,external_id\nX,taken@example.com,X-1\n", 100),
+    )
+    .await
+    .unwrap();
+    assert_eq!(results[0].reason, "EMAIL_ALREADY_EXISTS", "{results:?}");
+}
+
+crate::on_both_backends!(
+    import_without_end_is_aborted,
+    oversized_message_is_resource_exhausted,
+    concurrent_updates_without_etag_both_apply,
+    racing_upserts_never_fail_a_row,
+    duplicate_beats_full_seats
+);

@@ -163,7 +163,10 @@ impl<R: TenantRepository + UserRepository> Directory<R> {
     }
 
     /// Applies a partial update. A write that changes nothing leaves the user,
-    /// its `update_time` and its etag untouched.
+    /// its `update_time` and its etag untouched. Without an etag the caller
+    /// asked for no concurrency check: when another write lands between the
+    /// read and the write, the update is applied again to the new state
+    /// (its mask names the only fields it writes), so neither is lost.
     pub async fn update_user(
         &self,
         name: &str,
@@ -171,19 +174,28 @@ impl<R: TenantRepository + UserRepository> Directory<R> {
         mask_paths: &[String],
         etag: &str,
     ) -> Result<User, DomainError> {
+        /// Attempts before giving up under a storm of writes to one user.
+        const ATTEMPTS: usize = 20;
         let name = invalid(UserName::parse("user.name", name))?;
         let mask = UserMask::parse(mask_paths, &input)?;
         let tenant = self.repo.get_tenant(&name.tenant).await?;
-        let mut user = self.repo.get_user(&name).await?;
-        let expected = user.revision;
-        check_etag(etag, expected, ResourceKind::User, name.to_string())?;
-        if !user.apply(input, &mask, &tenant.custom_attributes)? {
-            return Ok(user);
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let mut user = self.repo.get_user(&name).await?;
+            let expected = user.revision;
+            check_etag(etag, expected, ResourceKind::User, name.to_string())?;
+            if !user.apply(input.clone(), &mask, &tenant.custom_attributes)? {
+                return Ok(user);
+            }
+            user.update_time = Timestamp::now();
+            user.revision = expected.next();
+            match self.repo.update_user(&user, expected).await {
+                Err(DomainError::EtagMismatch { .. }) if etag.is_empty() && attempt < ATTEMPTS => continue,
+                Err(e) => return Err(e),
+                Ok(()) => return Ok(user),
+            }
         }
-        user.update_time = Timestamp::now();
-        user.revision = expected.next();
-        self.repo.update_user(&user, expected).await?;
-        Ok(user)
     }
 
     pub async fn delete_user(&self, name: &str, etag: &str) -> Result<(), DomainError> {

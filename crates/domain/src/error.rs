@@ -57,6 +57,10 @@ pub enum DomainError {
     /// change something first.
     #[error("{message}")]
     Precondition { reason: &'static str, message: String },
+    /// The request is larger or more than the server takes (a message over
+    /// the size limit); retry with smaller pieces.
+    #[error("{message}")]
+    Exhausted { reason: &'static str, message: String },
     /// The database cannot be reached right now; retrying later may work.
     #[error("database unavailable: {0}")]
     Unavailable(#[source] BoxError),
@@ -121,7 +125,9 @@ impl DomainError {
             Self::AlreadyExists { .. } => "ALREADY_EXISTS",
             Self::EtagMismatch { .. } => "ETAG_MISMATCH",
             Self::SeatLimitExceeded { .. } => "SEAT_LIMIT_EXCEEDED",
-            Self::Conflict { reason, .. } | Self::Precondition { reason, .. } => reason,
+            Self::Conflict { reason, .. } | Self::Precondition { reason, .. } | Self::Exhausted { reason, .. } => {
+                reason
+            }
             Self::Unavailable(_) => "DATABASE_UNAVAILABLE",
             Self::StorageFull(_) => "STORAGE_FULL",
             Self::Storage(_) => "STORAGE_FAILURE",

@@ -45,6 +45,36 @@ async fn move_seats(txn: &DatabaseTransaction, tenant: &TenantId, delta: i64) ->
     Ok(result.rows_affected == 1)
 }
 
+impl Store {
+    /// `AlreadyExists` when another user of the tenant has `user`'s email or
+    /// external id.
+    async fn check_free(&self, user: &User) -> RepoResult<()> {
+        let mut keys = vec![UserKey::EmailKey(user.email.key().to_owned())];
+        keys.extend(user.external_id.clone().map(UserKey::ExternalId));
+        for key in keys {
+            match self.find_user(&user.tenant, &key).await {
+                Ok(other) if other.id != user.id => {
+                    return Err(match key {
+                        UserKey::EmailKey(_) => DomainError::AlreadyExists {
+                            kind: ResourceKind::User,
+                            field: "email",
+                            value: user.email.as_str().to_owned(),
+                        },
+                        UserKey::ExternalId(x) => DomainError::AlreadyExists {
+                            kind: ResourceKind::User,
+                            field: "external_id",
+                            value: x,
+                        },
+                    });
+                }
+                Ok(_) | Err(DomainError::NotFound { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+}
+
 impl UserRepository for Store {
     async fn insert_user(&self, user: &User) -> RepoResult<()> {
         let txn = self.writer().begin().await.map_err(db_error)?;
@@ -52,6 +82,9 @@ impl UserRepository for Store {
         // or the database (SQLite) before anything is read.
         if !move_seats(&txn, &user.tenant, 1).await? {
             txn.rollback().await.map_err(db_error)?;
+            // The permanent, specific reason wins: a taken email or external
+            // id is reported as such even when the seats are full too.
+            self.check_free(user).await?;
             let tenant = self.get_tenant(&user.tenant).await?;
             return Err(DomainError::SeatLimitExceeded {
                 tenant: tenant.id.to_string(),

@@ -179,6 +179,16 @@ impl TestServer {
         .expect("create user")
     }
 
+    /// Creates a user with just an email (its name derived from it).
+    pub async fn user_result(&self, tenant: &str, email: &str) -> Result<User, tonic::Status> {
+        let user = User {
+            email: email.into(),
+            display_name: format!("Created for {email}"),
+            ..Default::default()
+        };
+        self.create(tenant, user).await
+    }
+
     pub async fn create(&self, tenant: &str, user: User) -> Result<User, tonic::Status> {
         let req = CreateUserRequest {
             parent: format!("tenants/{tenant}"),

@@ -56,7 +56,19 @@ enum Input {
 struct Pending {
     line: u64,
     cells: Result<Vec<(Column, String)>, RowFailure>,
+    /// How often the row ran before: a row whose write lost a race with
+    /// another writer runs again ([`ROW_ATTEMPTS`]); its key was checked for
+    /// duplicates in the file the first time.
+    attempt: u8,
 }
+
+/// What a written row needs to run again: its cells and its next attempt.
+type Retry = (Vec<(Column, String)>, u8);
+
+/// Runs of a row whose write keeps losing races with other writers (a
+/// create beaten by another create of the same user, an update by another
+/// update) before it fails.
+const ROW_ATTEMPTS: u8 = 3;
 
 /// What a row's match key resolved to.
 enum Key {
@@ -72,6 +84,7 @@ struct Prepared {
     line: u64,
     key: Key,
     cells: Vec<(Column, String)>,
+    attempt: u8,
 }
 
 /// A batch whose keys are checked and whose users are being looked up.
@@ -108,8 +121,12 @@ pub(super) struct Plan {
     results: Vec<Option<RowResult>>,
     /// (slot in `results`, result if written) of each create and update.
     create_results: Vec<(usize, RowResult)>,
+    /// The cells and attempt of each create and update that runs again if
+    /// another writer gets there first between its lookup and its write.
+    retries: Vec<Option<Retry>>,
     pub(super) creates: Vec<User>,
     update_results: Vec<(usize, RowResult)>,
+    update_retries: Vec<Option<Retry>>,
     pub(super) updates: Vec<(User, Revision)>,
 }
 
@@ -406,7 +423,11 @@ impl<R: TenantRepository + UserRepository + ImportRepository> Importer<R> {
                 )),
                 None => Ok(cells),
             };
-            self.pending.push(Pending { line, cells });
+            self.pending.push(Pending {
+                line,
+                cells,
+                attempt: 0,
+            });
         }
         self.flush_full_batches().await
     }
@@ -450,6 +471,7 @@ impl<R: TenantRepository + UserRepository + ImportRepository> Importer<R> {
             self.pending.push(Pending {
                 line: record.line,
                 cells,
+                attempt: 0,
             });
         }
         Ok(())
@@ -516,12 +538,18 @@ impl<R: TenantRepository + UserRepository + ImportRepository> Importer<R> {
             }
         }
         let mut results = Vec::new();
-        while !self.pending.is_empty() {
-            let n = self.pending.len().min(BATCH_ROWS);
-            let batch: Vec<Pending> = self.pending.drain(..n).collect();
-            results.extend(self.run_batch(batch).await?);
+        // Rows whose create lost a race come back as pending once written.
+        loop {
+            while !self.pending.is_empty() {
+                let n = self.pending.len().min(BATCH_ROWS);
+                let batch: Vec<Pending> = self.pending.drain(..n).collect();
+                results.extend(self.run_batch(batch).await?);
+            }
+            results.extend(self.drain().await?);
+            if self.pending.is_empty() {
+                break;
+            }
         }
-        results.extend(self.drain().await?);
         if self.job.options.mode == ImportMode::FullSync {
             results.extend(self.delete_absent().await?);
         }
@@ -696,7 +724,8 @@ impl<R: TenantRepository + UserRepository + ImportRepository> Importer<R> {
                     continue;
                 }
             };
-            if let Some(hash) = key_hash(&key)
+            if row.attempt == 0
+                && let Some(hash) = key_hash(&key)
                 && let Some(first) = self.seen_keys.first_or_insert(hash, row.line)
             {
                 let field = Column::for_key(self.job.options.match_key).field();
@@ -730,6 +759,7 @@ impl<R: TenantRepository + UserRepository + ImportRepository> Importer<R> {
                     line: row.line,
                     key,
                     cells,
+                    attempt: row.attempt,
                 },
             ));
         }
@@ -780,8 +810,10 @@ impl<R: TenantRepository + UserRepository + ImportRepository> Importer<R> {
         let mut plan = Plan {
             results: Vec::new(),
             create_results: Vec::new(),
+            retries: Vec::new(),
             creates: Vec::new(),
             update_results: Vec::new(),
+            update_retries: Vec::new(),
             updates: Vec::new(),
         };
         for (i, row) in prepared {
@@ -828,7 +860,7 @@ impl<R: TenantRepository + UserRepository + ImportRepository> Importer<R> {
                 Ok(Ok(planned)) => planned,
             };
             // Unique fields the row would take from another user, in the database or earlier in the file.
-            if let Err(f) = self.check_unique(&planned, current, &by_email, &by_external, row.line) {
+            if let Err(f) = self.check_unique(&planned, current, &by_email, &by_external, &row) {
                 results[i] = Some(RowResult::failed(row.line, planned.email.as_str().to_owned(), f));
                 continue;
             }
@@ -836,6 +868,9 @@ impl<R: TenantRepository + UserRepository + ImportRepository> Importer<R> {
                 None => {
                     plan.create_results
                         .push((i, RowResult::done(row.line, RowOutcome::Created, &planned)));
+                    let attempt = row.attempt + 1;
+                    plan.retries
+                        .push((attempt < ROW_ATTEMPTS).then_some((row.cells, attempt)));
                     plan.creates.push(planned);
                 }
                 Some(user) if planned == *user => {
@@ -848,6 +883,9 @@ impl<R: TenantRepository + UserRepository + ImportRepository> Importer<R> {
                     plan.update_results
                         .push((i, RowResult::done(row.line, RowOutcome::Updated, &updated)));
                     plan.updates.push((updated, user.revision));
+                    let attempt = row.attempt + 1;
+                    plan.update_retries
+                        .push((attempt < ROW_ATTEMPTS).then_some((row.cells, attempt)));
                 }
             }
         }
@@ -910,8 +948,9 @@ impl<R: TenantRepository + UserRepository + ImportRepository> Importer<R> {
         current: Option<&User>,
         by_email: &HashMap<&str, &User>,
         by_external: &HashMap<&str, &User>,
-        line: u64,
+        row: &Prepared,
     ) -> Result<(), RowFailure> {
+        let line = row.line;
         let other = |found: Option<&&User>| found.is_some_and(|u| u.id != planned.id);
         if other(by_email.get(planned.email.key())) {
             return Err(failure(
@@ -931,7 +970,8 @@ impl<R: TenantRepository + UserRepository + ImportRepository> Importer<R> {
         }
         let key = self.job.options.match_key;
         let email_changes = current.is_none_or(|c| c.email.key() != planned.email.key());
-        if key != MatchKey::Email && email_changes {
+        // A row running again was checked against the file the first time.
+        if key != MatchKey::Email && email_changes && row.attempt == 0 {
             let hash = xxh3_64(planned.email.key().as_bytes());
             if let Some(first) = self.seen_emails.first_or_insert(hash, line) {
                 return Err(failure(
@@ -942,6 +982,7 @@ impl<R: TenantRepository + UserRepository + ImportRepository> Importer<R> {
             }
         }
         if key != MatchKey::ExternalId
+            && row.attempt == 0
             && let Some(x) = &planned.external_id
             && current.is_none_or(|c| c.external_id.as_ref() != Some(x))
         {
@@ -981,13 +1022,34 @@ impl<R: TenantRepository + UserRepository + ImportRepository> Importer<R> {
         let Plan {
             mut results,
             create_results,
+            mut retries,
             update_results,
+            update_retries,
             ..
         } = plan;
-        for ((i, done), written) in create_results.into_iter().chain(update_results).zip(outcomes) {
-            results[i] = Some(match written {
-                Ok(()) => done,
-                Err(e) => RowResult::failed(done.line, done.email, row_failure(e)),
+        retries.extend(update_retries);
+        for (((i, done), written), retry) in create_results
+            .into_iter()
+            .chain(update_results)
+            .zip(outcomes)
+            .zip(retries)
+        {
+            results[i] = Some(match (written, retry) {
+                (Ok(()), _) => done,
+                // Another writer got there between this row's lookup and its
+                // write: it created the same user (UPSERT: the row becomes an
+                // update of that user, or unchanged; CREATE_ONLY: skipped),
+                // or changed the user (the row applies to the new state, as
+                // an UpdateUser without an etag does). The row runs again.
+                (Err(DomainError::AlreadyExists { .. } | DomainError::EtagMismatch { .. }), Some((cells, attempt))) => {
+                    self.pending.push(Pending {
+                        line: done.line,
+                        cells: Ok(cells),
+                        attempt,
+                    });
+                    continue;
+                }
+                (Err(e), _) => RowResult::failed(done.line, done.email, row_failure(e)),
             });
         }
         let results: Vec<RowResult> = results.into_iter().flatten().collect();

@@ -44,6 +44,10 @@ pub struct Config {
     /// limit); writes beyond it fail with RESOURCE_EXHAUSTED, as on a full disk.
     #[arg(long, env = "USERDIR_SQLITE_MAX_SIZE_MIB", default_value_t = 0)]
     pub sqlite_max_size_mib: u64,
+    /// The largest row an import takes, in KiB of values; a longer row fails
+    /// alone with RECORD_TOO_LARGE.
+    #[arg(long, env = "USERDIR_MAX_RECORD_KIB", default_value_t = 64)]
+    pub max_record_kib: usize,
 }
 
 impl std::fmt::Debug for Config {
@@ -56,6 +60,7 @@ impl std::fmt::Debug for Config {
             .field("log_format", &self.log_format)
             .field("pg_schema", &self.pg_schema)
             .field("sqlite_max_size_mib", &self.sqlite_max_size_mib)
+            .field("max_record_kib", &self.max_record_kib)
             .finish()
     }
 }
@@ -71,6 +76,14 @@ impl Config {
             log_format: LogFormat::Text,
             pg_schema: String::new(),
             sqlite_max_size_mib: 0,
+            max_record_kib: 64,
+        }
+    }
+
+    /// The limits every import runs under.
+    pub fn import_limits(&self) -> userdir_domain::import::ImportLimits {
+        userdir_domain::import::ImportLimits {
+            max_record_bytes: self.max_record_kib.saturating_mul(1024).max(1024),
         }
     }
 

@@ -92,7 +92,7 @@ pub async fn serve(
     let reflection_v1 = reflection().build_v1()?;
     let reflection_v1alpha = reflection().build_v1alpha()?;
 
-    let directory = Directory::new(Arc::new(store));
+    let directory = Directory::new(Arc::new(store)).with_import_limits(config.import_limits());
     let shutdown_reporter = reporter.clone();
     let graceful = async move {
         shutdown.await;

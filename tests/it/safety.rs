@@ -489,5 +489,99 @@ crate::on_both_backends!(
     oversized_message_is_resource_exhausted,
     concurrent_updates_without_etag_both_apply,
     racing_upserts_never_fail_a_row,
-    duplicate_beats_full_seats
+    duplicate_beats_full_seats,
+    user_ids_are_the_services,
+    lookalike_emails,
+    huge_cell_fails_its_row_alone,
 );
+
+/// `match_key: USER_ID`: an id that names no user of the tenant fails its
+/// row the same way whether it lives in another tenant or nowhere, and never
+/// becomes a new user's id; an empty cell creates a user with a new id.
+async fn user_ids_are_the_services(s: TestServer) {
+    s.tenant("acme").await;
+    s.tenant("other").await;
+    let theirs = s.user("other", "theirs@example.com", "Theirs").await;
+    let their_id = theirs.name.rsplit('/').next().unwrap().to_owned();
+    let unused = uuid::Uuid::now_v7().to_string();
+    let nil = uuid::Uuid::nil().to_string();
+    let text = format!(
+        "userid,name,email\n{their_id},A,a@example.com\n{unused},B,b@example.com\n{nil},C,c@example.com\n,D,d@example.com\n"
+    );
+    let mut opts = options(ImportMode::Upsert);
+    opts.match_key = userdir::pb::MatchKey::UserId as i32;
+    let (results, _) = run(&s, opts, chunks(text.as_bytes(), 50)).await.unwrap();
+    for r in &results[..3] {
+        assert_eq!(r.outcome, ImportOutcome::Failed as i32, "{r:?}");
+        assert_eq!((r.reason.as_str(), r.field.as_str()), ("USER_NOT_FOUND", "userid"));
+    }
+    let shape = |r: &ImportRowResult, id: &str| r.message.replace(id, "ID");
+    assert_eq!(shape(&results[0], &their_id), shape(&results[1], &unused), "no oracle");
+    assert_eq!(results[3].outcome, ImportOutcome::Created as i32);
+    let stored = users(&s).await;
+    assert_eq!(stored.len(), 1);
+    for id in [&their_id, &unused, &nil] {
+        assert!(!stored[0].name.ends_with(id.as_str()));
+    }
+}
+
+/// Emails that look the same are the same key; invisible and text-direction
+/// characters and bad Punycode are refused; display names refuse bidi overrides.
+async fn lookalike_emails(s: TestServer) {
+    s.tenant("acme").await;
+    s.user("acme", "bob@bücher.example", "Bob").await;
+    s.user("acme", "admin@example.com", "Admin").await;
+    for same in [
+        "bob@xn--bcher-kva.example",
+        "BOB@BÜCHER.example",
+        "ａｄｍｉｎ@example.com",
+    ] {
+        let err = s.user_result("acme", same).await.unwrap_err();
+        assert_eq!(err.code(), Code::AlreadyExists, "{same}: {err:?}");
+    }
+    for bad in [
+        "ad\u{200B}min@example.com",
+        "\u{FEFF}admin@example.com",
+        "ad\u{AD}min@example.com",
+        "ad\u{2060}min@example.com",
+        "admin\u{202E}@example.com",
+        "v@xn--zz.example",
+    ] {
+        let err = s.user_result("acme", bad).await.unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{bad:?}: {err:?}");
+    }
+    let stored = users(&s).await;
+    assert!(
+        stored.iter().any(|u| u.email == "bob@bücher.example"),
+        "the typed form is kept"
+    );
+    let err = s
+        .create(
+            "acme",
+            User {
+                email: "eve@example.com".into(),
+                display_name: "Eve \u{202E}nimda".into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+}
+
+/// A 32 MiB cell fails its row RECORD_TOO_LARGE; the rows around it import.
+async fn huge_cell_fails_its_row_alone(s: TestServer) {
+    s.tenant("acme").await;
+    let mut text = b"name,email\nBefore,before@example.com\n\"".to_vec();
+    text.extend(std::iter::repeat_n(b'x', 32 << 20));
+    text.extend_from_slice(b"\",huge@example.com\nAfter,after@example.com\n");
+    let (results, _) = run(&s, options(ImportMode::Upsert), chunks(&text, 64 * 1024))
+        .await
+        .unwrap();
+    let summary: Vec<(i64, String)> = results.iter().map(|r| (r.line, r.reason.clone())).collect();
+    assert_eq!(
+        summary,
+        [(2, String::new()), (3, "RECORD_TOO_LARGE".into()), (4, String::new())]
+    );
+    assert_eq!(users(&s).await.len(), 2);
+}

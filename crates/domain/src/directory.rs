@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use crate::error::{DomainError, ResourceKind};
 use crate::import::engine::Importer;
-use crate::import::{ImportJob, ImportOptions};
+use crate::import::{ImportJob, ImportLimits, ImportOptions};
 use crate::list::{OrderField, SortKey, UserQuery, decode_page_token, encode_page_token, page_size};
 use crate::repo::{ImportRepository, TenantRepository, UserKey, UserRepository};
 use crate::tenant::{Tenant, TenantId, TenantMask, TenantSettings};
@@ -21,12 +21,14 @@ pub struct Page<T> {
 /// Entry point of the domain, generic over the store.
 pub struct Directory<R> {
     repo: Arc<R>,
+    import_limits: ImportLimits,
 }
 
 impl<R> Clone for Directory<R> {
     fn clone(&self) -> Self {
         Self {
             repo: Arc::clone(&self.repo),
+            import_limits: self.import_limits,
         }
     }
 }
@@ -45,7 +47,16 @@ fn invalid<T>(r: Result<T, crate::error::FieldViolation>) -> Result<T, DomainErr
 
 impl<R: TenantRepository + UserRepository> Directory<R> {
     pub fn new(repo: Arc<R>) -> Self {
-        Self { repo }
+        Self {
+            repo,
+            import_limits: ImportLimits::default(),
+        }
+    }
+
+    /// Sets the limits every import runs under.
+    pub fn with_import_limits(mut self, limits: ImportLimits) -> Self {
+        self.import_limits = limits;
+        self
     }
 
     pub fn repo(&self) -> &Arc<R> {
@@ -294,7 +305,7 @@ impl<R: TenantRepository + UserRepository + ImportRepository> Directory<R> {
     ) -> Result<Importer<R>, DomainError> {
         let tenant_id = invalid(TenantId::from_resource_name("options.parent", parent))?;
         let tenant = self.repo.get_tenant(&tenant_id).await?;
-        Importer::start(Arc::clone(&self.repo), tenant, options, actor).await
+        Importer::start(Arc::clone(&self.repo), tenant, options, actor, self.import_limits).await
     }
 
     pub async fn get_import_job(&self, name: &str) -> Result<ImportJob, DomainError> {

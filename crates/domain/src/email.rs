@@ -49,6 +49,15 @@ impl Email {
         if value.chars().any(|c| c.is_whitespace() || c.is_control()) {
             return bad("email must not contain spaces or control characters");
         }
+        if let Some(c) = value.chars().find(|&c| is_invisible(c)) {
+            return Err(FieldViolation::new(
+                field,
+                format!(
+                    "email must not contain invisible or text-direction characters (found U+{:04X})",
+                    u32::from(c)
+                ),
+            ));
+        }
         if value.contains("..") {
             return bad("email must not contain two dots in a row (..)");
         }
@@ -76,6 +85,24 @@ impl Email {
         }
         if domain.is_empty() {
             return bad("email needs a domain after the @");
+        }
+        // The domain as DNS knows it (UTS #46: A-labels, lower case): what
+        // the key compares, so `bücher.example` and `xn--bcher-kva.example`
+        // are one domain, and a label that is not valid Punycode is refused.
+        let Ok(ascii) = idna::domain_to_ascii_cow(domain.as_bytes(), idna::AsciiDenyList::URL) else {
+            return Err(FieldViolation::new(
+                field,
+                format!("the domain {domain:?} is not a valid (internationalized) domain name"),
+            ));
+        };
+        if let Some(label) = ascii.split('.').find(|l| l.len() > DOMAIN_LABEL_MAX_CHARS) {
+            return Err(FieldViolation::new(
+                field,
+                format!(
+                    "domain label {label:?} is {} characters in DNS form; each label may have at most {DOMAIN_LABEL_MAX_CHARS}",
+                    label.len()
+                ),
+            ));
         }
         for label in domain.split('.') {
             if label.is_empty() {
@@ -124,14 +151,55 @@ impl fmt::Display for Email {
     }
 }
 
-/// The key that makes emails unique within a tenant: the whole address in
-/// Unicode NFC, then lower-cased (Unicode simple lower case, locale independent).
+/// Characters no one can see or that turn text around: default-ignorable
+/// code points (soft hyphen, zero-width space and joiners, word joiner, BOM,
+/// variation selectors, tags, Hangul fillers...) and bidirectional controls.
+/// Two addresses that differ only by them look identical.
+pub fn is_invisible(c: char) -> bool {
+    matches!(
+        u32::from(c),
+        0x00AD | 0x034F | 0x061C | 0x115F | 0x1160 | 0x17B4 | 0x17B5 | 0x180B..=0x180F
+            | 0x200B..=0x200F | 0x202A..=0x202E | 0x2060..=0x206F | 0x3164 | 0xFE00..=0xFE0F
+            | 0xFEFF | 0xFFA0 | 0xFFF0..=0xFFF8 | 0x1BCA0..=0x1BCA3 | 0x1D173..=0x1D17A
+            | 0xE0000..=0xE0FFF
+    )
+}
+
+/// Bidirectional embedding, override and isolate controls: they reorder how
+/// the text around them is shown ("Trojan Source"), so a name can display as
+/// something it is not.
+pub fn is_bidi_control(c: char) -> bool {
+    matches!(u32::from(c), 0x202A..=0x202E | 0x2066..=0x2069)
+}
+
+/// The key that makes emails unique within a tenant: the local part folded
+/// by Unicode NFKC (full-width `ａｄｍｉｎ` is `admin`) and lower-cased
+/// (locale independent), `@`, and the domain in its DNS form (UTS #46 to
+/// A-labels, lower case: `Bücher.example` is `xn--bcher-kva.example`).
 /// `Taro.Yamada@Example.COM` and `taro.yamada@example.com` are the same user.
 pub fn email_key(email: &str) -> String {
-    if email.is_ascii() {
-        return email.to_ascii_lowercase();
+    let (local, domain) = email.rsplit_once('@').unwrap_or((email, ""));
+    let ascii_domain = !domain.bytes().any(|b| !b.is_ascii())
+        && !domain.to_ascii_lowercase().split('.').any(|l| l.starts_with("xn--"));
+    let mut key = if local.is_ascii() {
+        local.to_ascii_lowercase()
+    } else {
+        let folded: String = local.nfkc().collect::<String>().to_lowercase();
+        folded.nfkc().collect()
+    };
+    if email.contains('@') {
+        key.push('@');
+        if ascii_domain {
+            key.push_str(&domain.to_ascii_lowercase());
+        } else {
+            match idna::domain_to_ascii_cow(domain.as_bytes(), idna::AsciiDenyList::URL) {
+                Ok(ascii) => key.push_str(&ascii),
+                // Not a domain (only for values that never passed `Email::parse`).
+                Err(_) => key.push_str(&domain.nfkc().collect::<String>().to_lowercase()),
+            }
+        }
     }
-    email.nfc().collect::<String>().to_lowercase()
+    key
 }
 
 #[cfg(test)]
@@ -187,5 +255,31 @@ mod tests {
         let c = Email::parse("email", "caf\u{e9}@example.com").unwrap();
         let d = Email::parse("email", "cafe\u{301}@example.com").unwrap();
         assert_eq!(c.key(), d.key());
+    }
+
+    /// What the outside tests found accepted beside an existing address.
+    #[test]
+    fn lookalikes_share_a_key_or_are_refused() {
+        let key = |s: &str| Email::parse("email", s).unwrap().key().to_owned();
+        assert_eq!(key("bob@bücher.example"), key("bob@xn--bcher-kva.example"));
+        assert_eq!(key("bob@BÜCHER.example"), "bob@xn--bcher-kva.example");
+        assert_eq!(key("ａｄｍｉｎ@example.com"), key("admin@example.com"));
+        assert_eq!(key("admin@ｅｘａｍｐｌｅ.com"), key("admin@example.com"));
+        assert_eq!(
+            Email::parse("email", "bob@bücher.example").unwrap().as_str(),
+            "bob@bücher.example"
+        );
+        for bad in [
+            "ad\u{200B}min@example.com",
+            "\u{FEFF}admin@example.com",
+            "ad\u{AD}min@example.com",
+            "ad\u{2060}min@example.com",
+            "admin\u{202E}@example.com",
+            "admin@exa\u{200D}mple.com",
+            "v@xn--zz.example",
+        ] {
+            assert!(!ok(bad), "{bad:?} was accepted");
+        }
+        assert_eq!(email_key("X@Example.COM"), "x@example.com");
     }
 }

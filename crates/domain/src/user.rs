@@ -405,6 +405,12 @@ impl User {
         if mask.display_name {
             if input.display_name.trim().is_empty() {
                 v.add("display_name", "display name is required");
+            } else if input.display_name.chars().any(crate::email::is_bidi_control) {
+                v.add(
+                    "display_name",
+                    "display name must not contain bidirectional override or isolate characters (U+202A..U+202E, \
+                     U+2066..U+2069): they make a name display as something it is not",
+                );
             } else if let Some(name) = v.check(check_owned_text(
                 "display_name",
                 input.display_name,

@@ -23,6 +23,11 @@ pub enum DeclaredEncoding {
     ShiftJis,
 }
 
+/// The default largest record (row) a file may hold, in bytes: a longer one
+/// fails alone with `RECORD_TOO_LARGE`, and no more than about this much of
+/// it is ever held in memory.
+pub const DEFAULT_MAX_RECORD_BYTES: usize = 64 * 1024;
+
 /// How much of the file start is inspected to detect or check the encoding.
 const SNIFF_BYTES: usize = 64 * 1024;
 const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
@@ -65,6 +70,14 @@ pub struct CsvDecoder {
     /// `"` bytes consumed in the current record.
     quotes: u64,
     finished: bool,
+    /// Records longer than this fail with `RECORD_TOO_LARGE`.
+    max_record: usize,
+    /// Bytes of the current record already dropped for being over the limit.
+    dropped: u64,
+    /// Line breaks inside the dropped bytes (quoted values).
+    dropped_newlines: u64,
+    /// The current record went over the limit (in bytes or in fields).
+    too_large: bool,
 }
 
 impl CsvDecoder {
@@ -81,7 +94,17 @@ impl CsvDecoder {
             newlines: 0,
             quotes: 0,
             finished: false,
+            max_record: DEFAULT_MAX_RECORD_BYTES,
+            dropped: 0,
+            dropped_newlines: 0,
+            too_large: false,
         }
+    }
+
+    /// Sets the largest record kept, in bytes (at least 1 KiB).
+    pub fn with_max_record(mut self, bytes: usize) -> Self {
+        self.max_record = bytes.max(1024);
+        self
     }
 
     /// The encoding in use, once known.
@@ -180,9 +203,18 @@ impl CsvDecoder {
             self.ends_len += nend;
             match res {
                 ReadRecordResult::InputEmpty => return,
+                // Over the limit, the record's bytes are dropped as they come:
+                // it fails alone and never takes more memory than the limit.
+                ReadRecordResult::OutputFull | ReadRecordResult::OutputEndsFull if self.out_len >= self.max_record => {
+                    self.drop_record_bytes();
+                }
                 ReadRecordResult::OutputFull => {
-                    let len = self.buf.len() * 2;
+                    let len = (self.buf.len() * 2).min(self.max_record + 4096);
                     self.buf.resize(len, 0);
+                }
+                ReadRecordResult::OutputEndsFull if self.ends.len() >= self.max_record / 2 => {
+                    // As many fields as bytes: a record of empty values.
+                    self.drop_record_bytes();
                 }
                 ReadRecordResult::OutputEndsFull => {
                     let len = self.ends.len() * 2;
@@ -197,12 +229,29 @@ impl CsvDecoder {
         }
     }
 
+    fn drop_record_bytes(&mut self) {
+        self.dropped += self.out_len as u64;
+        self.dropped_newlines += count(&self.buf[..self.out_len], b'\n');
+        self.out_len = 0;
+        self.ends_len = 0;
+        self.too_large = true;
+    }
+
     fn take_record(&mut self, terminated: bool, ended_by_lf: bool) -> Record {
         let raw = &self.buf[..self.out_len];
         // The line the record ends on, less the line breaks inside its quoted values.
         let end_line = if ended_by_lf { self.newlines } else { self.newlines + 1 };
-        let line = end_line.saturating_sub(count(raw, b'\n'));
-        let fields = if self.quotes % 2 == 1 {
+        let line = end_line.saturating_sub(count(raw, b'\n') + self.dropped_newlines);
+        let size = self.dropped + raw.len() as u64;
+        let fields = if self.too_large || size > self.max_record as u64 {
+            Err(RecordError {
+                reason: "RECORD_TOO_LARGE",
+                message: format!(
+                    "the row is too large: at least {size} bytes of values (a row may have {}) or too many columns",
+                    self.max_record
+                ),
+            })
+        } else if self.quotes % 2 == 1 {
             let message = if terminated {
                 "stray double quote: a value containing \" must be enclosed in double quotes, with the quote doubled (\"\")"
             } else {
@@ -248,6 +297,9 @@ impl CsvDecoder {
         self.out_len = 0;
         self.ends_len = 0;
         self.quotes = 0;
+        self.dropped = 0;
+        self.dropped_newlines = 0;
+        self.too_large = false;
         Record { line, fields }
     }
 }
@@ -461,6 +513,40 @@ mod tests {
         let latin1 = b"name,email\nJos\xe9 \xff\xfe,a@example.com\n";
         let err = decode_all(latin1, DeclaredEncoding::Auto, 100).unwrap_err();
         assert!(err.message.contains("UTF8 or SHIFT_JIS"), "{}", err.message);
+    }
+
+    /// A record over the limit fails alone, the lines after it keep their
+    /// numbers, and the decoder never holds much more than the limit.
+    #[test]
+    fn oversized_records_fail_alone_in_bounded_memory() {
+        let mut d = CsvDecoder::new(DeclaredEncoding::Utf8).with_max_record(4096);
+        let mut out = Vec::new();
+        d.push(b"name,email\nok,a@example.com\n\"", &mut out).unwrap();
+        for _ in 0..1000 {
+            d.push(&[b'x'; 1000], &mut out).unwrap();
+            d.push(b"\n", &mut out).unwrap();
+            assert!(d.buf.len() <= 4096 * 2 + 4096, "{}", d.buf.len());
+        }
+        d.push(b"\",b@example.com\n", &mut out).unwrap();
+        let many_empty = format!("{}\n", ",".repeat(20_000));
+        d.push(many_empty.as_bytes(), &mut out).unwrap();
+        d.push(b"last,c@example.com\n", &mut out).unwrap();
+        d.finish(&mut out).unwrap();
+        let summary: Vec<(u64, Option<&str>)> = out
+            .iter()
+            .map(|r| (r.line, r.fields.as_ref().err().map(|e| e.reason)))
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                (1, None),
+                (2, None),
+                (3, Some("RECORD_TOO_LARGE")),
+                (1004, Some("RECORD_TOO_LARGE")),
+                (1005, None)
+            ]
+        );
+        assert!(d.ends.len() <= 4096, "{}", d.ends.len());
     }
 
     #[test]

@@ -16,14 +16,15 @@ use super::csv::{CsvDecoder, FileError, Record};
 use super::seen::SeenKeys;
 use super::writer::{Writer, Written};
 use super::{
-    ImportCounts, ImportJob, ImportMode, ImportOptions, ImportState, MatchKey, RowFailure, RowOutcome, RowResult,
+    ImportCounts, ImportJob, ImportLimits, ImportMode, ImportOptions, ImportState, MatchKey, RowFailure, RowOutcome,
+    RowResult,
 };
 use crate::email::Email;
 use crate::error::DomainError;
 use crate::repo::{ImportRepository, RepoResult, SyncLock, TenantRepository, UserRepository};
 use crate::tenant::{Tenant, custom_key};
 use crate::text::{Revision, Timestamp};
-use crate::user::{User, UserId, UserInput, UserMask, UserStatus};
+use crate::user::{User, UserInput, UserMask, UserStatus};
 
 /// Rows per batch: one lookup query each; the writer groups batches into
 /// transactions. 500 keys per lookup stay well under SQLite's 32766 bound
@@ -152,6 +153,7 @@ pub struct Importer<R> {
     repo: Arc<R>,
     tenant: Tenant,
     job: ImportJob,
+    limits: ImportLimits,
     input: Input,
     pending: Vec<Pending>,
     /// Match-key hash -> line of its first row.
@@ -297,6 +299,7 @@ impl<R: TenantRepository + UserRepository + ImportRepository> Importer<R> {
         tenant: Tenant,
         options: ImportOptions,
         actor: String,
+        limits: ImportLimits,
     ) -> Result<Self, DomainError> {
         let now = Timestamp::now();
         let job = ImportJob {
@@ -346,6 +349,7 @@ impl<R: TenantRepository + UserRepository + ImportRepository> Importer<R> {
             repo,
             tenant,
             job,
+            limits,
             input: Input::Unknown,
             pending: Vec::new(),
             seen_keys: SeenKeys::default(),
@@ -369,7 +373,8 @@ impl<R: TenantRepository + UserRepository + ImportRepository> Importer<R> {
     /// Feeds the next bytes of a CSV file.
     pub async fn push_chunk(&mut self, bytes: &[u8]) -> Result<Vec<RowResult>, DomainError> {
         if matches!(self.input, Input::Unknown) {
-            let decoder = Box::new(CsvDecoder::new(self.job.options.encoding));
+            let decoder =
+                Box::new(CsvDecoder::new(self.job.options.encoding).with_max_record(self.limits.max_record_bytes));
             self.input = Input::Csv { decoder, columns: None };
         }
         let Input::Csv { decoder, .. } = &mut self.input else {
@@ -401,6 +406,17 @@ impl<R: TenantRepository + UserRepository + ImportRepository> Importer<R> {
             *next_line += 1;
             let mut cells = Vec::with_capacity(row.len());
             let mut bad = None;
+            let size: usize = row.iter().map(|(name, value)| name.len() + value.len()).sum();
+            if size > self.limits.max_record_bytes {
+                bad = Some(failure(
+                    "RECORD_TOO_LARGE",
+                    "",
+                    format!(
+                        "the row holds {size} bytes of names and values, more than the {} a row may have",
+                        self.limits.max_record_bytes
+                    ),
+                ));
+            }
             for (name, value) in row {
                 match resolve(&name, &self.job.options.column_mapping) {
                     Ok(column) if cells.iter().any(|(c, _)| *c == column) && column != Column::Ignored => {
@@ -823,6 +839,23 @@ impl<R: TenantRepository + UserRepository + ImportRepository> Importer<R> {
                 Key::External(x) => by_external.get(x.as_str()).copied(),
                 Key::NewId => None,
             };
+            if let (None, Key::Id(id)) = (current, &row.key) {
+                // Ids are the service's: a userid that names no user of
+                // this tenant fails the same way whether it exists in
+                // another tenant or nowhere (no oracle), and never becomes
+                // the id of a new user.
+                let f = failure(
+                    "USER_NOT_FOUND",
+                    "userid",
+                    format!(
+                        "no user of {} has id {id}; leave userid empty to create a new user",
+                        self.tenant.id.resource_name()
+                    ),
+                );
+                let email = cell(&row.cells, Column::Email).unwrap_or_default().to_owned();
+                results[i] = Some(RowResult::failed(row.line, email, f));
+                continue;
+            }
             let outcome = match (current, mode) {
                 (Some(user), ImportMode::CreateOnly) => Err(RowResult::done(row.line, RowOutcome::Skipped, user)),
                 (None, ImportMode::UpdateOnly) => Err(RowResult {
@@ -932,12 +965,7 @@ impl<R: TenantRepository + UserRepository + ImportRepository> Importer<R> {
 
     fn create_of(&self, row: &Prepared, now: Timestamp) -> Result<User, RowFailure> {
         let (input, _) = row_input(&row.cells, false)?;
-        let mut user =
-            User::create(self.tenant.id.clone(), input, &self.tenant.custom_attributes, now).map_err(row_failure)?;
-        if let Key::Id(id) = row.key {
-            user.id = UserId(id);
-        }
-        Ok(user)
+        User::create(self.tenant.id.clone(), input, &self.tenant.custom_attributes, now).map_err(row_failure)
     }
 
     /// The row's email and external id must not belong to another user, in

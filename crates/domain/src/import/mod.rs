@@ -145,6 +145,22 @@ impl ImportCounts {
     }
 }
 
+/// Limits a server sets for every import (not the caller's options).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ImportLimits {
+    /// The largest row, in bytes of values: a longer one fails alone with
+    /// `RECORD_TOO_LARGE` and is never held in memory whole.
+    pub max_record_bytes: usize,
+}
+
+impl Default for ImportLimits {
+    fn default() -> Self {
+        Self {
+            max_record_bytes: csv::DEFAULT_MAX_RECORD_BYTES,
+        }
+    }
+}
+
 /// State of an import job.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ImportState {

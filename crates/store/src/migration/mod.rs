@@ -5,6 +5,7 @@ use sea_orm_migration::prelude::*;
 mod m20261122_000001_tenants_users;
 mod m20261122_000002_import_jobs;
 mod m20261123_000003_users_tenant_fk;
+mod m20261202_000004_email_keys;
 
 pub struct Migrator;
 
@@ -15,6 +16,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000001_tenants_users::Migration),
             Box::new(m20261122_000002_import_jobs::Migration),
             Box::new(m20261123_000003_users_tenant_fk::Migration),
+            Box::new(m20261202_000004_email_keys::Migration),
         ]
     }
 }

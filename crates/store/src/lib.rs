@@ -2,13 +2,17 @@
 //! through sea-orm. Implements the domain's repository traits; the rules stay
 //! in the domain crate.
 
+mod bulk_insert;
 mod checkpoint;
 mod convert;
 pub mod entity;
 mod error;
+mod import_write;
 mod imports;
 pub mod migration;
+mod packed;
 mod query;
+mod seats;
 mod snapshot;
 mod tenants;
 mod users;

@@ -16,7 +16,7 @@ use userdir_domain::tenant::TenantId;
 use userdir_domain::user::User;
 
 use crate::convert::{select_row_columns, user_by_index};
-use crate::imports::{ROW_SQLITE, unpack_users};
+use crate::packed::{ROW_SQLITE, unpack_users};
 use crate::query::{order_column, page_select};
 use crate::{Store, db_error};
 

@@ -1,0 +1,64 @@
+//! A tenant's seats, read and moved under its row lock inside a transaction.
+
+use sea_orm::sea_query::Expr;
+use sea_orm::{ColumnTrait, DatabaseTransaction, EntityTrait, ExprTrait, QueryFilter};
+use userdir_domain::DomainError;
+use userdir_domain::repo::RepoResult;
+use userdir_domain::tenant::TenantId;
+
+use crate::db_error;
+use crate::entity::tenant;
+use crate::tenants::tenant_not_found;
+
+/// Seats of a tenant, read under its lock.
+pub(crate) struct Seats {
+    pub(crate) limit: i64,
+    /// `None` = no limit.
+    pub(crate) free: Option<u64>,
+}
+
+/// Locks the tenant row for the rest of `txn` (a write, so SQLite takes its
+/// write lock before anything is read) and returns its seats.
+pub(crate) async fn lock_seats(txn: &DatabaseTransaction, tenant: &TenantId) -> RepoResult<Seats> {
+    let touched = tenant::Entity::update_many()
+        .col_expr(tenant::Column::UserCount, Expr::col(tenant::Column::UserCount))
+        .filter(tenant::Column::Id.eq(tenant.as_str()))
+        .exec(txn)
+        .await
+        .map_err(db_error)?;
+    if touched.rows_affected == 0 {
+        return Err(tenant_not_found(tenant));
+    }
+    let row = tenant::Entity::find_by_id(tenant.as_str())
+        .one(txn)
+        .await
+        .map_err(db_error)?;
+    let row = row.ok_or_else(|| tenant_not_found(tenant))?;
+    let free = (row.seat_limit != 0).then(|| u64::try_from(row.seat_limit - row.user_count).unwrap_or(0));
+    Ok(Seats {
+        limit: row.seat_limit,
+        free,
+    })
+}
+
+pub(crate) async fn add_seats(txn: &DatabaseTransaction, tenant: &TenantId, delta: i64) -> RepoResult<()> {
+    if delta != 0 {
+        tenant::Entity::update_many()
+            .col_expr(
+                tenant::Column::UserCount,
+                Expr::col(tenant::Column::UserCount).add(delta),
+            )
+            .filter(tenant::Column::Id.eq(tenant.as_str()))
+            .exec(txn)
+            .await
+            .map_err(db_error)?;
+    }
+    Ok(())
+}
+
+pub(crate) fn seat_error(tenant: &TenantId, seats: &Seats) -> DomainError {
+    DomainError::SeatLimitExceeded {
+        tenant: tenant.to_string(),
+        limit: u32::try_from(seats.limit).unwrap_or(u32::MAX),
+    }
+}

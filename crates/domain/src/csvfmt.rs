@@ -34,6 +34,8 @@ pub fn push_record<'a>(out: &mut String, fields: impl IntoIterator<Item = &'a st
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
     use super::*;
 
     #[test]

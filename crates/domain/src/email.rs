@@ -204,6 +204,8 @@ pub fn email_key(email: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
     use super::*;
 
     fn ok(s: &str) -> bool {

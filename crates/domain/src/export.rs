@@ -325,6 +325,8 @@ pub async fn walk_pages<S: UserSnapshot>(
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
     use super::*;
     use crate::import::engine::unprotect_formula;
 

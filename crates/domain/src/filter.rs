@@ -366,6 +366,8 @@ pub fn parse_filter(input: &str) -> Result<Option<Filter>, DomainError> {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
     use super::*;
 
     fn cmp(field: FilterField, op: Op, value: Value) -> Filter {

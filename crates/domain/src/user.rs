@@ -491,6 +491,8 @@ impl User {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
     use super::*;
 
     fn tenant() -> TenantId {

@@ -319,10 +319,10 @@ mod tests {
     use userdir_domain::user::UserStatus;
 
     use super::*;
+    use crate::StoreOptions;
     use crate::bulk_insert::insert_or_fail;
     use crate::import_write::analyze_level;
     use crate::packed::{pack_user, unpack_user};
-    use crate::StoreOptions;
 
     fn user(tenant: &TenantId, email: &str, external_id: Option<&str>) -> User {
         User {

@@ -143,6 +143,8 @@ impl ColumnMap {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
     use super::*;
 
     fn header(cols: &[&str]) -> Vec<String> {

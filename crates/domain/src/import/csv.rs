@@ -385,6 +385,8 @@ impl Tally {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
     use super::*;
 
     fn decode_all(bytes: &[u8], declared: DeclaredEncoding, chunk: usize) -> Result<Vec<Record>, FileError> {

@@ -48,6 +48,10 @@ pub struct Config {
     /// alone with RECORD_TOO_LARGE.
     #[arg(long, env = "USERDIR_MAX_RECORD_KIB", default_value_t = 64)]
     pub max_record_kib: usize,
+    /// Seconds after which a RUNNING import job without a heartbeat (its
+    /// server stopped) is marked INTERRUPTED, by any replica.
+    #[arg(long, env = "USERDIR_IMPORT_JOB_LEASE_SECS", default_value_t = 60)]
+    pub import_job_lease_secs: u64,
 }
 
 impl std::fmt::Debug for Config {
@@ -61,6 +65,7 @@ impl std::fmt::Debug for Config {
             .field("pg_schema", &self.pg_schema)
             .field("sqlite_max_size_mib", &self.sqlite_max_size_mib)
             .field("max_record_kib", &self.max_record_kib)
+            .field("import_job_lease_secs", &self.import_job_lease_secs)
             .finish()
     }
 }
@@ -77,6 +82,7 @@ impl Config {
             pg_schema: String::new(),
             sqlite_max_size_mib: 0,
             max_record_kib: 64,
+            import_job_lease_secs: 60,
         }
     }
 
@@ -84,6 +90,7 @@ impl Config {
     pub fn import_limits(&self) -> userdir_domain::import::ImportLimits {
         userdir_domain::import::ImportLimits {
             max_record_bytes: self.max_record_kib.saturating_mul(1024).max(1024),
+            job_lease: Duration::from_secs(self.import_job_lease_secs.max(1)),
         }
     }
 

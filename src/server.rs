@@ -92,7 +92,9 @@ pub async fn serve(
     let reflection_v1 = reflection().build_v1()?;
     let reflection_v1alpha = reflection().build_v1alpha()?;
 
+    let sqlite = store.backend() == sea_orm::DbBackend::Sqlite;
     let directory = Directory::new(Arc::new(store)).with_import_limits(config.import_limits());
+    let sweeper = tokio::spawn(sweep_import_jobs(directory.clone(), sqlite));
     let shutdown_reporter = reporter.clone();
     let graceful = async move {
         shutdown.await;
@@ -111,7 +113,26 @@ pub async fn serve(
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), graceful)
         .await;
     probe.abort();
+    sweeper.abort();
     Ok(result?)
+}
+
+/// Marks import jobs whose server stopped as INTERRUPTED: at start (on
+/// SQLite every RUNNING job, since no other server can be running on the
+/// file), then every quarter lease (PostgreSQL replicas each do it).
+async fn sweep_import_jobs(directory: Directory<Store>, sqlite: bool) {
+    let lease = directory.import_limits().job_lease;
+    let mut first = sqlite;
+    loop {
+        let age = if first { Duration::ZERO } else { lease };
+        first = false;
+        match directory.interrupt_stale_imports(age).await {
+            Ok(0) => {}
+            Ok(n) => tracing::warn!(jobs = n, "import jobs whose server stopped marked INTERRUPTED"),
+            Err(e) => tracing::debug!(error = %e, "could not sweep import jobs"),
+        }
+        tokio::time::sleep((lease / 4).max(Duration::from_millis(250))).await;
+    }
 }
 
 /// Reflection over our protos, health, and `google.rpc` error details (so

@@ -301,6 +301,7 @@ pub fn job_to_pb(job: &ImportJob) -> pb::ImportJob {
             ImportState::Succeeded => pb::ImportJobState::Succeeded,
             ImportState::Failed => pb::ImportJobState::Failed,
             ImportState::Cancelled => pb::ImportJobState::Cancelled,
+            ImportState::Interrupted => pb::ImportJobState::Interrupted,
         } as i32,
         start_time: timestamp(job.start_time),
         end_time: job.end_time.and_then(timestamp),

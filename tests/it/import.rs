@@ -573,12 +573,12 @@ async fn a_row_racing_another_writer_fails_alone(s: TestServer) {
         DomainUser::create(tenant.clone(), input, &schema, now).unwrap()
     };
     // A transaction without conflicts takes the multi-row path.
-    let mut write = store.begin_import_write(&tenant).await.unwrap();
+    let mut write = store.begin_import_write(&tenant, uuid::Uuid::now_v7()).await.unwrap();
     write.write(&[new("solo@example.com", "")], &[]).await.unwrap();
     let outcomes = write.commit().await.unwrap();
     assert!(outcomes.len() == 1 && outcomes[0].is_ok(), "{outcomes:?}");
     // The conflict is in the second batch of a transaction.
-    let mut write = store.begin_import_write(&tenant).await.unwrap();
+    let mut write = store.begin_import_write(&tenant, uuid::Uuid::now_v7()).await.unwrap();
     write.write(&[new("first@example.com", "")], &[]).await.unwrap();
     let racing = [new("TAKEN@example.com", ""), new("third@example.com", "HR-3")];
     write.write(&racing, &[]).await.unwrap();

@@ -5,6 +5,7 @@
 mod common;
 mod export;
 mod import;
+mod jobs;
 mod list;
 mod ops;
 mod safety;

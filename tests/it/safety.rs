@@ -344,7 +344,7 @@ async fn database_outage_mid_stream_is_unavailable() {
 }
 
 /// Every user of tenant acme, page by page.
-async fn users_all(s: &TestServer) -> Vec<User> {
+pub(crate) async fn users_all(s: &TestServer) -> Vec<User> {
     let mut all = Vec::new();
     let mut token = String::new();
     loop {

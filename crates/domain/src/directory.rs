@@ -53,6 +53,11 @@ impl<R: TenantRepository + UserRepository> Directory<R> {
         }
     }
 
+    /// The limits every import runs under.
+    pub fn import_limits(&self) -> ImportLimits {
+        self.import_limits
+    }
+
     /// Sets the limits every import runs under.
     pub fn with_import_limits(mut self, limits: ImportLimits) -> Self {
         self.import_limits = limits;
@@ -306,6 +311,21 @@ impl<R: TenantRepository + UserRepository + ImportRepository> Directory<R> {
         let tenant_id = invalid(TenantId::from_resource_name("options.parent", parent))?;
         let tenant = self.repo.get_tenant(&tenant_id).await?;
         Importer::start(Arc::clone(&self.repo), tenant, options, actor, self.import_limits).await
+    }
+
+    /// Marks the RUNNING import jobs whose server stopped (their heartbeat
+    /// is older than `lease`) as INTERRUPTED; returns how many. Every replica
+    /// runs this now and then with the job lease; a server on a SQLite file,
+    /// the only one that can use it, runs it with a zero lease once at start.
+    pub async fn interrupt_stale_imports(&self, lease: std::time::Duration) -> Result<u64, DomainError> {
+        let stale_before = Timestamp::from_unix_micros(
+            Timestamp::now()
+                .unix_micros()
+                .saturating_sub(i64::try_from(lease.as_micros()).unwrap_or(i64::MAX)),
+        );
+        let why = "the server running this import stopped before it finished (killed, crashed, or cut off from \
+                   the database); the rows it reported stay";
+        self.repo.interrupt_import_jobs(stale_before, None, why).await
     }
 
     pub async fn get_import_job(&self, name: &str) -> Result<ImportJob, DomainError> {

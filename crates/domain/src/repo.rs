@@ -66,8 +66,26 @@ pub trait Ping: Send + Sync + 'static {
 /// Import persistence: job records, the FULL_SYNC lock, batch reads and writes.
 pub trait ImportRepository: Send + Sync + 'static {
     fn insert_import_job(&self, job: &ImportJob) -> impl Future<Output = RepoResult<()>> + Send;
-    /// Overwrites state, end time, counts and error of a job.
+    /// Overwrites state, end time, error and counts of a job, and renews its
+    /// heartbeat; except for dry runs, `created`, `updated` and `deleted`
+    /// stay as the write transactions counted them.
     fn update_import_job(&self, job: &ImportJob) -> impl Future<Output = RepoResult<()>> + Send;
+    /// Renews the heartbeat of a running job.
+    fn touch_import_job(
+        &self,
+        tenant: &TenantId,
+        id: Uuid,
+        now: Timestamp,
+    ) -> impl Future<Output = RepoResult<()>> + Send;
+    /// Marks RUNNING jobs whose heartbeat is older than `stale_before` (all
+    /// of them with `job`, or just that one) as INTERRUPTED with `why`;
+    /// returns how many.
+    fn interrupt_import_jobs(
+        &self,
+        stale_before: Timestamp,
+        job: Option<(&TenantId, Uuid)>,
+        why: &str,
+    ) -> impl Future<Output = RepoResult<u64>> + Send;
     fn get_import_job(&self, tenant: &TenantId, id: Uuid) -> impl Future<Output = RepoResult<ImportJob>> + Send;
     /// Jobs of a tenant, newest first, with id below `before`, at most `limit`.
     fn list_import_jobs(
@@ -109,16 +127,23 @@ pub trait ImportRepository: Send + Sync + 'static {
     /// import's writer feeds batch after batch, until it commits.
     type ImportWrite: ImportWrite;
 
-    /// Opens a bulk write of users of `tenant` (its seats are held until the
-    /// write commits or is dropped).
-    fn begin_import_write(&self, tenant: &TenantId) -> impl Future<Output = RepoResult<Self::ImportWrite>> + Send;
+    /// Opens a bulk write of users of `tenant` for import `job` (its seats
+    /// are held until the write commits or is dropped). The commit adds the
+    /// rows it created and updated to the job's counts.
+    fn begin_import_write(
+        &self,
+        tenant: &TenantId,
+        job: Uuid,
+    ) -> impl Future<Output = RepoResult<Self::ImportWrite>> + Send;
 
     /// FULL_SYNC: in one transaction, deletes every user of `tenant` created
-    /// before `created_before` whose id is not in `keep`, and returns them
-    /// (id and email). With `dry_run` nothing is deleted.
+    /// before `created_before` whose id is not in `keep`, records them (id
+    /// and email) with `job` and adds them to its `deleted` count, and
+    /// returns them. With `dry_run` nothing is deleted or recorded.
     fn delete_absent_users(
         &self,
         tenant: &TenantId,
+        job: Uuid,
         created_before: Timestamp,
         keep: &HashSet<Uuid>,
         dry_run: bool,

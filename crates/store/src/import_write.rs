@@ -11,11 +11,13 @@ use userdir_domain::tenant::TenantId;
 use userdir_domain::text::Revision;
 use userdir_domain::user::User;
 use userdir_domain::{DomainError, ResourceKind};
+use uuid::Uuid;
 
 use crate::bulk_insert::{CHUNK, UNNEST_CHUNK, insert_or_fail, insert_unnest};
 use crate::convert::user_to_active;
 use crate::entity::user;
 use crate::error::user_write_error;
+use crate::import_jobs::add_job_counts;
 use crate::packed::{pack_user, unpack_user};
 use crate::seats::{Seats, add_seats, lock_seats, seat_error};
 use crate::{Store, db_error};
@@ -88,7 +90,12 @@ impl Store {
     /// so that a row that violates a unique constraint fails alone; creates
     /// take seats in order while there are any. Returns the outcomes and the
     /// users inserted.
-    async fn write_rowwise(&self, tenant: &TenantId, writes: &[RowWrite]) -> RepoResult<(Vec<RepoResult<()>>, u64)> {
+    async fn write_rowwise(
+        &self,
+        tenant: &TenantId,
+        job: Uuid,
+        writes: &[RowWrite],
+    ) -> RepoResult<(Vec<RepoResult<()>>, u64)> {
         let txn = self.writer().begin().await.map_err(db_error)?;
         let seats = lock_seats(&txn, tenant).await?;
         let mut free = seats.free;
@@ -130,9 +137,25 @@ impl Store {
             }
         }
         add_seats(&txn, tenant, inserted as i64).await?;
+        let (created, updated) = written_counts(writes.iter().map(|w| matches!(w, RowWrite::Create(_))), &results);
+        add_job_counts(&txn, job, created, updated, 0).await?;
         txn.commit().await.map_err(db_error)?;
         Ok((results, inserted))
     }
+}
+
+/// Rows created and updated: the successful outcomes, told apart by
+/// `creates` (one flag per outcome, in the same order).
+fn written_counts(creates: impl Iterator<Item = bool>, outcomes: &[RepoResult<()>]) -> (i64, i64) {
+    let (mut created, mut updated) = (0, 0);
+    for (create, outcome) in creates.zip(outcomes) {
+        match (create, outcome) {
+            (true, Ok(())) => created += 1,
+            (false, Ok(())) => updated += 1,
+            _ => {}
+        }
+    }
+    (created, updated)
 }
 
 /// A row of a bulk write, for the row-by-row redo.
@@ -150,6 +173,8 @@ enum RowWrite {
 pub struct StoreImportWrite {
     store: Store,
     tenant: TenantId,
+    /// The import job whose counts the commit moves.
+    job: Uuid,
     /// `None` once a unique constraint fired: later rows are only kept for the redo.
     txn: Option<DatabaseTransaction>,
     seats: Seats,
@@ -161,12 +186,13 @@ pub struct StoreImportWrite {
 
 impl StoreImportWrite {
     /// Opens the transaction and locks the tenant's seats for it.
-    pub(crate) async fn begin(store: &Store, tenant: &TenantId) -> RepoResult<Self> {
+    pub(crate) async fn begin(store: &Store, tenant: &TenantId, job: Uuid) -> RepoResult<Self> {
         let txn = store.writer().begin().await.map_err(db_error)?;
         let seats = lock_seats(&txn, tenant).await?;
         Ok(Self {
             store: store.clone(),
             tenant: tenant.clone(),
+            job,
             txn: Some(txn),
             seats,
             inserted: 0,
@@ -240,6 +266,9 @@ impl ImportWrite for StoreImportWrite {
         let (outcomes, inserted) = match self.txn {
             Some(txn) => {
                 add_seats(&txn, &self.tenant, self.inserted as i64).await?;
+                let creates = self.redo.iter().map(|(_, revision)| revision.is_none());
+                let (created, updated) = written_counts(creates, &self.outcomes);
+                add_job_counts(&txn, self.job, created, updated, 0).await?;
                 txn.commit().await.map_err(db_error)?;
                 (self.outcomes, self.inserted)
             }
@@ -255,7 +284,7 @@ impl ImportWrite for StoreImportWrite {
                         })
                     })
                     .collect::<RepoResult<Vec<_>>>()?;
-                self.store.write_rowwise(&self.tenant, &writes).await?
+                self.store.write_rowwise(&self.tenant, self.job, &writes).await?
             }
         };
         self.store.note_inserts(inserted);

@@ -3,14 +3,14 @@
 
 use std::collections::HashSet;
 
-use sea_orm::ActiveValue::Set;
+use sea_orm::ActiveValue::{NotSet, Set};
 use sea_orm::sea_query::extension::postgres::PgFunc;
 use sea_orm::sea_query::{ArrayType, Expr, Value};
 use sea_orm::{
     ColumnTrait, Condition, ConnectionTrait, DbBackend, EntityTrait, ExprTrait, QueryFilter, QueryOrder, QuerySelect,
     QueryTrait, TransactionTrait,
 };
-use userdir_domain::import::{ImportCounts, ImportJob, ImportOptions, ImportState};
+use userdir_domain::import::{ImportJob, ImportState};
 use userdir_domain::repo::{ImportRepository, RepoResult, SyncLock};
 use userdir_domain::tenant::TenantId;
 use userdir_domain::text::Timestamp;
@@ -20,59 +20,13 @@ use uuid::Uuid;
 
 use crate::bulk_insert::CHUNK;
 use crate::convert::{select_row_columns, user_by_index};
-use crate::entity::{import_job, tenant, user};
+use crate::entity::{import_deletion, import_job, tenant, user};
+use crate::import_jobs::{add_job_counts, job_from_row, job_to_active};
 use crate::import_write::StoreImportWrite;
 use crate::packed::{PACK_SQLITE, unpack_users};
 use crate::seats::{add_seats, lock_seats};
 use crate::tenants::tenant_not_found;
 use crate::{Store, db_error};
-
-fn job_to_active(job: &ImportJob) -> import_job::ActiveModel {
-    let c = &job.counts;
-    let n = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
-    import_job::ActiveModel {
-        id: Set(job.id),
-        tenant_id: Set(job.tenant.as_str().to_owned()),
-        actor: Set(job.actor.clone()),
-        options: Set(serde_json::to_string(&job.options).unwrap_or_default()),
-        state: Set(job.state.as_str().to_owned()),
-        start_time: Set(job.start_time.unix_micros()),
-        end_time: Set(job.end_time.map(Timestamp::unix_micros)),
-        rows: Set(n(c.rows)),
-        created: Set(n(c.created)),
-        updated: Set(n(c.updated)),
-        unchanged: Set(n(c.unchanged)),
-        deleted: Set(n(c.deleted)),
-        skipped: Set(n(c.skipped)),
-        failed: Set(n(c.failed)),
-        error: Set(job.error.clone()),
-    }
-}
-
-fn job_from_row(row: import_job::Model) -> RepoResult<ImportJob> {
-    let corrupt = |what: &str| DomainError::storage(format!("stored import job {} has an unreadable {what}", row.id));
-    let options: ImportOptions = serde_json::from_str(&row.options).map_err(|_| corrupt("options"))?;
-    let n = |v: i64| u64::try_from(v).unwrap_or(0);
-    Ok(ImportJob {
-        tenant: TenantId::parse("tenant_id", &row.tenant_id).map_err(|_| corrupt("tenant"))?,
-        id: row.id,
-        actor: row.actor,
-        options,
-        state: ImportState::parse(&row.state).ok_or_else(|| corrupt("state"))?,
-        start_time: Timestamp::from_unix_micros(row.start_time),
-        end_time: row.end_time.map(Timestamp::from_unix_micros),
-        counts: ImportCounts {
-            rows: n(row.rows),
-            created: n(row.created),
-            updated: n(row.updated),
-            unchanged: n(row.unchanged),
-            deleted: n(row.deleted),
-            skipped: n(row.skipped),
-            failed: n(row.failed),
-        },
-        error: row.error,
-    })
-}
 
 impl ImportRepository for Store {
     async fn insert_import_job(&self, job: &ImportJob) -> RepoResult<()> {
@@ -84,11 +38,58 @@ impl ImportRepository for Store {
     }
 
     async fn update_import_job(&self, job: &ImportJob) -> RepoResult<()> {
-        import_job::Entity::update(job_to_active(job))
+        let mut row = job_to_active(job);
+        if !job.options.validate_only {
+            // Counted by the transactions that wrote the rows.
+            row.created = NotSet;
+            row.updated = NotSet;
+            row.deleted = NotSet;
+        }
+        import_job::Entity::update(row)
             .exec(self.writer())
             .await
             .map_err(db_error)?;
         Ok(())
+    }
+
+    async fn touch_import_job(&self, tenant: &TenantId, id: Uuid, now: Timestamp) -> RepoResult<()> {
+        import_job::Entity::update_many()
+            .col_expr(import_job::Column::HeartbeatTime, Expr::value(now.unix_micros()))
+            .filter(import_job::Column::Id.eq(id))
+            .filter(import_job::Column::TenantId.eq(tenant.as_str()))
+            .filter(import_job::Column::State.eq(ImportState::Running.as_str()))
+            .exec(self.writer())
+            .await
+            .map_err(db_error)?;
+        Ok(())
+    }
+
+    async fn interrupt_import_jobs(
+        &self,
+        stale_before: Timestamp,
+        job: Option<(&TenantId, Uuid)>,
+        why: &str,
+    ) -> RepoResult<u64> {
+        let mut update = import_job::Entity::update_many()
+            .col_expr(
+                import_job::Column::State,
+                Expr::value(ImportState::Interrupted.as_str()),
+            )
+            .col_expr(import_job::Column::EndTime, Expr::value(Timestamp::now().unix_micros()))
+            .col_expr(import_job::Column::Error, Expr::value(why))
+            .filter(import_job::Column::State.eq(ImportState::Running.as_str()))
+            .filter(
+                Condition::any()
+                    .add(import_job::Column::HeartbeatTime.is_null())
+                    .add(import_job::Column::HeartbeatTime.lt(stale_before.unix_micros())),
+            );
+        if let Some((tenant, id)) = job {
+            update = update
+                .filter(import_job::Column::Id.eq(id))
+                .filter(import_job::Column::TenantId.eq(tenant.as_str()));
+        }
+        let result = update.exec(self.writer()).await.map_err(db_error)?;
+        Ok(result.rows_affected)
     }
 
     async fn get_import_job(&self, tenant: &TenantId, id: Uuid) -> RepoResult<ImportJob> {
@@ -254,13 +255,14 @@ impl ImportRepository for Store {
 
     type ImportWrite = StoreImportWrite;
 
-    async fn begin_import_write(&self, tenant: &TenantId) -> RepoResult<StoreImportWrite> {
-        StoreImportWrite::begin(self, tenant).await
+    async fn begin_import_write(&self, tenant: &TenantId, job: Uuid) -> RepoResult<StoreImportWrite> {
+        StoreImportWrite::begin(self, tenant, job).await
     }
 
     async fn delete_absent_users(
         &self,
         tenant: &TenantId,
+        job: Uuid,
         created_before: Timestamp,
         keep: &HashSet<Uuid>,
         dry_run: bool,
@@ -300,6 +302,21 @@ impl ImportRepository for Store {
                 deleted += result.rows_affected;
             }
             add_seats(&txn, tenant, -(deleted as i64)).await?;
+            // Which users, and how many, go with the deletion: a server that
+            // dies before replying leaves a job that says what it deleted.
+            for chunk in absent.chunks(CHUNK) {
+                let rows = chunk.iter().map(|(id, email)| import_deletion::ActiveModel {
+                    job_id: Set(job),
+                    user_id: Set(*id),
+                    tenant_id: Set(tenant.as_str().to_owned()),
+                    email: Set(email.clone()),
+                });
+                import_deletion::Entity::insert_many(rows)
+                    .exec_without_returning(&txn)
+                    .await
+                    .map_err(db_error)?;
+            }
+            add_job_counts(&txn, job, 0, 0, i64::try_from(deleted).unwrap_or(i64::MAX)).await?;
         }
         txn.commit().await.map_err(db_error)?;
         if !dry_run {
@@ -437,13 +454,13 @@ mod tests {
         let checkpointer = store.checkpointer.clone().unwrap();
         assert_eq!(checkpointer.done(), 0);
 
-        let mut write = store.begin_import_write(&tenant).await.unwrap();
+        let mut write = store.begin_import_write(&tenant, Uuid::now_v7()).await.unwrap();
         write.write(&[user(&tenant, "a@example.com", None)], &[]).await.unwrap();
         assert_eq!(write.commit().await.unwrap().len(), 1);
         assert_eq!(checkpoints_after_waiting_for(&checkpointer, 1).await, 1);
 
         let deleted = store
-            .delete_absent_users(&tenant, Timestamp::now(), &HashSet::new(), false)
+            .delete_absent_users(&tenant, Uuid::now_v7(), Timestamp::now(), &HashSet::new(), false)
             .await
             .unwrap();
         assert_eq!(deleted.len(), 1);

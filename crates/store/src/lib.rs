@@ -7,6 +7,7 @@ mod checkpoint;
 mod convert;
 pub mod entity;
 mod error;
+mod import_jobs;
 mod import_write;
 mod imports;
 pub mod migration;

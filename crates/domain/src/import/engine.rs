@@ -41,6 +41,15 @@ const SYNC_LOCK_REFRESH: Duration = Duration::from_secs(10);
 /// How often a running job's counts are saved, for GetImportJob.
 const JOB_SAVE_EVERY: Duration = Duration::from_secs(2);
 
+/// A task aborted when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// Where rows come from; fixed by the first data message.
 enum Input {
     Unknown,
@@ -174,6 +183,8 @@ pub struct Importer<R> {
     staged: VecDeque<Staged>,
     /// Writes decided batches, group-committing them; `None` in dry runs.
     writer: Option<Writer>,
+    /// Renews the job's heartbeat while the import lives.
+    _heartbeat: AbortOnDrop,
 }
 
 fn failure(reason: &str, field: impl Into<String>, message: impl Into<String>) -> RowFailure {
@@ -319,12 +330,9 @@ impl<R: TenantRepository + UserRepository + ImportRepository> Importer<R> {
             match repo.acquire_sync_lock(&tenant.id, job.id, now, stale).await? {
                 SyncLock::Acquired => {}
                 SyncLock::TakenOver(previous) => {
-                    if let Ok(mut dead) = repo.get_import_job(&tenant.id, previous).await {
-                        dead.state = ImportState::Failed;
-                        dead.end_time = Some(now);
-                        dead.error = "the server running this import stopped before it finished".into();
-                        repo.update_import_job(&dead).await?;
-                    }
+                    let why = "the server running this import stopped before it finished";
+                    repo.interrupt_import_jobs(now, Some((&tenant.id, previous)), why)
+                        .await?;
                 }
                 SyncLock::Held(other) => {
                     return Err(DomainError::Conflict {
@@ -344,7 +352,20 @@ impl<R: TenantRepository + UserRepository + ImportRepository> Importer<R> {
             }
             return Err(e);
         }
-        let writer = (!job.options.validate_only).then(|| Writer::spawn(Arc::clone(&repo), tenant.id.clone()));
+        let writer = (!job.options.validate_only).then(|| Writer::spawn(Arc::clone(&repo), tenant.id.clone(), job.id));
+        let heartbeat = {
+            let (repo, tenant, id) = (Arc::clone(&repo), tenant.id.clone(), job.id);
+            // Renewed whatever the client does (sends, waits, reads nothing).
+            let every = (limits.job_lease / 6).max(Duration::from_millis(100));
+            AbortOnDrop(tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(every).await;
+                    if let Err(e) = repo.touch_import_job(&tenant, id, Timestamp::now()).await {
+                        tracing::warn!(error = %e, job = %id, "could not renew an import job's heartbeat");
+                    }
+                }
+            }))
+        };
         Ok(Self {
             repo,
             tenant,
@@ -362,6 +383,7 @@ impl<R: TenantRepository + UserRepository + ImportRepository> Importer<R> {
             last_save: Instant::now(),
             staged: VecDeque::new(),
             writer,
+            _heartbeat: heartbeat,
         })
     }
 
@@ -597,7 +619,7 @@ impl<R: TenantRepository + UserRepository + ImportRepository> Importer<R> {
         }
         let deleted = self
             .repo
-            .delete_absent_users(&self.tenant.id, self.job.start_time, &self.keep, dry_run)
+            .delete_absent_users(&self.tenant.id, self.job.id, self.job.start_time, &self.keep, dry_run)
             .await?;
         let tenant = self.tenant.id.clone();
         Ok(deleted

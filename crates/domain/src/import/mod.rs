@@ -151,12 +151,16 @@ pub struct ImportLimits {
     /// The largest row, in bytes of values: a longer one fails alone with
     /// `RECORD_TOO_LARGE` and is never held in memory whole.
     pub max_record_bytes: usize,
+    /// A RUNNING job whose heartbeat is older than this belongs to a server
+    /// that stopped; running jobs renew theirs six times per lease.
+    pub job_lease: std::time::Duration,
 }
 
 impl Default for ImportLimits {
     fn default() -> Self {
         Self {
             max_record_bytes: csv::DEFAULT_MAX_RECORD_BYTES,
+            job_lease: std::time::Duration::from_secs(60),
         }
     }
 }
@@ -168,6 +172,9 @@ pub enum ImportState {
     Succeeded,
     Failed,
     Cancelled,
+    /// The server running it stopped (killed, crashed, or cut off from the
+    /// database for longer than the job's lease) before it finished.
+    Interrupted,
 }
 
 impl ImportState {
@@ -177,13 +184,20 @@ impl ImportState {
             Self::Succeeded => "SUCCEEDED",
             Self::Failed => "FAILED",
             Self::Cancelled => "CANCELLED",
+            Self::Interrupted => "INTERRUPTED",
         }
     }
 
     pub fn parse(s: &str) -> Option<Self> {
-        [Self::Running, Self::Succeeded, Self::Failed, Self::Cancelled]
-            .into_iter()
-            .find(|st| st.as_str() == s)
+        [
+            Self::Running,
+            Self::Succeeded,
+            Self::Failed,
+            Self::Cancelled,
+            Self::Interrupted,
+        ]
+        .into_iter()
+        .find(|st| st.as_str() == s)
     }
 }
 

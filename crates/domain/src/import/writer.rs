@@ -21,6 +21,7 @@ use std::sync::Arc;
 
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
+use uuid::Uuid;
 
 use super::engine::Plan;
 use crate::error::DomainError;
@@ -54,10 +55,10 @@ impl Drop for Writer {
 }
 
 impl Writer {
-    pub(super) fn spawn<R: ImportRepository>(repo: Arc<R>, tenant: TenantId) -> Self {
+    pub(super) fn spawn<R: ImportRepository>(repo: Arc<R>, tenant: TenantId, job: Uuid) -> Self {
         let (plans, inbox) = mpsc::channel(MAX_QUEUED);
         let (finished, done) = mpsc::unbounded_channel();
-        let task = tokio::spawn(run(repo, tenant, inbox, finished));
+        let task = tokio::spawn(run(repo, tenant, job, inbox, finished));
         Self {
             plans,
             done,
@@ -118,11 +119,12 @@ fn gone() -> DomainError {
 async fn run<R: ImportRepository>(
     repo: Arc<R>,
     tenant: TenantId,
+    job: Uuid,
     mut inbox: mpsc::Receiver<Plan>,
     finished: mpsc::UnboundedSender<RepoResult<Written>>,
 ) {
     while let Some(first) = inbox.recv().await {
-        let written = write_group(&*repo, &tenant, first, &mut inbox).await;
+        let written = write_group(&*repo, &tenant, job, first, &mut inbox).await;
         let failed = written.is_err();
         if finished.send(written).is_err() || failed {
             return;
@@ -136,6 +138,7 @@ async fn run<R: ImportRepository>(
 async fn write_group<R: ImportRepository>(
     repo: &R,
     tenant: &TenantId,
+    job: Uuid,
     first: Plan,
     inbox: &mut mpsc::Receiver<Plan>,
 ) -> RepoResult<Written> {
@@ -161,7 +164,7 @@ async fn write_group<R: ImportRepository>(
         if step_rows > 0 {
             let txn = match txn.as_mut() {
                 Some(txn) => txn,
-                None => txn.insert(repo.begin_import_write(tenant).await?),
+                None => txn.insert(repo.begin_import_write(tenant, job).await?),
             };
             txn.write(&creates, &updates).await?;
         }

@@ -22,6 +22,8 @@ pub struct Model {
     pub skipped: i64,
     pub failed: i64,
     pub error: String,
+    /// Last sign of life of the server running the job (unix micros).
+    pub heartbeat_time: Option<i64>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -6,6 +6,7 @@ mod m20261122_000001_tenants_users;
 mod m20261122_000002_import_jobs;
 mod m20261123_000003_users_tenant_fk;
 mod m20261202_000004_email_keys;
+mod m20261202_000005_import_job_lease;
 
 pub struct Migrator;
 
@@ -17,6 +18,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000002_import_jobs::Migration),
             Box::new(m20261123_000003_users_tenant_fk::Migration),
             Box::new(m20261202_000004_email_keys::Migration),
+            Box::new(m20261202_000005_import_job_lease::Migration),
         ]
     }
 }

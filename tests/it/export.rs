@@ -296,8 +296,8 @@ async fn reader_leaving_frees_the_snapshot(s: TestServer) {
 /// of 50 pages) gives exactly the users, order and page sizes of the keyset
 /// walk: small pages make 1,000 users span several segments.
 async fn store_pages_match_the_keyset_walk(s: TestServer) {
-    use userdir_domain::export::walk_pages;
     use userdir_domain::list::UserQuery;
+    use userdir_domain::repo::walk_pages;
     use userdir_domain::repo::{SnapshotRepository, UserSnapshot};
     use userdir_domain::tenant::TenantId;
     s.tenant("acme").await;

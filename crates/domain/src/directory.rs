@@ -5,7 +5,7 @@ use std::sync::Arc;
 use crate::error::{DomainError, ResourceKind};
 use crate::import::engine::Importer;
 use crate::import::{ImportJob, ImportLimits, ImportOptions};
-use crate::list::{OrderField, SortKey, UserQuery, decode_page_token, encode_page_token, page_size};
+use crate::list::{SortKey, UserQuery, decode_page_token, encode_page_token, page_size, sort_key};
 use crate::repo::{ImportRepository, TenantRepository, UserKey, UserRepository};
 use crate::tenant::{Tenant, TenantId, TenantMask, TenantSettings};
 use crate::text::{Revision, Timestamp};
@@ -269,33 +269,6 @@ fn next_token<T>(items: &mut Vec<T>, limit: u32, token: impl Fn(&T) -> String) -
         items.last().map(token).unwrap_or_default()
     } else {
         String::new()
-    }
-}
-
-/// The keyset position of `user` in the given order.
-pub fn sort_key(user: &User, field: OrderField) -> SortKey {
-    let id = user.id.to_string();
-    match field {
-        OrderField::Email => SortKey {
-            text: Some(user.email.key().to_owned()),
-            int: None,
-            id,
-        },
-        OrderField::DisplayName => SortKey {
-            text: Some(user.display_name.clone()),
-            int: None,
-            id,
-        },
-        OrderField::CreateTime => SortKey {
-            text: None,
-            int: Some(user.create_time.unix_micros()),
-            id,
-        },
-        OrderField::UpdateTime => SortKey {
-            text: None,
-            int: Some(user.update_time.unix_micros()),
-            id,
-        },
     }
 }
 

@@ -8,10 +8,9 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::csvfmt::{push_field, push_record};
-use crate::directory::sort_key;
 use crate::error::DomainError;
 use crate::list::UserQuery;
-use crate::repo::{PageSender, RepoResult, UserSnapshot};
+use crate::repo::{RepoResult, UserSnapshot};
 use crate::tenant::{TenantId, custom_key, custom_slot};
 use crate::user::{ProfileField, User};
 
@@ -104,7 +103,7 @@ impl ExportColumn {
 
 /// OWASP CSV-injection protection: a leading `'` before `= + - @ TAB CR`,
 /// and before a `'` that precedes one of those or another `'`, so the import's
-/// [`crate::import::engine::unprotect_formula`] gives back exactly the value.
+/// [`crate::import::unprotect_formula`] gives back exactly the value.
 pub fn protect_formula(value: &str) -> Cow<'_, str> {
     let trigger = |s: &str| matches!(s.as_bytes().first(), Some(b'=' | b'+' | b'-' | b'@' | b'\t' | b'\r'));
     let quoted = value
@@ -291,44 +290,12 @@ impl<S: UserSnapshot> Exporter<S> {
     }
 }
 
-/// Sends pages of `query`'s users to `pages` by a keyset walk over
-/// [`UserSnapshot::list_users`], one page per query.
-pub async fn walk_pages<S: UserSnapshot>(
-    mut snapshot: S,
-    tenant: TenantId,
-    mut query: UserQuery,
-    size: u32,
-    pages: PageSender,
-) {
-    loop {
-        let users = match snapshot.list_users(&tenant, &query, size).await {
-            Ok(users) => users,
-            Err(e) => {
-                let _ = pages.send(Err(e)).await;
-                return;
-            }
-        };
-        let last_page = users.len() < size as usize;
-        if let Some(last) = users.last() {
-            query.after = Some(sort_key(last, query.order.field));
-            // A failed send: the caller is gone.
-            if pages.send(Ok(Some(users))).await.is_err() {
-                return;
-            }
-        }
-        if last_page {
-            let _ = pages.send(Ok(None)).await;
-            return;
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
 
     use super::*;
-    use crate::import::engine::unprotect_formula;
+    use crate::import::unprotect_formula;
 
     #[test]
     fn formula_protection_round_trips() {

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::DomainError;
 use crate::filter::{Filter, parse_filter};
+use crate::user::User;
 
 /// Page size when the caller sends 0.
 pub const DEFAULT_PAGE_SIZE: u32 = 100;
@@ -173,6 +174,33 @@ impl UserQuery {
             limit,
             scope,
         })
+    }
+}
+
+/// The keyset position of `user` in the given order.
+pub fn sort_key(user: &User, field: OrderField) -> SortKey {
+    let id = user.id.to_string();
+    match field {
+        OrderField::Email => SortKey {
+            text: Some(user.email.key().to_owned()),
+            int: None,
+            id,
+        },
+        OrderField::DisplayName => SortKey {
+            text: Some(user.display_name.clone()),
+            int: None,
+            id,
+        },
+        OrderField::CreateTime => SortKey {
+            text: None,
+            int: Some(user.create_time.unix_micros()),
+            id,
+        },
+        OrderField::UpdateTime => SortKey {
+            text: None,
+            int: Some(user.update_time.unix_micros()),
+            id,
+        },
     }
 }
 

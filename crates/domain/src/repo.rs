@@ -207,6 +207,38 @@ pub trait UserSnapshot: Send + Sized + 'static {
         size: u32,
         pages: PageSender,
     ) -> impl Future<Output = ()> + Send {
-        crate::export::walk_pages(self, tenant, query, size, pages)
+        walk_pages(self, tenant, query, size, pages)
+    }
+}
+
+/// Sends pages of `query`'s users to `pages` by a keyset walk over
+/// [`UserSnapshot::list_users`], one page per query.
+pub async fn walk_pages<S: UserSnapshot>(
+    mut snapshot: S,
+    tenant: TenantId,
+    mut query: UserQuery,
+    size: u32,
+    pages: PageSender,
+) {
+    loop {
+        let users = match snapshot.list_users(&tenant, &query, size).await {
+            Ok(users) => users,
+            Err(e) => {
+                let _ = pages.send(Err(e)).await;
+                return;
+            }
+        };
+        let last_page = users.len() < size as usize;
+        if let Some(last) = users.last() {
+            query.after = Some(crate::list::sort_key(last, query.order.field));
+            // A failed send: the caller is gone.
+            if pages.send(Ok(Some(users))).await.is_err() {
+                return;
+            }
+        }
+        if last_page {
+            let _ = pages.send(Ok(None)).await;
+            return;
+        }
     }
 }

@@ -8,9 +8,9 @@ use sea_orm::{
     AccessMode, ConnectionTrait, DatabaseTransaction, DbBackend, IdenStatic, IsolationLevel, QueryTrait, StreamTrait,
     TransactionTrait,
 };
-use userdir_domain::directory::sort_key;
-use userdir_domain::export::walk_pages;
 use userdir_domain::list::UserQuery;
+use userdir_domain::list::sort_key;
+use userdir_domain::repo::walk_pages;
 use userdir_domain::repo::{PageSender, RepoResult, SnapshotRepository, UserSnapshot};
 use userdir_domain::tenant::TenantId;
 use userdir_domain::user::User;

@@ -5,8 +5,13 @@
 pub mod columns;
 pub mod csv;
 pub mod engine;
+mod job;
+mod plan;
+mod rows;
 mod seen;
 mod writer;
+
+pub use rows::unprotect_formula;
 
 use std::collections::BTreeMap;
 

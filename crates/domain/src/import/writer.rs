@@ -23,7 +23,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
-use super::engine::Plan;
+use super::plan::Plan;
 use crate::error::DomainError;
 use crate::repo::{ImportRepository, ImportWrite, RepoResult};
 use crate::tenant::TenantId;

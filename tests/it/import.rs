@@ -249,17 +249,7 @@ async fn file_errors_write_nothing(s: TestServer) {
     }
     assert!(users(&s).await.is_empty());
     // Every attempt left a FAILED job.
-    let jobs = s
-        .users
-        .clone()
-        .list_import_jobs(ListImportJobsRequest {
-            parent: "tenants/acme".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .import_jobs;
+    let jobs = import_jobs(&s).await;
     assert_eq!(jobs.len(), 5);
     assert!(
         jobs.iter()
@@ -869,6 +859,21 @@ pub(crate) async fn open_import(
         .await
         .unwrap();
     (tx, stream.into_inner())
+}
+
+/// The import jobs of tenant acme, newest first (one page).
+pub(crate) async fn import_jobs(s: &TestServer) -> Vec<ImportJob> {
+    let req = ListImportJobsRequest {
+        parent: "tenants/acme".into(),
+        ..Default::default()
+    };
+    s.users
+        .clone()
+        .list_import_jobs(req)
+        .await
+        .unwrap()
+        .into_inner()
+        .import_jobs
 }
 
 pub(crate) async fn latest_job_when_done(s: &TestServer) -> ImportJob {

@@ -11,7 +11,7 @@ use userdir::pb::user_directory_client::UserDirectoryClient;
 use userdir::pb::{GetImportJobRequest, ImportJobState, ImportMode, ImportOutcome};
 
 use crate::common::{Backend, TestServer, spawn_with};
-use crate::import::{chunks, many_rows, open_import, options, run, users};
+use crate::import::{chunks, import_jobs, many_rows, open_import, options, run, users};
 use crate::safety::users_all;
 
 /// A `userdir serve` process on the test server's database, to be killed.
@@ -94,17 +94,7 @@ async fn killed_server_leaves_an_interrupted_job_with_true_counts(s: TestServer)
     victim.child.wait().unwrap();
     sender.abort();
 
-    let jobs = s
-        .users
-        .clone()
-        .list_import_jobs(userdir::pb::ListImportJobsRequest {
-            parent: "tenants/acme".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .import_jobs;
+    let jobs = import_jobs(&s).await;
     let name = jobs[0].name.clone();
     let mut job = jobs[0].clone();
     for _ in 0..100 {
@@ -140,18 +130,7 @@ async fn running_job_counts_include_every_reported_row(s: TestServer) {
                 .count();
         }
         if name.is_empty() {
-            let jobs = s
-                .users
-                .clone()
-                .list_import_jobs(userdir::pb::ListImportJobsRequest {
-                    parent: "tenants/acme".into(),
-                    ..Default::default()
-                })
-                .await
-                .unwrap()
-                .into_inner()
-                .import_jobs;
-            name = jobs[0].name.clone();
+            name = import_jobs(&s).await[0].name.clone();
         }
     }
     let job = s

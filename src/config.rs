@@ -52,6 +52,30 @@ pub struct Config {
     /// server stopped) is marked INTERRUPTED, by any replica.
     #[arg(long, env = "USERDIR_IMPORT_JOB_LEASE_SECS", default_value_t = 60)]
     pub import_job_lease_secs: u64,
+    /// Do not migrate the database at start (a separate `userdir migrate`
+    /// job does); refuse to start if a migration is pending.
+    #[arg(long, env = "USERDIR_NO_MIGRATE")]
+    pub no_migrate: bool,
+}
+
+/// Settings of `userdir migrate`: just the database.
+#[derive(Clone, Args)]
+pub struct MigrateArgs {
+    /// Database URL: `sqlite://FILE?mode=rwc` (default) or `postgres://USER@HOST/DB`.
+    #[arg(long, env = "USERDIR_DATABASE_URL", default_value = DEFAULT_DATABASE_URL, hide_env_values = true)]
+    pub database_url: String,
+    /// PostgreSQL schema (`search_path`) to use; empty for the default.
+    #[arg(long, env = "USERDIR_PG_SCHEMA", default_value = "")]
+    pub pg_schema: String,
+}
+
+impl MigrateArgs {
+    pub fn store_options(&self) -> userdir_store::StoreOptions {
+        let mut options = userdir_store::StoreOptions::new(self.database_url.clone());
+        options.max_connections = 2;
+        options.pg_schema = (!self.pg_schema.is_empty()).then(|| self.pg_schema.clone());
+        options
+    }
 }
 
 impl std::fmt::Debug for Config {
@@ -66,6 +90,7 @@ impl std::fmt::Debug for Config {
             .field("sqlite_max_size_mib", &self.sqlite_max_size_mib)
             .field("max_record_kib", &self.max_record_kib)
             .field("import_job_lease_secs", &self.import_job_lease_secs)
+            .field("no_migrate", &self.no_migrate)
             .finish()
     }
 }
@@ -83,6 +108,7 @@ impl Config {
             sqlite_max_size_mib: 0,
             max_record_kib: 64,
             import_job_lease_secs: 60,
+            no_migrate: false,
         }
     }
 
@@ -107,18 +133,31 @@ impl Config {
     }
 }
 
-/// The URL with any password replaced by `***`, safe to log.
-pub fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
+/// Query parameters of a database URL that hold secrets.
+const SECRET_PARAMS: [&str; 3] = ["password", "sslpassword", "passfile"];
+
+/// The URL with every password (in the user info, or a `password=` query
+/// parameter) replaced by `***`, safe to log. Parsed with a real URL parser
+/// (the `url` crate): a hand-made split misses `?password=` and
+/// percent-encoded forms. What does not parse is not shown at all.
+pub fn redact_url(raw: &str) -> String {
+    let Ok(mut url) = url::Url::parse(raw) else {
+        return "(a database URL that does not parse)".to_owned();
     };
-    let Some((userinfo, host)) = rest.rsplit_once('@') else {
-        return url.to_owned();
-    };
-    match userinfo.split_once(':') {
-        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
-        None => url.to_owned(),
+    if url.password().is_some() {
+        let _ = url.set_password(Some("***"));
     }
+    if url.query().is_some() {
+        let pairs: Vec<(String, String)> = url
+            .query_pairs()
+            .map(|(k, v)| {
+                let secret = SECRET_PARAMS.iter().any(|p| k.eq_ignore_ascii_case(p));
+                (k.into_owned(), if secret { "***".to_owned() } else { v.into_owned() })
+            })
+            .collect();
+        url.query_pairs_mut().clear().extend_pairs(pairs);
+    }
+    url.to_string()
 }
 
 #[cfg(test)]
@@ -130,5 +169,22 @@ mod tests {
         assert_eq!(redact_url("postgres://u:secret@h/db"), "postgres://u:***@h/db");
         assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
         assert_eq!(redact_url("sqlite://x.db?mode=rwc"), "sqlite://x.db?mode=rwc");
+        for leaky in [
+            "postgres://u@h/db?password=SENTINEL",
+            "postgres://u@h/db?sslmode=require&PASSWORD=SENTINEL",
+            "postgres://u:SEN%54INEL@h/db",
+            "postgres://u:SENTINEL@h:5432/db?password=SENTINEL&application_name=x",
+            "postgres://u:p@ss:SENTINEL@h/db",
+        ] {
+            let shown = redact_url(leaky);
+            assert!(
+                !shown.contains("SENTINEL") && !shown.contains("SEN%54"),
+                "{leaky} -> {shown}"
+            );
+        }
+        assert_eq!(
+            redact_url("postgres://u@h/db?password=x&sslmode=require"),
+            "postgres://u@h/db?password=***&sslmode=require"
+        );
     }
 }

@@ -26,6 +26,13 @@ async fn main() -> ExitCode {
                 }
             }
         }
+        Command::Migrate(args) => match userdir::server::migrate(&args).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("userdir migrate: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Import(args) => userdir::cli::import::run(args).await,
         Command::Export(args) => userdir::cli::export::run(args).await,
     }

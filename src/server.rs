@@ -40,18 +40,27 @@ pub enum ServeError {
     Reflection(#[from] tonic_reflection::server::Error),
     #[error("transport error: {0}")]
     Transport(#[from] tonic::transport::Error),
+    #[error("the database schema is behind this version (pending: {0}); run `userdir migrate` first")]
+    MigrationsPending(String),
 }
 
-/// Opens the database (creating and migrating it), binds, and serves until
-/// `shutdown` resolves.
+/// Opens the database (creating and migrating it, unless `--no-migrate`),
+/// binds, and serves until `shutdown` resolves.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ServeError> {
     let url = redact_url(&config.database_url);
-    let store = Store::open(&config.store_options())
-        .await
-        .map_err(|source| ServeError::Database {
-            url: url.clone(),
-            source,
-        })?;
+    let database = |source| ServeError::Database {
+        url: url.clone(),
+        source,
+    };
+    let store = Store::connect(&config.store_options()).await.map_err(database)?;
+    if config.no_migrate {
+        let pending = store.pending_migrations().await.map_err(database)?;
+        if !pending.is_empty() {
+            return Err(ServeError::MigrationsPending(pending.join(", ")));
+        }
+    } else {
+        store.migrate().await.map_err(database)?;
+    }
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|source| ServeError::Bind {
@@ -68,6 +77,36 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         tracing::warn!(error = %e, "closing the database pool failed");
     }
     tracing::info!("userdir stopped");
+    Ok(())
+}
+
+/// Applies pending migrations (`userdir migrate`), under the same lock
+/// replicas take at start.
+pub async fn migrate(args: &crate::config::MigrateArgs) -> Result<(), ServeError> {
+    let url = redact_url(&args.database_url);
+    let store = Store::connect(&args.store_options())
+        .await
+        .map_err(|source| ServeError::Database {
+            url: url.clone(),
+            source,
+        })?;
+    let pending = store
+        .pending_migrations()
+        .await
+        .map_err(|source| ServeError::Database {
+            url: url.clone(),
+            source,
+        })?;
+    store
+        .migrate()
+        .await
+        .map_err(|source| ServeError::Database { url, source })?;
+    if pending.is_empty() {
+        println!("the database schema is up to date");
+    } else {
+        println!("applied {} migrations: {}", pending.len(), pending.join(", "));
+    }
+    let _ = store.close().await;
     Ok(())
 }
 

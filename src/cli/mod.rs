@@ -19,6 +19,9 @@ pub struct Cli {
 pub enum Command {
     /// Run the gRPC server.
     Serve(Config),
+    /// Apply pending database migrations and exit (for a deployment's
+    /// migration job; `serve` also migrates unless `--no-migrate`).
+    Migrate(crate::config::MigrateArgs),
     /// Import users from a CSV file into a running server.
     Import(import::ImportArgs),
     /// Export users from a running server to a CSV file.

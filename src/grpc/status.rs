@@ -52,15 +52,15 @@ pub fn to_status_with(err: DomainError, context: &str, extra: &[(&str, String)])
     match &err {
         DomainError::Invalid(violations) => {
             for v in violations {
-                details.add_bad_request_violation(v.field.clone(), v.description.clone());
+                details.add_bad_request_violation(cap(&v.field, QUOTE_MAX), cap(&v.description, QUOTE_MAX * 2));
             }
         }
         DomainError::NotFound { kind, name } => {
-            details.set_resource_info(kind.to_string(), name.clone(), "", "not found");
+            details.set_resource_info(kind.to_string(), cap(name, QUOTE_MAX), "", "not found");
         }
         DomainError::AlreadyExists { field, value, .. } => {
             metadata.insert("field".to_owned(), (*field).to_owned());
-            metadata.insert("value".to_owned(), value.clone());
+            metadata.insert("value".to_owned(), cap(value, QUOTE_MAX));
         }
         DomainError::SeatLimitExceeded { limit, .. } => {
             metadata.insert("seat_limit".to_owned(), limit.to_string());
@@ -68,8 +68,24 @@ pub fn to_status_with(err: DomainError, context: &str, extra: &[(&str, String)])
         _ => {}
     }
     for (key, value) in extra {
-        metadata.insert((*key).to_owned(), value.clone());
+        metadata.insert((*key).to_owned(), cap(value, QUOTE_MAX));
     }
     details.set_error_info(err.reason(), ERROR_DOMAIN, metadata);
+    let message = cap(&message, MESSAGE_MAX);
     Status::with_error_details(code, format!("{message}{context}"), details)
+}
+
+/// Longest message a status carries, in characters: whatever a request
+/// quoted into it (a tenant id, a header of a file), the status fits in the
+/// HTTP/2 headers it travels in.
+const MESSAGE_MAX: usize = 1024;
+/// Longest single value quoted in the details.
+const QUOTE_MAX: usize = 256;
+
+/// `text`, cut to `max` characters with an ellipsis that says how much was left out.
+fn cap(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        None => text.to_owned(),
+        Some((end, _)) => format!("{}… ({} more characters)", &text[..end], text[end..].chars().count()),
+    }
 }

@@ -8,6 +8,7 @@ mod import;
 mod jobs;
 mod list;
 mod ops;
+mod promises;
 mod safety;
 mod tenants;
 mod users;

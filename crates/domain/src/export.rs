@@ -105,7 +105,12 @@ impl ExportColumn {
 /// and before a `'` that precedes one of those or another `'`, so the import's
 /// [`crate::import::unprotect_formula`] gives back exactly the value.
 pub fn protect_formula(value: &str) -> Cow<'_, str> {
-    let trigger = |s: &str| matches!(s.as_bytes().first(), Some(b'=' | b'+' | b'-' | b'@' | b'\t' | b'\r'));
+    let trigger = |s: &str| {
+        matches!(
+            s.as_bytes().first(),
+            Some(b'=' | b'+' | b'-' | b'@' | b'\t' | b'\r' | b'\n')
+        )
+    };
     let quoted = value
         .strip_prefix('\'')
         .is_some_and(|rest| trigger(rest) || rest.starts_with('\''));
@@ -300,9 +305,16 @@ mod tests {
     #[test]
     fn formula_protection_round_trips() {
         for v in [
-            "=SUM(A1)", "+81", "-1", "@x", "\tx", "\rx", "'=x", "''=x", "'abc", "'", "plain", "", "''",
+            "=SUM(A1)", "+81", "-1", "@x", "\tx", "\rx", "\n=1", "'\n=1", "'=x", "''=x", "'abc", "'", "plain", "", "''",
         ] {
             assert_eq!(unprotect_formula(&protect_formula(v)), v, "{v:?}");
+            if v.starts_with('\n') {
+                assert_eq!(
+                    protect_formula(v),
+                    format!("'{v}"),
+                    "a cell starting with LF is protected"
+                );
+            }
         }
         assert_eq!(protect_formula("=1"), "'=1");
         assert_eq!(protect_formula("'abc"), "'abc");

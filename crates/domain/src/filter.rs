@@ -1,10 +1,11 @@
 //! The `ListUsers` filter language: a subset of AIP-160.
 //!
 //! ```text
-//! filter     := or
-//! or         := and ("OR" and)*
-//! and        := unary (["AND"] unary)*        juxtaposition also means AND
-//! unary      := ("NOT" | "-") unary | "(" or ")" | comparison
+//! filter     := expression
+//! expression := sequence ("AND" sequence)*
+//! sequence   := factor factor*                 juxtaposition also means AND
+//! factor     := unary ("OR" unary)*            OR binds tighter than AND (AIP-160)
+//! unary      := ("NOT" | "-") unary | "(" expression ")" | comparison
 //! comparison := FIELD OP VALUE                 OP: = != < > <= >= :
 //! VALUE      := "quoted string" | bare word    `field:*` tests that a field is set
 //! ```
@@ -166,34 +167,33 @@ impl Parser {
         matches!(self.peek(), Some(Token::Word(x)) if x == w)
     }
 
-    fn or(&mut self, depth: usize) -> Result<Filter, DomainError> {
-        let mut terms = vec![self.and(depth)?];
-        while self.is_word("OR") {
+    /// `sequence ("AND" sequence)*`.
+    fn expression(&mut self, depth: usize) -> Result<Filter, DomainError> {
+        let mut terms = vec![self.sequence(depth)?];
+        while self.is_word("AND") {
             self.at += 1;
-            terms.push(self.and(depth)?);
+            terms.push(self.sequence(depth)?);
         }
-        Ok(if terms.len() == 1 {
-            terms.remove(0)
-        } else {
-            Filter::Or(terms)
-        })
+        Ok(all(terms, Filter::And))
     }
 
-    fn and(&mut self, depth: usize) -> Result<Filter, DomainError> {
+    /// Factors side by side, each ANDed with the next.
+    fn sequence(&mut self, depth: usize) -> Result<Filter, DomainError> {
+        let mut terms = vec![self.factor(depth)?];
+        while self.peek().is_some() && !self.is_word("AND") && self.peek() != Some(&Token::RParen) {
+            terms.push(self.factor(depth)?);
+        }
+        Ok(all(terms, Filter::And))
+    }
+
+    /// `unary ("OR" unary)*`: in AIP-160, OR binds tighter than AND.
+    fn factor(&mut self, depth: usize) -> Result<Filter, DomainError> {
         let mut terms = vec![self.unary(depth)?];
-        loop {
-            if self.is_word("AND") {
-                self.at += 1;
-            } else if self.peek().is_none() || self.is_word("OR") || self.peek() == Some(&Token::RParen) {
-                break;
-            }
+        while self.is_word("OR") {
+            self.at += 1;
             terms.push(self.unary(depth)?);
         }
-        Ok(if terms.len() == 1 {
-            terms.remove(0)
-        } else {
-            Filter::And(terms)
-        })
+        Ok(all(terms, Filter::Or))
     }
 
     fn unary(&mut self, depth: usize) -> Result<Filter, DomainError> {
@@ -204,10 +204,19 @@ impl Parser {
             self.at += 1;
             return Ok(Filter::Not(Box::new(self.unary(depth + 1)?)));
         }
+        // `-field = value`: the minus sign written against the field name.
+        if let Some((pos, Token::Word(w))) = self.tokens.get(self.at)
+            && let Some(field) = w.strip_prefix('-')
+            && parse_field(field).is_some()
+        {
+            let field = Token::Word(field.to_owned());
+            self.tokens[self.at] = (pos + 1, field);
+            return Ok(Filter::Not(Box::new(self.unary(depth + 1)?)));
+        }
         if self.peek() == Some(&Token::LParen) {
             let open = self.pos();
             self.at += 1;
-            let inner = self.or(depth + 1)?;
+            let inner = self.expression(depth + 1)?;
             if self.peek() != Some(&Token::RParen) {
                 return Err(err(open, "'(' is never closed"));
             }
@@ -280,6 +289,11 @@ fn describe(t: &Token) -> String {
         Token::Word(w) => format!("{w:?}"),
         Token::Str(s) => format!("the string {s:?}"),
     }
+}
+
+/// One term as itself, several joined by `join`.
+fn all(mut terms: Vec<Filter>, join: fn(Vec<Filter>) -> Filter) -> Filter {
+    if terms.len() == 1 { terms.remove(0) } else { join(terms) }
 }
 
 fn parse_field(w: &str) -> Option<FilterField> {
@@ -356,7 +370,7 @@ pub fn parse_filter(input: &str) -> Result<Option<Filter>, DomainError> {
         at: 0,
         end: input.len(),
     };
-    let filter = p.or(0)?;
+    let filter = p.expression(0)?;
     if let Some(t) = p.peek() {
         let what = describe(t);
         return Err(err(p.pos(), format!("unexpected {what}")));
@@ -374,6 +388,7 @@ mod tests {
         Filter::Compare(Comparison { field, op, value })
     }
 
+    /// AIP-160: OR binds tighter than AND (and than juxtaposition).
     #[test]
     fn precedence_and_grouping() {
         let f = parse_filter(
@@ -381,17 +396,32 @@ mod tests {
         )
         .unwrap()
         .unwrap();
-        let expected = Filter::Or(vec![
-            Filter::And(vec![
-                cmp(FilterField::Status, Op::Eq, Value::Status(UserStatus::Confirmed)),
+        let expected = Filter::And(vec![
+            cmp(FilterField::Status, Op::Eq, Value::Status(UserStatus::Confirmed)),
+            Filter::Or(vec![
                 Filter::Or(vec![
                     cmp(FilterField::Email, Op::Has, Value::Text("@example.com".into())),
                     cmp(FilterField::Custom(1), Op::Eq, Value::Text("x".into())),
                 ]),
+                Filter::Not(Box::new(cmp(FilterField::Enabled, Op::Eq, Value::Bool(false)))),
             ]),
-            Filter::Not(Box::new(cmp(FilterField::Enabled, Op::Eq, Value::Bool(false)))),
         ]);
         assert_eq!(f, expected);
+        let a = cmp(FilterField::Custom(0), Op::Eq, Value::Text("1".into()));
+        let b = cmp(FilterField::Custom(1), Op::Eq, Value::Text("2".into()));
+        let c = cmp(FilterField::Custom(2), Op::Eq, Value::Text("3".into()));
+        let parsed = |f: &str| parse_filter(f).unwrap().unwrap();
+        assert_eq!(
+            parsed("custom_01 = 1 OR custom_02 = 2 AND custom_03 = 3"),
+            Filter::And(vec![Filter::Or(vec![a.clone(), b.clone()]), c.clone()])
+        );
+        assert_eq!(
+            parsed("custom_01 = 1 custom_02 = 2 OR custom_03 = 3"),
+            Filter::And(vec![a.clone(), Filter::Or(vec![b.clone(), c.clone()])])
+        );
+        for negated in ["-custom_01 = 1", "- custom_01 = 1", "NOT custom_01 = 1"] {
+            assert_eq!(parsed(negated), Filter::Not(Box::new(a.clone())), "{negated}");
+        }
     }
 
     #[test]

@@ -66,6 +66,9 @@ pub struct Store {
     inserted: std::sync::Arc<std::sync::atomic::AtomicU64>,
     /// SQLite only: checkpoints off the writer's path.
     checkpointer: Option<checkpoint::Checkpointer>,
+    /// PostgreSQL only: how to open the one connection that holds the
+    /// migration lock.
+    lock_options: Option<ConnectOptions>,
 }
 
 /// Page cache of the SQLite writer connection: bulk imports touch index pages
@@ -108,6 +111,12 @@ fn sqlite_options(
         .pragma("wal_autocheckpoint", "32768")
         .pragma("temp_store", "memory")
 }
+
+/// The advisory lock migrations take on PostgreSQL: one per schema, so
+/// databases with many schemas (the tests use one each) do not wait on each other.
+const MIGRATION_LOCK: &str = "SELECT pg_advisory_lock(hashtext('userdir.migrate:' || coalesce(current_schema(), '')))";
+const MIGRATION_UNLOCK: &str =
+    "SELECT pg_advisory_unlock(hashtext('userdir.migrate:' || coalesce(current_schema(), '')))";
 
 /// Decides whether a connection handed back goes back into the pool: only
 /// when no transaction is open on it. A transaction whose COMMIT or ROLLBACK
@@ -152,7 +161,13 @@ impl Store {
             opts.set_schema_search_path(schema.clone());
         }
         let db = Database::connect(opts.clone()).await?;
-        let writer = if db.get_database_backend() == DbBackend::Sqlite {
+        let pg = db.get_database_backend() == DbBackend::Postgres;
+        let lock_options = pg.then(|| {
+            let mut one = opts.clone();
+            one.max_connections(1).min_connections(0);
+            one
+        });
+        let writer = if !pg {
             opts.max_connections(1)
                 .min_connections(1)
                 .map_sqlx_sqlite_opts(move |o| sqlite_options(o, WRITER_CACHE_KIB, max_size_mib));
@@ -167,6 +182,7 @@ impl Store {
             writer,
             inserted: Default::default(),
             checkpointer,
+            lock_options,
         })
     }
 
@@ -177,10 +193,28 @@ impl Store {
         Ok(store)
     }
 
-    /// Applies pending migrations (idempotent; safe with many replicas on
-    /// PostgreSQL, where migrations run in a transaction).
+    /// Applies pending migrations (idempotent). On PostgreSQL, replicas that
+    /// start together take turns: each holds a session advisory lock (per
+    /// schema) on a connection of its own while it migrates, so only the
+    /// first creates anything and the others find nothing left to do.
     pub async fn migrate(&self) -> Result<(), DbErr> {
-        migration::Migrator::up(&self.writer, None).await
+        let Some(options) = &self.lock_options else {
+            return migration::Migrator::up(&self.writer, None).await;
+        };
+        let lock = Database::connect(options.clone()).await?;
+        lock.execute_unprepared(MIGRATION_LOCK).await?;
+        let migrated = migration::Migrator::up(&self.writer, None).await;
+        let unlocked = lock.execute_unprepared(MIGRATION_UNLOCK).await;
+        // Closing the session releases the lock in any case.
+        let _ = lock.close().await;
+        migrated?;
+        unlocked.map(|_| ())
+    }
+
+    /// Migrations defined but not applied yet (for `serve --no-migrate`).
+    pub async fn pending_migrations(&self) -> Result<Vec<String>, DbErr> {
+        let pending = migration::Migrator::get_pending_migrations(&self.writer).await?;
+        Ok(pending.iter().map(|m| m.name().to_owned()).collect())
     }
 
     pub fn backend(&self) -> DbBackend {

@@ -65,8 +65,10 @@ pub struct CsvDecoder {
     ends: Vec<usize>,
     out_len: usize,
     ends_len: usize,
-    /// `\n` bytes consumed so far.
+    /// Line breaks consumed so far: LF, CR LF and a lone CR each count once.
     newlines: u64,
+    /// The last byte consumed was a CR (an LF right after it ends the same line).
+    after_cr: bool,
     /// `"` bytes consumed in the current record.
     quotes: u64,
     finished: bool,
@@ -92,6 +94,7 @@ impl CsvDecoder {
             out_len: 0,
             ends_len: 0,
             newlines: 0,
+            after_cr: false,
             quotes: 0,
             finished: false,
             max_record: DEFAULT_MAX_RECORD_BYTES,
@@ -195,7 +198,7 @@ impl CsvDecoder {
                 self.reader
                     .read_record(input, &mut self.buf[self.out_len..], &mut self.ends[self.ends_len..]);
             let consumed = &input[..nin];
-            self.newlines += count(consumed, b'\n');
+            self.newlines += line_breaks(consumed, &mut self.after_cr);
             self.quotes += count(consumed, b'"');
             let last = consumed.last().copied();
             input = &input[nin..];
@@ -222,7 +225,7 @@ impl CsvDecoder {
                 }
                 ReadRecordResult::Record => {
                     let terminated = matches!(last, Some(b'\n' | b'\r'));
-                    out.push(self.take_record(terminated, last == Some(b'\n')));
+                    out.push(self.take_record(terminated));
                 }
                 ReadRecordResult::End => return,
             }
@@ -231,17 +234,17 @@ impl CsvDecoder {
 
     fn drop_record_bytes(&mut self) {
         self.dropped += self.out_len as u64;
-        self.dropped_newlines += count(&self.buf[..self.out_len], b'\n');
+        self.dropped_newlines += line_breaks(&self.buf[..self.out_len], &mut false);
         self.out_len = 0;
         self.ends_len = 0;
         self.too_large = true;
     }
 
-    fn take_record(&mut self, terminated: bool, ended_by_lf: bool) -> Record {
+    fn take_record(&mut self, terminated: bool) -> Record {
         let raw = &self.buf[..self.out_len];
         // The line the record ends on, less the line breaks inside its quoted values.
-        let end_line = if ended_by_lf { self.newlines } else { self.newlines + 1 };
-        let line = end_line.saturating_sub(count(raw, b'\n') + self.dropped_newlines);
+        let end_line = if terminated { self.newlines } else { self.newlines + 1 };
+        let line = end_line.saturating_sub(line_breaks(raw, &mut false) + self.dropped_newlines);
         let size = self.dropped + raw.len() as u64;
         let fields = if self.too_large || size > self.max_record as u64 {
             Err(RecordError {
@@ -302,6 +305,21 @@ impl CsvDecoder {
         self.too_large = false;
         Record { line, fields }
     }
+}
+
+/// Line breaks in `bytes`: LF, CR LF and a lone CR (old Mac files) each
+/// count once; `after_cr` carries a CR at the end over to the next bytes.
+fn line_breaks(bytes: &[u8], after_cr: &mut bool) -> u64 {
+    let mut n = 0;
+    for &b in bytes {
+        match b {
+            b'\n' if *after_cr => {}
+            b'\n' | b'\r' => n += 1,
+            _ => {}
+        }
+        *after_cr = b == b'\r';
+    }
+    n
 }
 
 fn count(bytes: &[u8], b: u8) -> u64 {
@@ -549,6 +567,20 @@ mod tests {
             ]
         );
         assert!(d.ends.len() <= 4096, "{}", d.ends.len());
+    }
+
+    /// Lone CR (old Mac), CR LF and LF line endings, mixed, split anywhere:
+    /// every row reports the line it starts on.
+    #[test]
+    fn line_numbers_for_every_line_ending() {
+        let text =
+            "name,email\ra,a@example.com\rb,b@example.com\r\nc,c@example.com\n\"d\rd\",d@example.com\re,e@example.com";
+        for chunk in [1, 2, 3, 100] {
+            let recs = decode_all(text.as_bytes(), DeclaredEncoding::Utf8, chunk).unwrap();
+            let lines: Vec<u64> = recs.iter().map(|r| r.line).collect();
+            assert_eq!(lines, [1, 2, 3, 4, 5, 7], "chunk {chunk}");
+            assert_eq!(ok_fields(&recs[4]), ["d\rd", "d@example.com"]);
+        }
     }
 
     #[test]

@@ -90,7 +90,7 @@ pub(super) fn row_failure(err: DomainError) -> RowFailure {
 /// Undoes the export's formula protection: `'=1` -> `=1`, `''x` -> `'x`.
 pub fn unprotect_formula(value: &str) -> &str {
     match value.strip_prefix('\'') {
-        Some(rest) if rest.starts_with(['=', '+', '-', '@', '\t', '\r', '\'']) => rest,
+        Some(rest) if rest.starts_with(['=', '+', '-', '@', '\t', '\r', '\n', '\'']) => rest,
         _ => value,
     }
 }

@@ -78,6 +78,10 @@ pub struct ImportArgs {
     /// FULL_SYNC with a file without rows deletes every user.
     #[arg(long)]
     pub allow_delete_all: bool,
+    /// FULL_SYNC deletes at most this share of the tenant's users (default
+    /// 25; 100 turns the guard off); past it, nothing is deleted.
+    #[arg(long, value_name = "PERCENT", value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub max_delete_percent: Option<u32>,
     /// Map a file header to a field: `--map 氏名=display_name`; `--map 備考=` ignores a column.
     #[arg(long = "map", value_name = "HEADER=FIELD")]
     pub mappings: Vec<String>,
@@ -130,6 +134,7 @@ fn options(args: &ImportArgs) -> Result<pb::ImportOptions, String> {
         column_mapping,
         validate_only: args.dry_run,
         allow_delete_all: args.allow_delete_all,
+        max_delete_percent: args.max_delete_percent.unwrap_or(0),
     })
 }
 

@@ -258,6 +258,7 @@ pub fn import_options(o: pb::ImportOptions) -> Result<(String, ImportOptions), D
         column_mapping: o.column_mapping.into_iter().collect(),
         validate_only: o.validate_only,
         allow_delete_all: o.allow_delete_all,
+        max_delete_percent: o.max_delete_percent.min(100),
     };
     Ok((o.parent, options))
 }
@@ -286,6 +287,7 @@ fn options_to_pb(parent: String, o: &ImportOptions) -> pb::ImportOptions {
         column_mapping: o.column_mapping.clone().into_iter().collect(),
         validate_only: o.validate_only,
         allow_delete_all: o.allow_delete_all,
+        max_delete_percent: o.max_delete_percent,
     }
 }
 

@@ -938,7 +938,9 @@ async fn cancelled_import_keeps_committed_rows(s: TestServer) {
     assert!(stored.len() <= 1300);
     // The FULL_SYNC lock was released.
     csv(&s, options(ImportMode::Upsert), "name,email\nA,a@example.com\n").await;
-    let (results, _) = csv(&s, options(ImportMode::FullSync), "name,email\nA,a@example.com\n").await;
+    let mut opts = options(ImportMode::FullSync);
+    opts.max_delete_percent = 100;
+    let (results, _) = csv(&s, opts, "name,email\nA,a@example.com\n").await;
     assert_eq!(
         results
             .iter()

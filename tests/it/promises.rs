@@ -78,10 +78,43 @@ async fn errors_quote_little(s: TestServer) {
     assert!(err.message().len() < 2000, "{} bytes", err.message().len());
 }
 
+/// A one-row FULL_SYNC of a 40-user tenant deletes nothing and says how
+/// many it would have deleted; a dry run says the same; raising the limit
+/// lets it through.
+async fn full_sync_delete_guard(s: TestServer) {
+    s.tenant("acme").await;
+    run(
+        &s,
+        options(ImportMode::Upsert),
+        chunks(crate::import::many_rows(40).as_bytes(), 4096),
+    )
+    .await
+    .unwrap();
+    let file = b"name,email\nKept,u00000@example.com\n";
+    for validate_only in [false, true] {
+        let mut opts = options(ImportMode::FullSync);
+        opts.validate_only = validate_only;
+        let err = run(&s, opts, chunks(file, 4096)).await.unwrap_err();
+        assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+        assert_eq!(crate::common::reason(&err), "FULL_SYNC_DELETE_GUARD");
+        assert!(
+            err.message().contains("would delete 39 of the tenant's 40 users"),
+            "{}",
+            err.message()
+        );
+        assert_eq!(crate::import::users(&s).await.len(), 40, "nothing was deleted");
+    }
+    let mut opts = options(ImportMode::FullSync);
+    opts.max_delete_percent = 100;
+    let (_, job) = run(&s, opts, chunks(file, 4096)).await.unwrap();
+    assert_eq!(job.counts.unwrap().deleted, 39);
+}
+
 crate::on_both_backends!(
     filters_follow_aip_160,
     lone_cr_rows_report_their_lines,
-    errors_quote_little
+    errors_quote_little,
+    full_sync_delete_guard
 );
 
 /// Three replicas starting together on a fresh PostgreSQL schema all come

@@ -7,7 +7,7 @@ use std::future::Future;
 use uuid::Uuid;
 
 use crate::error::DomainError;
-use crate::import::ImportJob;
+use crate::import::{DeleteGuard, ImportJob};
 use crate::list::UserQuery;
 use crate::tenant::{Tenant, TenantId};
 use crate::text::{Revision, Timestamp};
@@ -139,13 +139,16 @@ pub trait ImportRepository: Send + Sync + 'static {
     /// FULL_SYNC: in one transaction, deletes every user of `tenant` created
     /// before `created_before` whose id is not in `keep`, records them (id
     /// and email) with `job` and adds them to its `deleted` count, and
-    /// returns them. With `dry_run` nothing is deleted or recorded.
+    /// returns them. With `dry_run` nothing is deleted or recorded. When
+    /// `guard` refuses that many deletions of the tenant's users (counted
+    /// under the same lock), nothing is deleted and its error is returned.
     fn delete_absent_users(
         &self,
         tenant: &TenantId,
         job: Uuid,
         created_before: Timestamp,
         keep: &HashSet<Uuid>,
+        guard: Option<DeleteGuard>,
         dry_run: bool,
     ) -> impl Future<Output = RepoResult<Vec<(UserId, String)>>> + Send;
 }

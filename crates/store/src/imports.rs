@@ -10,7 +10,7 @@ use sea_orm::{
     ColumnTrait, Condition, ConnectionTrait, DbBackend, EntityTrait, ExprTrait, QueryFilter, QueryOrder, QuerySelect,
     QueryTrait, TransactionTrait,
 };
-use userdir_domain::import::{ImportJob, ImportState};
+use userdir_domain::import::{DeleteGuard, ImportJob, ImportState};
 use userdir_domain::repo::{ImportRepository, RepoResult, SyncLock};
 use userdir_domain::tenant::TenantId;
 use userdir_domain::text::Timestamp;
@@ -265,12 +265,19 @@ impl ImportRepository for Store {
         job: Uuid,
         created_before: Timestamp,
         keep: &HashSet<Uuid>,
+        guard: Option<DeleteGuard>,
         dry_run: bool,
     ) -> RepoResult<Vec<(UserId, String)>> {
         let txn = self.writer().begin().await.map_err(db_error)?;
-        if !dry_run {
-            lock_seats(&txn, tenant).await?;
-        }
+        let users = if dry_run {
+            let row = tenant::Entity::find_by_id(tenant.as_str())
+                .one(&txn)
+                .await
+                .map_err(db_error)?;
+            row.ok_or_else(|| tenant_not_found(tenant))?.user_count
+        } else {
+            lock_seats(&txn, tenant).await?.users
+        };
         let mut absent: Vec<(Uuid, String)> = Vec::new();
         let mut after: Option<Uuid> = None;
         loop {
@@ -289,6 +296,9 @@ impl ImportRepository for Store {
             let Some(last) = rows.last() else { break };
             after = Some(last.0);
             absent.extend(rows.into_iter().filter(|(id, _)| !keep.contains(id)));
+        }
+        if let Some(guard) = guard {
+            guard.check(absent.len() as u64, u64::try_from(users).unwrap_or(0))?;
         }
         if !dry_run {
             let mut deleted = 0u64;
@@ -460,7 +470,7 @@ mod tests {
         assert_eq!(checkpoints_after_waiting_for(&checkpointer, 1).await, 1);
 
         let deleted = store
-            .delete_absent_users(&tenant, Uuid::now_v7(), Timestamp::now(), &HashSet::new(), false)
+            .delete_absent_users(&tenant, Uuid::now_v7(), Timestamp::now(), &HashSet::new(), None, false)
             .await
             .unwrap();
         assert_eq!(deleted.len(), 1);

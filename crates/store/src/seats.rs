@@ -12,6 +12,8 @@ use crate::tenants::tenant_not_found;
 
 /// Seats of a tenant, read under its lock.
 pub(crate) struct Seats {
+    /// Users the tenant has.
+    pub(crate) users: i64,
     pub(crate) limit: i64,
     /// `None` = no limit.
     pub(crate) free: Option<u64>,
@@ -36,6 +38,7 @@ pub(crate) async fn lock_seats(txn: &DatabaseTransaction, tenant: &TenantId) -> 
     let row = row.ok_or_else(|| tenant_not_found(tenant))?;
     let free = (row.seat_limit != 0).then(|| u64::try_from(row.seat_limit - row.user_count).unwrap_or(0));
     Ok(Seats {
+        users: row.user_count,
         limit: row.seat_limit,
         free,
     })

@@ -17,7 +17,9 @@ use super::job::{AbortOnDrop, SyncLease, spawn_heartbeat};
 use super::plan::{Plan, Planner, Prepare};
 use super::rows::{Pending, Prepared, cell, failure, file_error, unprotect_formula};
 use super::writer::{Writer, Written};
-use super::{ImportCounts, ImportJob, ImportLimits, ImportMode, ImportOptions, ImportState, RowOutcome, RowResult};
+use super::{
+    DeleteGuard, ImportCounts, ImportJob, ImportLimits, ImportMode, ImportOptions, ImportState, RowOutcome, RowResult,
+};
 use crate::error::DomainError;
 use crate::repo::{ImportRepository, RepoResult, TenantRepository, UserRepository};
 use crate::tenant::Tenant;
@@ -351,7 +353,14 @@ impl<R: TenantRepository + UserRepository + ImportRepository> Importer<R> {
         let tenant = self.job.tenant.clone();
         let deleted = self
             .repo
-            .delete_absent_users(&tenant, self.job.id, self.job.start_time, &self.planner.keep, dry_run)
+            .delete_absent_users(
+                &tenant,
+                self.job.id,
+                self.job.start_time,
+                &self.planner.keep,
+                DeleteGuard::of(&self.job.options),
+                dry_run,
+            )
             .await?;
         Ok(deleted
             .into_iter()

@@ -66,6 +66,51 @@ pub struct ImportOptions {
     pub column_mapping: BTreeMap<String, String>,
     pub validate_only: bool,
     pub allow_delete_all: bool,
+    /// FULL_SYNC's delete guard, in percent of the tenant (0 = the default).
+    #[serde(default)]
+    pub max_delete_percent: u32,
+}
+
+/// FULL_SYNC's delete guard: a file that would delete much of the tenant
+/// (a truncated export, the wrong file) deletes nothing instead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeleteGuard {
+    /// The most users a FULL_SYNC may delete, in percent of the tenant.
+    pub percent: u32,
+}
+
+impl DeleteGuard {
+    /// The share a FULL_SYNC may delete unless told otherwise.
+    pub const DEFAULT_PERCENT: u32 = 25;
+    /// Deleting this many users is always allowed, whatever the share.
+    pub const FLOOR: u64 = 10;
+
+    /// The guard of `options` (`None`: no guard).
+    pub fn of(options: &ImportOptions) -> Option<Self> {
+        let percent = match options.max_delete_percent {
+            0 => Self::DEFAULT_PERCENT,
+            p => p,
+        };
+        (!options.allow_delete_all && percent < 100).then_some(Self { percent })
+    }
+
+    /// Whether deleting `would_delete` of a tenant's `users` is allowed;
+    /// otherwise the error that says so, with the counts.
+    pub fn check(self, would_delete: u64, users: u64) -> Result<(), crate::DomainError> {
+        let limit = (users * u64::from(self.percent) / 100).max(Self::FLOOR);
+        if would_delete <= limit {
+            return Ok(());
+        }
+        Err(crate::DomainError::Precondition {
+            reason: "FULL_SYNC_DELETE_GUARD",
+            message: format!(
+                "this FULL_SYNC would delete {would_delete} of the tenant's {users} users, more than the {}% \
+                 ({limit} users) it may delete; nothing was deleted (the file's rows were imported). Check the \
+                 file, or set max_delete_percent (--max-delete-percent) higher, 100 to turn the guard off",
+                self.percent
+            ),
+        })
+    }
 }
 
 mod declared_encoding {

@@ -12,6 +12,7 @@ use tonic::transport::Server;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 use userdir_domain::Directory;
+use userdir_domain::page_token::PageTokens;
 use userdir_domain::repo::Ping;
 use userdir_store::Store;
 
@@ -40,6 +41,8 @@ pub enum ServeError {
     Reflection(#[from] tonic_reflection::server::Error),
     #[error("transport error: {0}")]
     Transport(#[from] tonic::transport::Error),
+    #[error("cannot read the service's keys: {0}")]
+    Keys(userdir_domain::DomainError),
     #[error("the database schema is behind this version (pending: {0}); run `userdir migrate` first")]
     MigrationsPending(String),
 }
@@ -132,7 +135,10 @@ pub async fn serve(
     let reflection_v1alpha = reflection().build_v1alpha()?;
 
     let sqlite = store.backend() == sea_orm::DbBackend::Sqlite;
-    let directory = Directory::new(Arc::new(store)).with_import_limits(config.import_limits());
+    let key = store.page_token_key().await.map_err(ServeError::Keys)?;
+    let directory = Directory::new(Arc::new(store))
+        .with_import_limits(config.import_limits())
+        .with_page_tokens(PageTokens::new(&key));
     let sweeper = tokio::spawn(sweep_import_jobs(directory.clone(), sqlite));
     let shutdown_reporter = reporter.clone();
     let graceful = async move {

@@ -338,7 +338,8 @@ async fn store_pages_match_the_keyset_walk(s: TestServer) {
         ("", "display_name", 1000),
         ("custom_01 = \"1\"", "display_name desc", 333),
     ] {
-        let query = || UserQuery::parse("acme", filter, order_by, 0, "").unwrap();
+        let tokens = userdir_domain::page_token::PageTokens::random();
+        let query = || UserQuery::parse("acme", filter, order_by, 0, "", &tokens).unwrap();
         let streamed = read(store.snapshot().await.unwrap(), &tenant, query(), true).await;
         let walked = read(store.snapshot().await.unwrap(), &tenant, query(), false).await;
         assert_eq!(streamed, walked, "filter {filter:?} order {order_by:?}");

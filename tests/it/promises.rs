@@ -110,7 +110,46 @@ async fn full_sync_delete_guard(s: TestServer) {
     assert_eq!(job.counts.unwrap().deleted, 39);
 }
 
+/// Page tokens are opaque (no email inside, even decoded), refuse any
+/// edit, and work on every replica (they share the key in the database).
+async fn page_tokens_are_sealed_and_shared(s: TestServer) {
+    use base64::Engine;
+    s.tenant("acme").await;
+    for i in 0..3 {
+        s.user("acme", &format!("private.person{i}@example.com"), "P").await;
+    }
+    let req = |token: String| ListUsersRequest {
+        parent: "tenants/acme".into(),
+        order_by: "email".into(),
+        page_size: 1,
+        page_token: token,
+        ..Default::default()
+    };
+    let first = s
+        .users
+        .clone()
+        .list_users(req(String::new()))
+        .await
+        .unwrap()
+        .into_inner();
+    let token = first.next_page_token;
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(&token).unwrap();
+    assert!(
+        !String::from_utf8_lossy(&raw).contains("private"),
+        "the token shows personal data"
+    );
+    let mut edited = raw.clone();
+    edited[raw.len() / 2] ^= 1;
+    let edited = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(edited);
+    let err = s.users.clone().list_users(req(edited)).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    let (mut replica, _stop) = s.replica().await;
+    let second = replica.list_users(req(token)).await.unwrap().into_inner();
+    assert_eq!(second.users[0].email, "private.person1@example.com");
+}
+
 crate::on_both_backends!(
+    page_tokens_are_sealed_and_shared,
     filters_follow_aip_160,
     lone_cr_rows_report_their_lines,
     errors_quote_little,

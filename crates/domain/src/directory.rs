@@ -5,7 +5,8 @@ use std::sync::Arc;
 use crate::error::{DomainError, ResourceKind};
 use crate::import::engine::Importer;
 use crate::import::{ImportJob, ImportLimits, ImportOptions};
-use crate::list::{SortKey, UserQuery, decode_page_token, encode_page_token, page_size, sort_key};
+use crate::list::{SortKey, UserQuery, page_size, sort_key};
+use crate::page_token::PageTokens;
 use crate::repo::{ImportRepository, TenantRepository, UserKey, UserRepository};
 use crate::tenant::{Tenant, TenantId, TenantMask, TenantSettings};
 use crate::text::{Revision, Timestamp};
@@ -22,6 +23,7 @@ pub struct Page<T> {
 pub struct Directory<R> {
     repo: Arc<R>,
     import_limits: ImportLimits,
+    tokens: PageTokens,
 }
 
 impl<R> Clone for Directory<R> {
@@ -29,6 +31,7 @@ impl<R> Clone for Directory<R> {
         Self {
             repo: Arc::clone(&self.repo),
             import_limits: self.import_limits,
+            tokens: self.tokens.clone(),
         }
     }
 }
@@ -50,7 +53,15 @@ impl<R: TenantRepository + UserRepository> Directory<R> {
         Self {
             repo,
             import_limits: ImportLimits::default(),
+            tokens: PageTokens::random(),
         }
+    }
+
+    /// Seals page tokens with `tokens` (the key every replica shares; by
+    /// default a random key, good in this process only).
+    pub fn with_page_tokens(mut self, tokens: PageTokens) -> Self {
+        self.tokens = tokens;
+        self
     }
 
     /// The limits every import runs under.
@@ -88,11 +99,11 @@ impl<R: TenantRepository + UserRepository> Directory<R> {
         let after = if page_token.is_empty() {
             None
         } else {
-            Some(decode_page_token(SCOPE, page_token)?.id)
+            Some(self.tokens.decode(SCOPE, page_token)?.id)
         };
         let mut items = self.repo.list_tenants(after.as_deref(), limit + 1).await?;
         let next_page_token = next_token(&mut items, limit, |t| {
-            encode_page_token(
+            self.tokens.encode(
                 SCOPE,
                 SortKey {
                     text: None,
@@ -241,12 +252,19 @@ impl<R: TenantRepository + UserRepository> Directory<R> {
         page_token: &str,
     ) -> Result<Page<User>, DomainError> {
         let tenant = invalid(TenantId::from_resource_name("parent", parent))?;
-        let query = UserQuery::parse(tenant.as_str(), filter, order_by, requested_size, page_token)?;
+        let query = UserQuery::parse(
+            tenant.as_str(),
+            filter,
+            order_by,
+            requested_size,
+            page_token,
+            &self.tokens,
+        )?;
         // NOT_FOUND for an unknown tenant rather than an empty page.
         self.repo.get_tenant(&tenant).await?;
         let mut items = self.repo.list_users(&tenant, &query, query.limit + 1).await?;
         let next_page_token = next_token(&mut items, query.limit, |u| {
-            encode_page_token(&query.scope, sort_key(u, query.order.field))
+            self.tokens.encode(&query.scope, sort_key(u, query.order.field))
         });
         Ok(Page { items, next_page_token })
     }
@@ -319,13 +337,13 @@ impl<R: TenantRepository + UserRepository + ImportRepository> Directory<R> {
         let before = if page_token.is_empty() {
             None
         } else {
-            let key = decode_page_token(&scope, page_token)?;
+            let key = self.tokens.decode(&scope, page_token)?;
             Some(uuid::Uuid::parse_str(&key.id).map_err(|_| DomainError::invalid("page_token", "is damaged"))?)
         };
         self.repo.get_tenant(&tenant).await?;
         let mut items = self.repo.list_import_jobs(&tenant, before, limit + 1).await?;
         let next_page_token = next_token(&mut items, limit, |j| {
-            encode_page_token(
+            self.tokens.encode(
                 &scope,
                 SortKey {
                     text: None,
@@ -348,7 +366,7 @@ impl<R: TenantRepository + UserRepository + crate::repo::SnapshotRepository> Dir
         order_by: &str,
     ) -> Result<crate::export::Exporter<R::Snapshot>, DomainError> {
         let tenant = invalid(TenantId::from_resource_name("parent", parent))?;
-        let query = UserQuery::parse(tenant.as_str(), filter, order_by, 0, "")?;
+        let query = UserQuery::parse(tenant.as_str(), filter, order_by, 0, "", &self.tokens)?;
         self.repo.get_tenant(&tenant).await?;
         let snapshot = self.repo.snapshot().await?;
         Ok(crate::export::Exporter::new(snapshot, tenant, query))

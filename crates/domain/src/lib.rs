@@ -10,6 +10,7 @@ pub mod export;
 pub mod filter;
 pub mod import;
 pub mod list;
+pub mod page_token;
 pub mod repo;
 pub mod tenant;
 pub mod text;

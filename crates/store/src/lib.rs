@@ -211,6 +211,32 @@ impl Store {
         unlocked.map(|_| ())
     }
 
+    /// The key that seals page tokens, the same for every replica.
+    pub async fn page_token_key(&self) -> RepoResult<[u8; userdir_domain::page_token::KEY_BYTES]> {
+        use sea_orm::EntityTrait;
+        let name = migration::m20261202_000006_service_keys::PAGE_TOKEN_KEY;
+        let row = entity::service_key::Entity::find_by_id(name)
+            .one(&self.db)
+            .await
+            .map_err(db_error)?;
+        let hex = row.map(|r| r.secret).unwrap_or_default();
+        let mut key = [0u8; userdir_domain::page_token::KEY_BYTES];
+        let bytes = (0..hex.len())
+            .step_by(2)
+            .map(|i| hex.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok()));
+        let mut n = 0;
+        for (slot, byte) in key.iter_mut().zip(bytes) {
+            *slot = byte.ok_or_else(|| userdir_domain::DomainError::storage("the stored page-token key is damaged"))?;
+            n += 1;
+        }
+        if n != key.len() {
+            return Err(userdir_domain::DomainError::storage(
+                "the page-token key is missing or damaged; run `userdir migrate`",
+            ));
+        }
+        Ok(key)
+    }
+
     /// Migrations defined but not applied yet (for `serve --no-migrate`).
     pub async fn pending_migrations(&self) -> Result<Vec<String>, DbErr> {
         let pending = migration::Migrator::get_pending_migrations(&self.writer).await?;

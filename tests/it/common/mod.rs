@@ -116,6 +116,30 @@ pub async fn spawn_with(backend: Backend, adjust: impl FnOnce(&mut Config)) -> O
 }
 
 impl TestServer {
+    /// Another server on the same database (a replica), with a client; it
+    /// stops when the returned sender is dropped.
+    pub async fn replica(&self) -> (UserDirectoryClient<Channel>, oneshot::Sender<()>) {
+        let store = Store::open(&self.store_options)
+            .await
+            .expect("open the shared database");
+        let config = Config::for_test(self.store_options.url.clone());
+        let listener = TcpListener::bind(config.listen).await.expect("bind");
+        let addr = listener.local_addr().expect("local addr");
+        let (tx, rx) = oneshot::channel::<()>();
+        tokio::spawn(async move {
+            let _ = userdir::server::serve(listener, store, &config, async {
+                let _ = rx.await;
+            })
+            .await;
+        });
+        let channel = Channel::from_shared(format!("http://{addr}"))
+            .expect("uri")
+            .connect()
+            .await
+            .expect("connect");
+        (UserDirectoryClient::new(channel), tx)
+    }
+
     /// Waits until health says SERVING (the first database probe ran).
     pub async fn wait_serving(&self) {
         for _ in 0..100 {

@@ -2,5 +2,6 @@
 
 pub mod import_deletion;
 pub mod import_job;
+pub mod service_key;
 pub mod tenant;
 pub mod user;

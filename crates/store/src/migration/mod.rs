@@ -7,6 +7,7 @@ mod m20261122_000002_import_jobs;
 mod m20261123_000003_users_tenant_fk;
 mod m20261202_000004_email_keys;
 mod m20261202_000005_import_job_lease;
+pub(crate) mod m20261202_000006_service_keys;
 
 pub struct Migrator;
 
@@ -19,6 +20,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261123_000003_users_tenant_fk::Migration),
             Box::new(m20261202_000004_email_keys::Migration),
             Box::new(m20261202_000005_import_job_lease::Migration),
+            Box::new(m20261202_000006_service_keys::Migration),
         ]
     }
 }

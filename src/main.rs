@@ -8,12 +8,25 @@ use std::process::ExitCode;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-use clap::Parser;
+use clap::Parser as _;
 use userdir::cli::{Cli, Command, shutdown_signal};
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // Help and --version are not errors; a bad command line has a
+            // code of its own, apart from an import whose rows failed (2).
+            let code = if e.use_stderr() {
+                userdir::cli::common::EXIT_USAGE
+            } else {
+                0
+            };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
     match cli.command {
         Command::Serve(config) => {
             userdir::telemetry::init(config.log_format);

@@ -14,24 +14,27 @@ use xxhash_rust::xxh3::Xxh3Default;
 
 use crate::pb;
 use crate::pb::export_users_response::Payload;
-use crate::pb::user_directory_client::UserDirectoryClient;
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 pub enum Encoding {
     /// UTF-8 with a byte order mark (seed 001, Excel-friendly).
+    #[value(alias = "utf-8-bom", alias = "utf8bom")]
     Utf8Bom,
+    #[value(alias = "utf-8")]
     Utf8,
-    /// Shift-JIS (Windows-31J) for Japanese Excel.
+    /// Shift-JIS (Windows-31J) for Japanese Excel; also shift_jis, sjis, cp932.
+    #[value(alias = "shift_jis", alias = "sjis", alias = "cp932", alias = "windows-31j")]
     ShiftJis,
 }
 
 /// Export users to a CSV file.
 #[derive(Args, Debug)]
 pub struct ExportArgs {
-    /// Tenant id (`acme`).
+    /// Tenant id (`acme` or `tenants/acme`).
     #[arg(long)]
     pub tenant: String,
-    /// Output file.
+    /// Output file; `-` writes to standard output (checked all the same:
+    /// the exit status is 1 if the stream was cut or damaged).
     #[arg(short, long)]
     pub output: PathBuf,
     #[arg(long, value_enum, default_value_t = Encoding::Utf8Bom)]
@@ -71,7 +74,7 @@ pub async fn run(args: ExportArgs) -> ExitCode {
 
 async fn export(args: &ExportArgs) -> Result<(), String> {
     let request = pb::ExportUsersRequest {
-        parent: format!("tenants/{}", args.tenant),
+        parent: super::common::tenant_parent(&args.tenant)?,
         filter: args.filter.clone(),
         order_by: args.order_by.clone(),
         format: pb::ExportFormat::Csv as i32,
@@ -93,13 +96,18 @@ async fn export(args: &ExportArgs) -> Result<(), String> {
             pb::UnmappablePolicy::Fail
         } as i32,
     };
-    let mut client = UserDirectoryClient::connect(args.server.clone())
-        .await
-        .map_err(|e| format!("cannot connect to {}: {e}", args.server))?;
+    let mut client = super::common::connect(&args.server).await?;
+    let to_stdout = args.output.as_os_str() == "-";
     let partial = args.output.with_extension("partial");
-    let mut file = tokio::fs::File::create(&partial)
-        .await
-        .map_err(|e| format!("{}: {e}", partial.display()))?;
+    let mut file: Box<dyn tokio::io::AsyncWrite + Unpin + Send> = if to_stdout {
+        Box::new(tokio::io::stdout())
+    } else {
+        Box::new(
+            tokio::fs::File::create(&partial)
+                .await
+                .map_err(|e| format!("{}: {e}", partial.display()))?,
+        )
+    };
     let bar = ProgressBar::new_spinner();
     bar.set_style(
         ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bytes} {msg}")
@@ -143,27 +151,59 @@ async fn export(args: &ExportArgs) -> Result<(), String> {
     });
     let t = match checked {
         Ok(t) => t,
+        Err(e) if to_stdout => return Err(format!("{e}; what was written to standard output is not to be used")),
         Err(e) => {
             let _ = tokio::fs::remove_file(&partial).await;
             return Err(e);
         }
     };
-    tokio::fs::rename(&partial, &args.output)
-        .await
-        .map_err(|e| format!("{}: {e}", args.output.display()))?;
-    println!(
-        "{} users exported to {} in {:.1}s (checksum {} verified)",
-        t.user_count,
-        args.output.display(),
-        started.elapsed().as_secs_f64(),
-        t.checksum
-    );
+    let summary = if to_stdout {
+        format!(
+            "{} users exported to standard output in {:.1}s (checksum {} verified)",
+            t.user_count,
+            started.elapsed().as_secs_f64(),
+            t.checksum
+        )
+    } else {
+        tokio::fs::rename(&partial, &args.output)
+            .await
+            .map_err(|e| format!("{}: {e}", args.output.display()))?;
+        format!(
+            "{} users exported to {} in {:.1}s (checksum {} verified)",
+            t.user_count,
+            args.output.display(),
+            started.elapsed().as_secs_f64(),
+            t.checksum
+        )
+    };
+    // With the data on standard output, the report goes to standard error.
+    let report = |line: &str| {
+        if to_stdout {
+            eprintln!("{line}");
+        } else {
+            println!("{line}");
+        }
+    };
+    report(&summary);
     for cell in &t.replaced {
-        println!("  replaced unmappable characters: {} ({})", cell.user, cell.column);
+        report(&format!(
+            "  replaced unmappable characters: {} ({})",
+            cell.user, cell.column
+        ));
     }
     Ok(())
 }
 
 fn describe(status: &tonic::Status) -> String {
-    format!("{:?}: {}", status.code(), status.message())
+    use tonic_types::StatusExt;
+    let mut text = super::common::describe_status(status);
+    // The server names the API field; this command's flag does the same.
+    if status
+        .get_details_error_info()
+        .is_some_and(|i| i.reason == "SHIFT_JIS_UNMAPPABLE")
+    {
+        text = text.replace("set unmappable to REPLACE", "pass --replace-unmappable");
+        text.push_str(" (or export with --encoding utf8-bom)");
+    }
+    text
 }

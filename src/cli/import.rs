@@ -18,7 +18,6 @@ use userdir_domain::import::csv::{CsvDecoder, DeclaredEncoding, FileEncoding};
 use crate::pb;
 use crate::pb::import_users_request::Payload;
 use crate::pb::import_users_response::Payload as Out;
-use crate::pb::user_directory_client::UserDirectoryClient;
 
 /// Bytes per request message.
 const CHUNK: usize = 64 * 1024;
@@ -45,7 +44,10 @@ pub enum Key {
 #[derive(Clone, Copy, Debug, ValueEnum)]
 pub enum Encoding {
     Auto,
+    #[value(alias = "utf-8")]
     Utf8,
+    /// Shift-JIS (Windows-31J); also spelled shift_jis, sjis, cp932.
+    #[value(alias = "shift_jis", alias = "sjis", alias = "cp932", alias = "windows-31j")]
     ShiftJis,
 }
 
@@ -54,7 +56,7 @@ pub enum Encoding {
 pub struct ImportArgs {
     /// The CSV file.
     pub file: PathBuf,
-    /// Tenant id (`acme`).
+    /// Tenant id (`acme` or `tenants/acme`).
     #[arg(long)]
     pub tenant: String,
     /// What to do with the users of the file.
@@ -88,7 +90,7 @@ pub struct ImportArgs {
     /// Server address.
     #[arg(long, env = "USERDIR_SERVER", default_value = "http://127.0.0.1:50051")]
     pub server: String,
-    /// Who runs the import, recorded with the job.
+    /// Who runs the import, recorded with the job (any text, 山田 too).
     #[arg(long, env = "USERDIR_ACTOR")]
     pub actor: Option<String>,
     /// Where to write failed rows; default `<file>.errors.csv` next to the file.
@@ -112,7 +114,7 @@ fn options(args: &ImportArgs) -> Result<pb::ImportOptions, String> {
         column_mapping.insert(header.to_owned(), field.to_owned());
     }
     Ok(pb::ImportOptions {
-        parent: format!("tenants/{}", args.tenant),
+        parent: super::common::tenant_parent(&args.tenant)?,
         mode: match args.mode {
             Mode::CreateOnly => pb::ImportMode::CreateOnly,
             Mode::UpdateOnly => pb::ImportMode::UpdateOnly,
@@ -147,12 +149,22 @@ fn progress(total: u64) -> ProgressBar {
     bar
 }
 
+/// How an import ended, for the exit status.
+enum Ended {
+    /// Every row went through (0) or some failed (2).
+    Done { failed: u64 },
+    /// Ctrl-C (130).
+    Interrupted,
+}
+
 /// Runs the import; exit code 0 when every row went through, 2 when some
-/// rows failed, 1 when the import itself failed.
+/// rows failed, 1 when the import itself failed, 130 after Ctrl-C, 64 for
+/// a bad command line.
 pub async fn run(args: ImportArgs) -> ExitCode {
     match import(&args).await {
-        Ok(0) => ExitCode::SUCCESS,
-        Ok(_) => ExitCode::from(2),
+        Ok(Ended::Done { failed: 0 }) => ExitCode::SUCCESS,
+        Ok(Ended::Done { .. }) => ExitCode::from(super::common::EXIT_ROWS_FAILED),
+        Ok(Ended::Interrupted) => ExitCode::from(super::common::EXIT_INTERRUPTED),
         Err(e) => {
             eprintln!("userdir import: {e}");
             ExitCode::FAILURE
@@ -160,16 +172,14 @@ pub async fn run(args: ImportArgs) -> ExitCode {
     }
 }
 
-async fn import(args: &ImportArgs) -> Result<u64, String> {
+async fn import(args: &ImportArgs) -> Result<Ended, String> {
     let options = options(args)?;
+    let dry_run = options.validate_only;
     let mut file = tokio::fs::File::open(&args.file)
         .await
         .map_err(|e| format!("{}: {e}", args.file.display()))?;
     let size = file.metadata().await.map(|m| m.len()).unwrap_or(0);
-    let mut client = UserDirectoryClient::connect(args.server.clone())
-        .await
-        .map_err(|e| format!("cannot connect to {}: {e}", args.server))?
-        .max_decoding_message_size(64 << 20);
+    let mut client = super::common::connect(&args.server).await?;
 
     let (tx, rx) = mpsc::channel(8);
     let bar = progress(size);
@@ -207,21 +217,48 @@ async fn import(args: &ImportArgs) -> Result<u64, String> {
     });
 
     let mut request = tonic::Request::new(ReceiverStream::new(rx));
-    if let Some(actor) = args.actor.as_deref().and_then(|a| a.parse().ok()) {
-        request.metadata_mut().insert("x-userdir-actor", actor);
+    if let Some(actor) = &args.actor {
+        // Any name: ASCII in the plain header, anything else as UTF-8 in the binary one.
+        match actor.parse() {
+            Ok(value) if actor.bytes().all(|b| b.is_ascii_graphic() || b == b' ') => {
+                request.metadata_mut().insert("x-userdir-actor", value);
+            }
+            _ => {
+                let value = tonic::metadata::MetadataValue::from_bytes(actor.as_bytes());
+                request.metadata_mut().insert_bin("x-userdir-actor-bin", value);
+            }
+        }
     }
     let started = Instant::now();
     let mut failures: BTreeMap<u64, Failure> = BTreeMap::new();
     let mut rows = 0u64;
+    let mut written = 0u64;
     let mut summary = None;
-    let outcome: Result<(), tonic::Status> = async {
-        let mut stream = client.import_users(request).await?.into_inner();
+    let mut job_name = None;
+    let reading = async {
+        let response = client.import_users(request).await?;
+        job_name = response
+            .metadata()
+            .get(crate::grpc::users::IMPORT_JOB_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let mut stream = response.into_inner();
         while let Some(message) = stream.message().await? {
             match message.payload {
                 Some(Out::Results(batch)) => {
                     for r in batch.results {
                         if r.outcome != pb::ImportOutcome::Deleted as i32 {
                             rows += 1;
+                        }
+                        if [
+                            pb::ImportOutcome::Created,
+                            pb::ImportOutcome::Updated,
+                            pb::ImportOutcome::Deleted,
+                        ]
+                        .iter()
+                        .any(|o| *o as i32 == r.outcome)
+                        {
+                            written += 1;
                         }
                         if r.outcome == pb::ImportOutcome::Failed as i32 {
                             let line = u64::try_from(r.line).unwrap_or(0);
@@ -242,20 +279,49 @@ async fn import(args: &ImportArgs) -> Result<u64, String> {
                 None => {}
             }
         }
-        Ok(())
-    }
-    .await;
+        Ok::<(), tonic::Status>(())
+    };
+    // Ctrl-C cancels the call (the server keeps the rows it reported,
+    // writes nothing after them, and records the job as CANCELLED).
+    let outcome = tokio::select! {
+        outcome = reading => Some(outcome),
+        _ = tokio::signal::ctrl_c() => None,
+    };
     bar.finish_and_clear();
+    let job_label = job_name.clone().unwrap_or_else(|| "its job".to_owned());
+    let Some(outcome) = outcome else {
+        sender.abort();
+        eprintln!(
+            "userdir import: interrupted. {rows} rows were reported before Ctrl-C, {written} of them written \
+             (they stay); nothing after them was written. {job_label} is CANCELLED. Run the same import again to \
+             finish: rows already imported come back UNCHANGED."
+        );
+        return Ok(Ended::Interrupted);
+    };
     if let Ok(Err(e)) = sender.await {
         return Err(format!("reading {}: {e}", args.file.display()));
     }
     if let Err(status) = outcome {
-        return Err(describe_status(&status));
+        let mut text = super::common::describe_status(&status);
+        if !status.message().contains("importJobs/") {
+            text.push_str(&format!(
+                "; {rows} rows were reported before the error, {written} of them written (they stay); see {job_label}"
+            ));
+        }
+        return Err(text);
     }
     let job = summary.ok_or("the server ended the import without a summary; it may be incomplete")?;
-    print_summary(&job, started.elapsed());
-    if !failures.is_empty() {
-        let path = args.errors.clone().unwrap_or_else(|| errors_path(&args.file));
+    print_summary(&job, started.elapsed(), dry_run);
+    let path = args.errors.clone().unwrap_or_else(|| errors_path(&args.file));
+    if failures.is_empty() {
+        // A clean run leaves no errors file of an earlier run behind.
+        if args.errors.is_none() && path.exists() && std::fs::remove_file(&path).is_ok() {
+            println!(
+                "removed {} (left by an earlier run; every row went through now)",
+                path.display()
+            );
+        }
+    } else {
         let encoding = match args.encoding {
             Encoding::Auto => DeclaredEncoding::Auto,
             Encoding::Utf8 => DeclaredEncoding::Utf8,
@@ -268,34 +334,39 @@ async fn import(args: &ImportArgs) -> Result<u64, String> {
             path.display()
         );
     }
-    Ok(failures.len() as u64)
+    Ok(Ended::Done {
+        failed: failures.len() as u64,
+    })
 }
 
-fn describe_status(status: &tonic::Status) -> String {
-    use tonic_types::StatusExt;
-    let mut text = format!("{:?}: {}", status.code(), status.message());
-    if let Some(info) = status.get_details_error_info() {
-        text.push_str(&format!(" [{}]", info.reason));
-    }
-    text
-}
-
-fn print_summary(job: &pb::ImportJob, elapsed: Duration) {
+fn print_summary(job: &pb::ImportJob, elapsed: Duration, dry_run: bool) {
     let state = pb::ImportJobState::try_from(job.state)
         .map(|s| s.as_str_name())
         .unwrap_or("?");
     let c = job.counts.unwrap_or_default();
     let rate = c.rows as f64 / elapsed.as_secs_f64().max(1e-3);
-    println!(
-        "{}: {} in {:.1}s ({rate:.0} rows/s)",
-        job.name,
-        state.trim_start_matches("IMPORT_JOB_STATE_"),
-        elapsed.as_secs_f64()
-    );
-    println!(
-        "  rows {}  created {}  updated {}  unchanged {}  deleted {}  skipped {}  failed {}",
-        c.rows, c.created, c.updated, c.unchanged, c.deleted, c.skipped, c.failed
-    );
+    let state = state.trim_start_matches("IMPORT_JOB_STATE_");
+    if dry_run {
+        println!(
+            "DRY RUN, nothing was written. {}: {state} in {:.1}s ({rate:.0} rows/s)",
+            job.name,
+            elapsed.as_secs_f64()
+        );
+        println!(
+            "  rows {}  would create {}  would update {}  unchanged {}  would delete {}  skipped {}  failed {}",
+            c.rows, c.created, c.updated, c.unchanged, c.deleted, c.skipped, c.failed
+        );
+    } else {
+        println!(
+            "{}: {state} in {:.1}s ({rate:.0} rows/s)",
+            job.name,
+            elapsed.as_secs_f64()
+        );
+        println!(
+            "  rows {}  created {}  updated {}  unchanged {}  deleted {}  skipped {}  failed {}",
+            c.rows, c.created, c.updated, c.unchanged, c.deleted, c.skipped, c.failed
+        );
+    }
     if !job.error.is_empty() {
         println!("  note: {}", job.error);
     }
@@ -312,6 +383,10 @@ pub fn errors_path(file: &Path) -> PathBuf {
 
 /// Writes the header and every failed row of `file`, each followed by the
 /// line, field, reason and message the server gave, in the file's encoding.
+/// A row that could not be read as CSV (a stray quote, bytes not in the
+/// encoding) keeps its raw text in `import_raw`, with its values empty: fix
+/// the values from it and import the file again (the import ignores the
+/// `import_*` columns).
 fn write_errors(
     file: &Path,
     encoding: DeclaredEncoding,
@@ -319,31 +394,153 @@ fn write_errors(
     out: &Path,
 ) -> std::io::Result<()> {
     let bytes = std::fs::read(file)?;
-    let mut decoder = CsvDecoder::new(encoding);
+    let mut decoder = CsvDecoder::new(encoding).with_max_record(usize::MAX / 2);
     let mut records = Vec::new();
     let bad_file = |e: userdir_domain::import::csv::FileError| std::io::Error::other(e.message);
     decoder.push(&bytes, &mut records).map_err(bad_file)?;
     decoder.finish(&mut records).map_err(bad_file)?;
+    let shift_jis = decoder.encoding() == Some(FileEncoding::ShiftJis);
+    let text_of_file = if shift_jis {
+        encoding_rs::SHIFT_JIS
+            .decode_without_bom_handling(&bytes)
+            .0
+            .into_owned()
+    } else {
+        String::from_utf8_lossy(bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&bytes)).into_owned()
+    };
+    let lines = split_lines(&text_of_file);
     let mut text = String::new();
     let mut header = records.first().and_then(|r| r.fields.clone().ok()).unwrap_or_default();
     let width = header.len();
-    header.extend(["import_line", "import_field", "import_reason", "import_message"].map(String::from));
+    header.extend(
+        [
+            "import_line",
+            "import_field",
+            "import_reason",
+            "import_message",
+            "import_raw",
+        ]
+        .map(String::from),
+    );
     push_record(&mut text, header.iter().map(String::as_str), "\r\n");
-    for record in records.iter().skip(1) {
+    for (i, record) in records.iter().enumerate().skip(1) {
         let Some(f) = failures.get(&record.line) else { continue };
-        // A row that could not be decoded is written with empty values.
-        let mut fields = record.fields.clone().unwrap_or_else(|_| vec![String::new(); width]);
+        let (mut fields, raw) = match &record.fields {
+            Ok(fields) => (fields.clone(), String::new()),
+            Err(_) => {
+                // The record's lines, up to where the next record starts.
+                let first = usize::try_from(record.line).unwrap_or(usize::MAX).saturating_sub(1);
+                let end = records
+                    .get(i + 1)
+                    .map_or(lines.len(), |next| usize::try_from(next.line).unwrap_or(usize::MAX) - 1);
+                let raw = lines
+                    .get(first..end.min(lines.len()).max(first))
+                    .unwrap_or_default()
+                    .join("\n");
+                (vec![String::new(); width], raw)
+            }
+        };
+        fields.resize(width, String::new());
         fields.extend([
             record.line.to_string(),
             f.field.clone(),
             f.reason.clone(),
             f.message.clone(),
+            raw,
         ]);
         push_record(&mut text, fields.iter().map(String::as_str), "\r\n");
     }
-    let encoded = match decoder.encoding() {
-        Some(FileEncoding::ShiftJis) => encoding_rs::SHIFT_JIS.encode(&text).0.into_owned(),
-        _ => [b"\xEF\xBB\xBF".as_slice(), text.as_bytes()].concat(),
+    let encoded = if shift_jis {
+        encoding_rs::SHIFT_JIS.encode(&text).0.into_owned()
+    } else {
+        [b"\xEF\xBB\xBF".as_slice(), text.as_bytes()].concat()
     };
     std::fs::write(out, encoded)
+}
+
+/// The lines of a text: LF, CR LF and a lone CR end a line, as the import counts them.
+fn split_lines(text: &str) -> Vec<&str> {
+    let mut lines = Vec::new();
+    let mut start = 0;
+    let bytes = text.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'\n' => {
+                lines.push(&text[start..i]);
+                start = i + 1;
+            }
+            b'\r' => {
+                lines.push(&text[start..i]);
+                if bytes.get(i + 1) == Some(&b'\n') {
+                    i += 1;
+                }
+                start = i + 1;
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    if start < text.len() {
+        lines.push(&text[start..]);
+    }
+    lines
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    /// The errors file keeps a malformed row's raw text, and re-imports as is.
+    #[test]
+    fn errors_file_keeps_raw_text_of_malformed_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("users.csv");
+        std::fs::write(
+            &file,
+            "name,email\r\nGood,g@example.com\r\nBad \"quote,b@example.com\r\nNo email,\r\n",
+        )
+        .unwrap();
+        let mut failures = BTreeMap::new();
+        for (line, reason) in [(3, "MALFORMED_CSV"), (4, "INVALID_ARGUMENT")] {
+            let f = Failure {
+                field: String::new(),
+                reason: reason.into(),
+                message: "m".into(),
+            };
+            failures.insert(line, f);
+        }
+        let out = dir.path().join("users.errors.csv");
+        write_errors(&file, DeclaredEncoding::Auto, &failures, &out).unwrap();
+        let text = std::fs::read_to_string(&out).unwrap();
+        let text = text.trim_start_matches('\u{feff}');
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines[0],
+            "name,email,import_line,import_field,import_reason,import_message,import_raw"
+        );
+        assert_eq!(lines[1], ",,3,,MALFORMED_CSV,m,\"Bad \"\"quote,b@example.com\"");
+        assert_eq!(lines[2], "No email,,4,,INVALID_ARGUMENT,m,");
+        // What the import reads of it: the data columns, the rest ignored.
+        let mut decoder = CsvDecoder::new(DeclaredEncoding::Auto);
+        let mut records = Vec::new();
+        decoder.push(text.as_bytes(), &mut records).unwrap();
+        decoder.finish(&mut records).unwrap();
+        assert!(records.iter().all(|r| r.fields.is_ok()));
+        let header = records[0].fields.clone().unwrap();
+        userdir_domain::import::columns::ColumnMap::from_header(
+            &header,
+            &Default::default(),
+            userdir_domain::import::MatchKey::Email,
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn lines_as_the_import_counts_them() {
+        assert_eq!(split_lines("a\r\nb\rc\nd"), ["a", "b", "c", "d"]);
+        assert_eq!(split_lines("a\n"), ["a"]);
+    }
 }

@@ -1,5 +1,6 @@
 //! The `userdir` command line.
 
+pub mod common;
 pub mod export;
 pub mod import;
 

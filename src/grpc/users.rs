@@ -20,6 +20,10 @@ use crate::pb::{
 
 /// Who runs an import, until authentication lands: a header the caller sets.
 const ACTOR_HEADER: &str = "x-userdir-actor";
+/// The same, UTF-8 in a binary header, for names that are not ASCII.
+const ACTOR_BIN_HEADER: &str = "x-userdir-actor-bin";
+/// Response header of ImportUsers: the name of the import's job.
+pub const IMPORT_JOB_HEADER: &str = "x-userdir-import-job";
 
 pub struct UserDirectoryService {
     dir: Directory<Store>,
@@ -104,12 +108,19 @@ impl UserDirectory for UserDirectoryService {
         &self,
         request: Request<Streaming<ImportUsersRequest>>,
     ) -> Result<Response<Self::ImportUsersStream>, Status> {
-        let actor = request
-            .metadata()
-            .get(ACTOR_HEADER)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_owned();
+        // A name that is not ASCII travels in the binary header, as UTF-8.
+        let metadata = request.metadata();
+        let actor = metadata
+            .get_bin(ACTOR_BIN_HEADER)
+            .and_then(|v| v.to_bytes().ok())
+            .and_then(|b| String::from_utf8(b.to_vec()).ok())
+            .or_else(|| {
+                metadata
+                    .get(ACTOR_HEADER)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned)
+            })
+            .unwrap_or_default();
         let mut inbound = request.into_inner();
         let (parent, options) = read_options(&mut inbound).await?;
         let importer = self
@@ -117,7 +128,14 @@ impl UserDirectory for UserDirectoryService {
             .start_import(&parent, options, actor)
             .await
             .map_err(to_status)?;
-        Ok(Response::new(ReceiverStream::new(spawn_import(importer, inbound))))
+        let job = importer.job().resource_name();
+        let mut response = Response::new(ReceiverStream::new(spawn_import(importer, inbound)));
+        // The job's name comes first, in the response headers, so a client
+        // can name it even if the call ends before the summary.
+        if let Ok(value) = job.parse() {
+            response.metadata_mut().insert(IMPORT_JOB_HEADER, value);
+        }
+        Ok(response)
     }
 
     async fn get_import_job(&self, request: Request<GetImportJobRequest>) -> Result<Response<ImportJob>, Status> {

@@ -40,7 +40,7 @@ impl Column {
             "created" | "updated" | "create_time" | "update_time" => Self::ReadOnly,
             // The columns `userdir import` adds to its errors file, so a fixed
             // errors file imports back as is.
-            "import_line" | "import_field" | "import_reason" | "import_message" => Self::ReadOnly,
+            "import_line" | "import_field" | "import_reason" | "import_message" | "import_raw" => Self::ReadOnly,
             other => match custom_slot(other) {
                 Some(slot) => Self::Custom(slot),
                 None => Self::Profile(ProfileField::from_name(other)?),

@@ -1,0 +1,206 @@
+//! The `userdir` command line as an operator meets it: exit codes, what it
+//! says when the server is wrong or down, dry runs, the errors file.
+
+use std::path::Path;
+use std::process::Output;
+
+use userdir::pb::{Tenant, User};
+
+use crate::common::TestServer;
+use crate::import::users;
+
+/// Runs `userdir args...` off the runtime's threads.
+async fn userdir(args: Vec<String>) -> Output {
+    tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_userdir"))
+            .args(args)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap()
+}
+
+fn args(list: &[&str]) -> Vec<String> {
+    list.iter().map(|s| (*s).to_owned()).collect()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn write(dir: &Path, name: &str, content: &[u8]) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, content).unwrap();
+    path.display().to_string()
+}
+
+async fn import_cli_as_an_operator_meets_it(s: TestServer) {
+    s.tenant("acme").await;
+    let server = format!("http://{}", s.addr);
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(
+        dir.path(),
+        "users.csv",
+        "name,email\nGood,good@example.com\nBad \"quote,bad@example.com\nNo email,\n".as_bytes(),
+    );
+
+    // A bad command line has its own exit code.
+    let out = userdir(args(&["import", "--tenant", "acme", &file])).await;
+    assert_eq!(out.status.code(), Some(64), "{out:?}");
+
+    // No scheme, and a server that is down: what is wrong, and what to type.
+    let bare = s.addr.to_string();
+    let out = userdir(args(&[
+        "import", "--tenant", "acme", "--mode", "upsert", "--server", &bare, &file,
+    ]))
+    .await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains(&format!("write http://{bare}")),
+        "{}",
+        text(&out.stderr)
+    );
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let down = format!("http://127.0.0.1:{port}");
+    let out = userdir(args(&[
+        "import", "--tenant", "acme", "--mode", "upsert", "--server", &down, &file,
+    ]))
+    .await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("userdir serve"), "{}", text(&out.stderr));
+
+    // A dry run says so, and says "would".
+    let out = userdir(args(&[
+        "import",
+        "--tenant",
+        "tenants/acme",
+        "--mode",
+        "upsert",
+        "--dry-run",
+        "--server",
+        &server,
+        &file,
+    ]))
+    .await;
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let said = text(&out.stdout);
+    assert!(said.contains("DRY RUN") && said.contains("would create 1"), "{said}");
+    assert!(users(&s).await.is_empty());
+
+    // Rows fail: exit 2, and the errors file keeps the malformed row's text.
+    let out = userdir(args(&[
+        "import",
+        "--tenant",
+        "tenants/acme",
+        "--mode",
+        "upsert",
+        "--actor",
+        "山田 太郎",
+        "--server",
+        &server,
+        &file,
+    ]))
+    .await;
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let errors = dir.path().join("users.errors.csv");
+    let written = std::fs::read_to_string(&errors).unwrap();
+    assert!(
+        written.contains("MALFORMED_CSV") && written.contains("\"Bad \"\"quote,bad@example.com\""),
+        "{written}"
+    );
+    let jobs = crate::import::import_jobs(&s).await;
+    assert_eq!(
+        jobs[0].actor, "山田 太郎",
+        "a name that is not ASCII is kept, not dropped"
+    );
+
+    // The fixed file imports cleanly, and the stale errors file goes away.
+    let fixed = write(
+        dir.path(),
+        "users.csv",
+        "name,email\nGood,good@example.com\nBad quote,bad@example.com\nNo email,none@example.com\n".as_bytes(),
+    );
+    let out = userdir(args(&[
+        "import",
+        "--tenant",
+        "acme",
+        "--mode",
+        "upsert",
+        "--encoding",
+        "sjis",
+        "--server",
+        &server,
+        &fixed,
+    ]))
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert!(!errors.exists());
+    assert!(text(&out.stdout).contains("removed"));
+    assert_eq!(users(&s).await.len(), 3);
+}
+
+async fn export_cli_to_stdout_and_flags_it_names(s: TestServer) {
+    s.tenant_with(
+        "acme",
+        Tenant {
+            display_name: "Acme".into(),
+            ..Default::default()
+        },
+    )
+    .await;
+    s.create(
+        "acme",
+        User {
+            email: "emoji@example.com".into(),
+            display_name: "😀".into(),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let server = format!("http://{}", s.addr);
+    let out = userdir(args(&[
+        "export",
+        "--tenant",
+        "tenants/acme",
+        "-o",
+        "-",
+        "--server",
+        &server,
+    ]))
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert!(text(&out.stdout).contains("emoji@example.com"));
+    assert!(text(&out.stderr).contains("1 users exported to standard output"));
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sjis.csv").display().to_string();
+    let out = userdir(args(&[
+        "export",
+        "--tenant",
+        "acme",
+        "--encoding",
+        "cp932",
+        "-o",
+        &path,
+        "--server",
+        &server,
+    ]))
+    .await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("--replace-unmappable"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(!Path::new("-").exists());
+}
+
+crate::on_both_backends!(
+    import_cli_as_an_operator_meets_it,
+    export_cli_to_stdout_and_flags_it_names
+);

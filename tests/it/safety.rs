@@ -493,6 +493,7 @@ crate::on_both_backends!(
     user_ids_are_the_services,
     lookalike_emails,
     huge_cell_fails_its_row_alone,
+    auto_encoding_never_garbles,
 );
 
 /// `match_key: USER_ID`: an id that names no user of the tenant fails its
@@ -584,4 +585,55 @@ async fn huge_cell_fails_its_row_alone(s: TestServer) {
         [(2, String::new()), (3, "RECORD_TOO_LARGE".into()), (4, String::new())]
     );
     assert_eq!(users(&s).await.len(), 2);
+}
+
+/// AUTO with real files of both encodings, clean and with a bad byte: names
+/// are stored as written, the bad row alone fails, and a file that is
+/// neither is refused naming both encodings.
+async fn auto_encoding_never_garbles(s: TestServer) {
+    s.tenant("acme").await;
+    // Names whose UTF-8 bytes also read as (wrong) Shift-JIS.
+    let names = ["山田", "佐藤", "鈴木", "伊藤", "渡辺", "小林", "吉田"];
+    let file = |prefix: &str| {
+        let mut text = String::from("name,email\n");
+        for (i, name) in names.iter().enumerate() {
+            text.push_str(&format!("{name},{prefix}{i}@example.com\n"));
+        }
+        text
+    };
+    let with_bad_byte = |mut bytes: Vec<u8>, byte: u8| {
+        // Before the second data row's name.
+        let at = bytes.iter().enumerate().filter(|(_, b)| **b == b'\n').nth(1).unwrap().0 + 1;
+        bytes.insert(at, byte);
+        bytes
+    };
+    let utf8 = |p: &str| file(p).into_bytes();
+    let sjis = |p: &str| encoding_rs::SHIFT_JIS.encode(&file(p)).0.into_owned();
+    for (prefix, bytes, bad_line) in [
+        ("a", utf8("a"), None),
+        ("b", sjis("b"), None),
+        ("c", with_bad_byte(utf8("c"), 0xB1), Some(3)),
+        ("d", with_bad_byte(sjis("d"), 0xFF), Some(3)),
+    ] {
+        let (results, _) = run(&s, options(ImportMode::Upsert), chunks(&bytes, 7)).await.unwrap();
+        let failed: Vec<i64> = results
+            .iter()
+            .filter(|r| r.outcome == ImportOutcome::Failed as i32)
+            .map(|r| r.line)
+            .collect();
+        assert_eq!(failed, bad_line.into_iter().collect::<Vec<_>>(), "{prefix}");
+        for user in users_all(&s).await.iter().filter(|u| u.email.starts_with(prefix)) {
+            assert!(
+                names.contains(&user.display_name.as_str()),
+                "{prefix}: garbled {:?}",
+                user.display_name
+            );
+        }
+    }
+    let neither = b"name,email\nJos\xe9 \xff\xfe,x@example.com\n".to_vec();
+    let err = run(&s, options(ImportMode::Upsert), chunks(&neither, 100))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().contains("UTF8 or SHIFT_JIS"), "{}", err.message());
 }

@@ -89,11 +89,20 @@ impl Email {
         // The domain as DNS knows it (UTS #46: A-labels, lower case): what
         // the key compares, so `bücher.example` and `xn--bcher-kva.example`
         // are one domain, and a label that is not valid Punycode is refused.
-        let Ok(ascii) = idna::domain_to_ascii_cow(domain.as_bytes(), idna::AsciiDenyList::URL) else {
-            return Err(FieldViolation::new(
-                field,
-                format!("the domain {domain:?} is not a valid (internationalized) domain name"),
-            ));
+        // A plain ASCII domain is its own DNS form: the label checks below
+        // are all it needs (and this runs for every imported row).
+        let ascii = if domain.is_ascii() && !has_punycode_label(domain) {
+            std::borrow::Cow::Borrowed(domain)
+        } else {
+            match idna::domain_to_ascii_cow(domain.as_bytes(), idna::AsciiDenyList::URL) {
+                Ok(ascii) => ascii,
+                Err(_) => {
+                    return Err(FieldViolation::new(
+                        field,
+                        format!("the domain {domain:?} is not a valid (internationalized) domain name"),
+                    ));
+                }
+            }
         };
         if let Some(label) = ascii.split('.').find(|l| l.len() > DOMAIN_LABEL_MAX_CHARS) {
             return Err(FieldViolation::new(
@@ -178,9 +187,12 @@ pub fn is_bidi_control(c: char) -> bool {
 /// A-labels, lower case: `Bücher.example` is `xn--bcher-kva.example`).
 /// `Taro.Yamada@Example.COM` and `taro.yamada@example.com` are the same user.
 pub fn email_key(email: &str) -> String {
+    // The common case, once per row of every import and export: ASCII with
+    // no Punycode label, keyed by lower case alone, in one allocation.
+    if email.is_ascii() && !has_punycode_label(email) {
+        return email.to_ascii_lowercase();
+    }
     let (local, domain) = email.rsplit_once('@').unwrap_or((email, ""));
-    let ascii_domain = !domain.bytes().any(|b| !b.is_ascii())
-        && !domain.to_ascii_lowercase().split('.').any(|l| l.starts_with("xn--"));
     let mut key = if local.is_ascii() {
         local.to_ascii_lowercase()
     } else {
@@ -189,7 +201,7 @@ pub fn email_key(email: &str) -> String {
     };
     if email.contains('@') {
         key.push('@');
-        if ascii_domain {
+        if domain.is_ascii() && !has_punycode_label(domain) {
             key.push_str(&domain.to_ascii_lowercase());
         } else {
             match idna::domain_to_ascii_cow(domain.as_bytes(), idna::AsciiDenyList::URL) {
@@ -200,6 +212,14 @@ pub fn email_key(email: &str) -> String {
         }
     }
     key
+}
+
+/// Whether a label of the domain part is Punycode (`xn--`, any case).
+fn has_punycode_label(email: &str) -> bool {
+    let domain = email.rsplit_once('@').map_or(email, |(_, d)| d);
+    domain
+        .split('.')
+        .any(|label| label.get(..4).is_some_and(|p| p.eq_ignore_ascii_case("xn--")))
 }
 
 #[cfg(test)]

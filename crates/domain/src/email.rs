@@ -49,7 +49,8 @@ impl Email {
         if value.chars().any(|c| c.is_whitespace() || c.is_control()) {
             return bad("email must not contain spaces or control characters");
         }
-        if let Some(c) = value.chars().find(|&c| is_invisible(c)) {
+        // Every invisible character is beyond ASCII.
+        if let Some(c) = value.chars().find(|&c| !c.is_ascii() && is_invisible(c)) {
             return Err(FieldViolation::new(
                 field,
                 format!(

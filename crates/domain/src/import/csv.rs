@@ -310,15 +310,20 @@ impl CsvDecoder {
 /// Line breaks in `bytes`: LF, CR LF and a lone CR (old Mac files) each
 /// count once; `after_cr` carries a CR at the end over to the next bytes.
 fn line_breaks(bytes: &[u8], after_cr: &mut bool) -> u64 {
-    let mut n = 0;
-    for &b in bytes {
-        match b {
-            b'\n' if *after_cr => {}
-            b'\n' | b'\r' => n += 1,
-            _ => {}
-        }
-        *after_cr = b == b'\r';
+    let Some(&last) = bytes.last() else {
+        return 0;
+    };
+    // Counted a byte value at a time (which vectorises, on every byte of a
+    // file); CR LF pairs are looked for only when there is a CR.
+    let mut n = count(bytes, b'\n');
+    let cr = count(bytes, b'\r');
+    if cr > 0 {
+        n += cr - bytes.windows(2).filter(|w| w == b"\r\n").count() as u64;
     }
+    if *after_cr && bytes[0] == b'\n' {
+        n -= 1;
+    }
+    *after_cr = last == b'\r';
     n
 }
 

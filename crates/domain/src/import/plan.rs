@@ -9,7 +9,7 @@ use uuid::Uuid;
 use xxhash_rust::xxh3::xxh3_64;
 
 use super::columns::Column;
-use super::rows::{Key, Pending, Prepared, cell, failure, row_failure, row_input};
+use super::rows::{Key, PackedCells, Pending, Prepared, cell, failure, row_failure, row_input};
 use super::seen::SeenKeys;
 use super::{ImportMode, ImportOptions, MatchKey, RowFailure, RowOutcome, RowResult};
 use crate::email::Email;
@@ -19,8 +19,9 @@ use crate::tenant::Tenant;
 use crate::text::{Revision, Timestamp};
 use crate::user::User;
 
-/// What a written row needs to run again: its cells and its next attempt.
-type Retry = (Vec<(Column, String)>, u8);
+/// What a written row needs to run again: its cells, packed while its
+/// write is in flight (a transaction holds up to 20,000 rows), and its next attempt.
+type Retry = (PackedCells, u8);
 
 /// Runs of a row whose write keeps losing races with other writers (a
 /// create beaten by another create of the same user, an update by another
@@ -272,7 +273,7 @@ impl Planner {
                         .push((i, RowResult::done(row.line, RowOutcome::Created, &planned)));
                     let attempt = row.attempt + 1;
                     plan.retries
-                        .push((attempt < ROW_ATTEMPTS).then_some((row.cells, attempt)));
+                        .push((attempt < ROW_ATTEMPTS).then(|| (PackedCells::pack(row.cells), attempt)));
                     plan.creates.push(planned);
                 }
                 Some(user) if planned == *user => {
@@ -287,7 +288,7 @@ impl Planner {
                     plan.updates.push((updated, user.revision));
                     let attempt = row.attempt + 1;
                     plan.update_retries
-                        .push((attempt < ROW_ATTEMPTS).then_some((row.cells, attempt)));
+                        .push((attempt < ROW_ATTEMPTS).then(|| (PackedCells::pack(row.cells), attempt)));
                 }
             }
         }
@@ -447,7 +448,7 @@ impl Planner {
                 (Err(DomainError::AlreadyExists { .. } | DomainError::EtagMismatch { .. }), Some((cells, attempt))) => {
                     again.push(Pending {
                         line: done.line,
-                        cells: Ok(cells),
+                        cells: Ok(cells.unpack()),
                         attempt,
                     });
                     continue;

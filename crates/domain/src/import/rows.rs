@@ -21,6 +21,43 @@ pub(super) struct Pending {
     pub(super) attempt: u8,
 }
 
+/// A row's cells as one string and an index: about half the memory of the
+/// cells themselves, in two allocations instead of one per cell. What a
+/// row whose write is in flight keeps, to run again if it loses a race.
+pub(super) struct PackedCells {
+    text: String,
+    /// Each cell's column and where its value ends in `text`.
+    ends: Vec<(Column, u32)>,
+}
+
+impl PackedCells {
+    pub(super) fn pack(cells: Vec<(Column, String)>) -> Self {
+        let mut text = String::with_capacity(cells.iter().map(|(_, v)| v.len()).sum());
+        let mut ends = Vec::with_capacity(cells.len());
+        for (column, value) in cells {
+            if matches!(column, Column::Ignored | Column::ReadOnly) {
+                continue;
+            }
+            text.push_str(&value);
+            ends.push((column, u32::try_from(text.len()).unwrap_or(u32::MAX)));
+        }
+        Self { text, ends }
+    }
+
+    pub(super) fn unpack(self) -> Vec<(Column, String)> {
+        let mut start = 0;
+        self.ends
+            .into_iter()
+            .map(|(column, end)| {
+                let end = end as usize;
+                let value = self.text.get(start..end).unwrap_or_default().to_owned();
+                start = end;
+                (column, value)
+            })
+            .collect()
+    }
+}
+
 /// What a row's match key resolved to.
 pub(super) enum Key {
     Email(Email),
@@ -201,6 +238,18 @@ mod tests {
         assert_eq!(unprotect_formula("'abc"), "'abc");
         assert_eq!(unprotect_formula("'"), "'");
         assert_eq!(unprotect_formula("=raw"), "=raw");
+    }
+
+    #[test]
+    fn packed_cells_unpack_exactly() {
+        let cells = vec![
+            (Column::Email, "a@example.com".to_owned()),
+            (Column::DisplayName, String::new()),
+            (Column::Ignored, "dropped".to_owned()),
+            (Column::Custom(2), "髙橋, \"x\"".to_owned()),
+        ];
+        let kept: Vec<_> = cells.iter().filter(|(c, _)| *c != Column::Ignored).cloned().collect();
+        assert_eq!(PackedCells::pack(cells).unpack(), kept);
     }
 
     #[test]

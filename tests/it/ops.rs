@@ -132,3 +132,16 @@ async fn wait_for(s: &TestServer, status: i32) {
     }
     panic!("health never became {status}");
 }
+
+/// Every accepted connection has Nagle off (TCP_NODELAY): otherwise each
+/// small reply waits about 40 ms for the client's delayed ACK.
+#[tokio::test]
+async fn accepted_sockets_have_nodelay() {
+    use tokio_stream::StreamExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut incoming = userdir::server::incoming(listener);
+    let _client = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let accepted = incoming.next().await.unwrap().unwrap();
+    assert!(accepted.nodelay().unwrap());
+}

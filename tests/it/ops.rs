@@ -145,3 +145,45 @@ async fn accepted_sockets_have_nodelay() {
     let accepted = incoming.next().await.unwrap().unwrap();
     assert!(accepted.nodelay().unwrap());
 }
+
+/// A pool held by a long export (one connection, the export holds it while
+/// its reader does not read) is a busy server, not a dead database: health
+/// stays SERVING (the probe has a connection of its own).
+async fn busy_pool_is_not_a_dead_database(backend: Backend) {
+    let Some(s) = spawn_with(backend, |c| c.db_max_connections = 1).await else {
+        return;
+    };
+    s.tenant("acme").await;
+    // More than the client's HTTP/2 window and the server's buffers hold.
+    let text = crate::import::many_rows(40_000);
+    crate::import::run(
+        &s,
+        crate::import::options(userdir::pb::ImportMode::Upsert),
+        crate::import::chunks(text.as_bytes(), 65536),
+    )
+    .await
+    .unwrap();
+    let req = userdir::pb::ExportUsersRequest {
+        parent: "tenants/acme".into(),
+        format: userdir::pb::ExportFormat::Rows as i32,
+        ..Default::default()
+    };
+    let mut export = s.users.clone().export_users(req).await.unwrap().into_inner();
+    export.message().await.unwrap().unwrap();
+    // The export now waits for its reader, holding the only connection.
+    for _ in 0..15 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(s.health_status("").await, SERVING);
+    }
+    drop(export);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_busy_pool_is_not_a_dead_database() {
+    busy_pool_is_not_a_dead_database(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_busy_pool_is_not_a_dead_database() {
+    busy_pool_is_not_a_dead_database(Backend::Postgres).await;
+}

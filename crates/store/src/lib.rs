@@ -69,6 +69,10 @@ pub struct Store {
     /// PostgreSQL only: how to open the one connection that holds the
     /// migration lock.
     lock_options: Option<ConnectOptions>,
+    /// The health probe's own connection (a pool of one): a pool held by
+    /// long exports or a storm of streams is a busy server, not a dead
+    /// database, and the probe must not wait behind it.
+    probe: DatabaseConnection,
 }
 
 /// Page cache of the SQLite writer connection: bulk imports touch index pages
@@ -168,6 +172,14 @@ impl Store {
         }
         let db = Database::connect(opts.clone()).await?;
         let pg = db.get_database_backend() == DbBackend::Postgres;
+        let probe = {
+            let mut one = opts.clone();
+            one.max_connections(1)
+                .min_connections(0)
+                .connect_timeout(Duration::from_secs(2))
+                .acquire_timeout(Duration::from_secs(2));
+            Database::connect(one).await?
+        };
         let lock_options = pg.then(|| {
             let mut one = opts.clone();
             one.max_connections(1).min_connections(0);
@@ -189,6 +201,7 @@ impl Store {
             inserted: Default::default(),
             checkpointer,
             lock_options,
+            probe,
         })
     }
 
@@ -274,7 +287,9 @@ impl Store {
 
     /// Closes the pool, waiting for connections to be returned.
     pub async fn close(self) -> Result<(), DbErr> {
-        if self.backend() == DbBackend::Sqlite {
+        let sqlite = self.backend() == DbBackend::Sqlite;
+        self.probe.close().await?;
+        if sqlite {
             self.writer.close().await?;
         }
         self.db.close().await
@@ -282,8 +297,9 @@ impl Store {
 }
 
 impl Ping for Store {
+    /// On the probe's own connection, never waiting for the request pool.
     async fn ping(&self) -> RepoResult<()> {
-        self.db
+        self.probe
             .execute_unprepared("SELECT 1")
             .await
             .map(|_| ())

@@ -52,6 +52,10 @@ pub struct Config {
     /// server stopped) is marked INTERRUPTED, by any replica.
     #[arg(long, env = "USERDIR_IMPORT_JOB_LEASE_SECS", default_value_t = 60)]
     pub import_job_lease_secs: u64,
+    /// Seconds an import may go without a new row (a silent or trickling
+    /// client) before it ends ABORTED `IMPORT_IDLE_TIMEOUT`.
+    #[arg(long, env = "USERDIR_IMPORT_IDLE_TIMEOUT_SECS", default_value_t = 60)]
+    pub import_idle_timeout_secs: u64,
     /// Do not migrate the database at start (a separate `userdir migrate`
     /// job does); refuse to start if a migration is pending.
     #[arg(long, env = "USERDIR_NO_MIGRATE")]
@@ -90,6 +94,7 @@ impl std::fmt::Debug for Config {
             .field("sqlite_max_size_mib", &self.sqlite_max_size_mib)
             .field("max_record_kib", &self.max_record_kib)
             .field("import_job_lease_secs", &self.import_job_lease_secs)
+            .field("import_idle_timeout_secs", &self.import_idle_timeout_secs)
             .field("no_migrate", &self.no_migrate)
             .finish()
     }
@@ -108,6 +113,7 @@ impl Config {
             sqlite_max_size_mib: 0,
             max_record_kib: 64,
             import_job_lease_secs: 60,
+            import_idle_timeout_secs: 60,
             no_migrate: false,
         }
     }
@@ -117,6 +123,7 @@ impl Config {
         userdir_domain::import::ImportLimits {
             max_record_bytes: self.max_record_kib.saturating_mul(1024).max(1024),
             job_lease: Duration::from_secs(self.import_job_lease_secs.max(1)),
+            idle_timeout: Duration::from_secs(self.import_idle_timeout_secs.max(1)),
         }
     }
 

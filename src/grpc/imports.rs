@@ -64,9 +64,23 @@ where
         let received = tokio::select! {
             biased;
             received = inbound.message() => received,
+            // Idle only while nothing is being written for it: a client may
+            // wait for every result before it sends `end`.
+            () = tokio::time::sleep_until(importer.idle_deadline()), if !importer.writing() => {
+                let err = DomainError::Conflict {
+                    reason: "IMPORT_IDLE_TIMEOUT",
+                    message: format!(
+                        "no new row arrived for {}s, so the import was cancelled (a FULL_SYNC deletes nothing); \
+                         rows already reported stay committed. Send the file without pauses, then an end message",
+                        importer.idle_timeout().as_secs()
+                    ),
+                };
+                return stop(&mut importer, &tx, ImportState::Cancelled, err).await;
+            }
             settled = importer.settle(), if importer.writing() => {
                 match settled {
                     Ok(results) => {
+                        importer.note_progress();
                         if send_results(&tx, results).await {
                             continue;
                         }

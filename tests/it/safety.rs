@@ -637,3 +637,56 @@ async fn auto_encoding_never_garbles(s: TestServer) {
     assert_eq!(err.code(), Code::InvalidArgument);
     assert!(err.message().contains("UTF8 or SHIFT_JIS"), "{}", err.message());
 }
+
+/// A FULL_SYNC whose client trickles a byte at a time (never a whole row)
+/// ends ABORTED `IMPORT_IDLE_TIMEOUT` once no row arrived for the idle
+/// timeout; its lock is released and its job recorded.
+async fn trickling_import_times_out(backend: Backend) {
+    let Some(s) = spawn_with(backend, |c| c.import_idle_timeout_secs = 1).await else {
+        return;
+    };
+    s.tenant("acme").await;
+    let (tx, stream) = open_import(&s, options(ImportMode::FullSync)).await;
+    let trickle = tokio::spawn(async move {
+        let mut first = b"name,email\nA,a@example.com\nB,b@exa".to_vec();
+        loop {
+            let chunk = ImportUsersRequest {
+                payload: Some(Payload::Chunk(std::mem::replace(&mut first, b"m".to_vec()))),
+            };
+            if tx.send(chunk).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+    });
+    let (_, ended) = tokio::time::timeout(std::time::Duration::from_secs(20), drain(stream))
+        .await
+        .expect("a trickling import is never timed out");
+    trickle.abort();
+    let status = ended.unwrap_err();
+    assert_eq!(status.code(), Code::Aborted, "{status:?}");
+    assert_eq!(reason(&status), "IMPORT_IDLE_TIMEOUT");
+    let job = info(&status, "import_job");
+    let req = GetImportJobRequest { name: job };
+    let job = s.users.clone().get_import_job(req).await.unwrap().into_inner();
+    assert_eq!(job.state, ImportJobState::Cancelled as i32);
+    // The FULL_SYNC lock is free again.
+    let (_, job) = run(
+        &s,
+        options(ImportMode::FullSync),
+        chunks(b"name,email\nA,a@example.com\n", 100),
+    )
+    .await
+    .unwrap();
+    assert_eq!(job.state, ImportJobState::Succeeded as i32);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_trickling_import_times_out() {
+    trickling_import_times_out(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_trickling_import_times_out() {
+    trickling_import_times_out(Backend::Postgres).await;
+}

@@ -88,6 +88,8 @@ pub struct Importer<R> {
     planner: Planner,
     sync_lock: SyncLease,
     last_save: Instant,
+    /// When the last new row arrived.
+    last_row: tokio::time::Instant,
     /// Batches staged, oldest first: their lookups run while the next
     /// batches are read and decided.
     staged: VecDeque<Staged>,
@@ -139,10 +141,27 @@ impl<R: TenantRepository + UserRepository + ImportRepository> Importer<R> {
             pending: Vec::new(),
             sync_lock,
             last_save: Instant::now(),
+            last_row: tokio::time::Instant::now(),
             staged: VecDeque::new(),
             writer,
             _heartbeat: heartbeat,
         })
+    }
+
+    /// When the last new row arrived (or the import started): see
+    /// [`ImportLimits::idle_timeout`].
+    pub fn idle_deadline(&self) -> tokio::time::Instant {
+        self.last_row + self.limits.idle_timeout
+    }
+
+    /// Restarts the idle clock (results went out: the import is moving).
+    pub fn note_progress(&mut self) {
+        self.last_row = tokio::time::Instant::now();
+    }
+
+    /// How long an import may go without a new row.
+    pub fn idle_timeout(&self) -> Duration {
+        self.limits.idle_timeout
     }
 
     /// The job as it stands.
@@ -219,6 +238,7 @@ impl<R: TenantRepository + UserRepository + ImportRepository> Importer<R> {
                 )),
                 None => Ok(cells),
             };
+            self.last_row = tokio::time::Instant::now();
             self.pending.push(Pending {
                 line,
                 cells,
@@ -264,6 +284,7 @@ impl<R: TenantRepository + UserRepository + ImportRepository> Importer<R> {
                     .map(|(c, v)| (*c, unprotect_formula(&v).to_owned()))
                     .collect()),
             };
+            self.last_row = tokio::time::Instant::now();
             self.pending.push(Pending {
                 line: record.line,
                 cells,

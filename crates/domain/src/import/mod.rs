@@ -204,6 +204,10 @@ pub struct ImportLimits {
     /// A RUNNING job whose heartbeat is older than this belongs to a server
     /// that stopped; running jobs renew theirs six times per lease.
     pub job_lease: std::time::Duration,
+    /// An import that receives no new row for this long ends (ABORTED
+    /// `IMPORT_IDLE_TIMEOUT`): a silent or trickling client cannot hold a
+    /// FULL_SYNC lock, a transaction or a job for ever.
+    pub idle_timeout: std::time::Duration,
 }
 
 impl Default for ImportLimits {
@@ -211,6 +215,7 @@ impl Default for ImportLimits {
         Self {
             max_record_bytes: csv::DEFAULT_MAX_RECORD_BYTES,
             job_lease: std::time::Duration::from_secs(60),
+            idle_timeout: std::time::Duration::from_secs(60),
         }
     }
 }

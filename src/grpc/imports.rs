@@ -19,6 +19,9 @@ use crate::pb;
 use crate::pb::import_users_request::Payload;
 use crate::pb::import_users_response::Payload as Out;
 
+/// How long rows short of a full batch wait for more input before they go
+/// on by themselves (a client that waits for results before sending more).
+const LINGER: std::time::Duration = std::time::Duration::from_millis(50);
 /// Response messages buffered ahead of a slow reader.
 const RESPONSE_BUFFER: usize = 4;
 /// Row results per response message: a transaction's results (up to 20,000
@@ -64,6 +67,19 @@ where
         let received = tokio::select! {
             biased;
             received = inbound.message() => received,
+            // The client paused: rows short of a batch go on by themselves.
+            () = tokio::time::sleep(LINGER), if importer.has_partial() => {
+                match importer.flush_partial().await {
+                    Ok(results) => {
+                        if send_results(&tx, results).await {
+                            continue;
+                        }
+                        importer.end(ImportState::Cancelled, Some("the client went away".into())).await;
+                        return;
+                    }
+                    Err(e) => return fail(&mut importer, &tx, e).await,
+                }
+            }
             // Idle only while nothing is being written for it: a client may
             // wait for every result before it sends `end`.
             () = tokio::time::sleep_until(importer.idle_deadline()), if !importer.writing() => {

@@ -9,8 +9,8 @@ use userdir::pb::import_users_request::Payload;
 use userdir::pb::import_users_response::Payload as Out;
 use userdir::pb::{
     CreateUserRequest, DeleteUserRequest, ExportUsersRequest, GetImportJobRequest, GetUserRequest, ImportJobState,
-    ImportMode, ImportOutcome, ImportRowResult, ImportUsersRequest, ImportUsersResponse, ListUsersRequest, Tenant,
-    UpdateUserRequest, User,
+    ImportMode, ImportOutcome, ImportRow, ImportRowResult, ImportRows, ImportUsersRequest, ImportUsersResponse,
+    ListUsersRequest, Tenant, UpdateUserRequest, User,
 };
 
 use crate::common::pgproxy::{PgProxy, pg_target};
@@ -494,6 +494,7 @@ crate::on_both_backends!(
     lookalike_emails,
     huge_cell_fails_its_row_alone,
     auto_encoding_never_garbles,
+    results_flow_while_the_client_waits,
 );
 
 /// `match_key: USER_ID`: an id that names no user of the tenant fails its
@@ -689,4 +690,66 @@ async fn sqlite_trickling_import_times_out() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_trickling_import_times_out() {
     trickling_import_times_out(Backend::Postgres).await;
+}
+
+/// Reads results until `n` have arrived (the client has not sent `end`).
+async fn results_before_end(stream: &mut tonic::Streaming<ImportUsersResponse>, n: usize) -> Vec<ImportRowResult> {
+    let mut results = Vec::new();
+    let wait = async {
+        while results.len() < n {
+            if let Some(Out::Results(batch)) = stream.message().await.unwrap().unwrap().payload {
+                results.extend(batch.results);
+            }
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(20), wait)
+        .await
+        .expect("results wait for the end of the input");
+    results
+}
+
+/// A client that waits for results before sending more gets them: rows
+/// short of a batch go on by themselves, and AUTO decides on the bytes it
+/// has instead of waiting for 64 KiB.
+async fn results_flow_while_the_client_waits(s: TestServer) {
+    s.tenant("acme").await;
+    // Three parsed rows.
+    let (tx, mut stream) = open_import(&s, options(ImportMode::Upsert)).await;
+    let rows = (0..3)
+        .map(|i| ImportRow {
+            fields: [
+                ("email".to_owned(), format!("p{i}@example.com")),
+                ("name".to_owned(), "P".to_owned()),
+            ]
+            .into(),
+        })
+        .collect();
+    tx.send(ImportUsersRequest {
+        payload: Some(Payload::Rows(ImportRows { rows })),
+    })
+    .await
+    .unwrap();
+    assert_eq!(results_before_end(&mut stream, 3).await.len(), 3);
+    tx.send(end()).await.unwrap();
+    // 1,200 CSV rows in one 17 KB chunk, and Japanese rows (AUTO decides early).
+    for text in [
+        many_rows(1200),
+        "name,email\n山田 太郎,yamada@example.com\n佐藤 花子,sato@example.com\n".to_owned(),
+    ] {
+        let (tx, mut stream) = open_import(&s, options(ImportMode::Upsert)).await;
+        tx.send(ImportUsersRequest {
+            payload: Some(Payload::Chunk(text.clone().into_bytes())),
+        })
+        .await
+        .unwrap();
+        let n = text.lines().count() - 1;
+        let results = results_before_end(&mut stream, n).await;
+        assert!(
+            results.iter().all(|r| r.outcome != ImportOutcome::Failed as i32),
+            "{results:?}"
+        );
+        tx.send(end()).await.unwrap();
+    }
+    let stored = users_all(&s).await;
+    assert!(stored.iter().any(|u| u.display_name == "山田 太郎"));
 }

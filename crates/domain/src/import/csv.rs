@@ -131,6 +131,35 @@ impl CsvDecoder {
         Ok(())
     }
 
+    /// Whether bytes wait for the encoding to be known (see [`Self::decide_early`]).
+    pub fn holds_bytes(&self) -> bool {
+        self.encoding.is_none() && self.sniff.contains(&b'\n')
+    }
+
+    /// The client paused before 64 KiB arrived: let its complete lines
+    /// through now instead of waiting for more. With a BOM, or with bytes
+    /// beyond ASCII among them, the encoding is decided on what is there (by
+    /// the same rules); while everything so far is ASCII (the same bytes in
+    /// either encoding) the complete lines are parsed and the decision waits.
+    pub fn decide_early(&mut self, out: &mut Vec<Record>) -> Result<(), FileError> {
+        if self.encoding.is_some() || self.sniff.is_empty() {
+            return Ok(());
+        }
+        if self.sniff.starts_with(UTF8_BOM) || !self.sniff.is_ascii() {
+            let held = std::mem::take(&mut self.sniff);
+            self.resolve(&held, false)?;
+            self.parse(&held, out);
+            return Ok(());
+        }
+        if let Some(end) = self.sniff.iter().rposition(|&b| b == b'\n' || b == b'\r') {
+            let rest = self.sniff.split_off(end + 1);
+            let lines = std::mem::replace(&mut self.sniff, rest);
+            // ASCII reads the same in UTF-8 and Shift-JIS.
+            self.parse(&lines, out);
+        }
+        Ok(())
+    }
+
     /// Signals the end of the file; the last record (if unterminated) is appended.
     pub fn finish(&mut self, out: &mut Vec<Record>) -> Result<(), FileError> {
         if self.finished {

@@ -154,6 +154,30 @@ impl<R: TenantRepository + UserRepository + ImportRepository> Importer<R> {
         self.last_row + self.limits.idle_timeout
     }
 
+    /// Whether rows wait for a full batch (or bytes for the encoding to be
+    /// known): [`Self::flush_partial`] moves them along.
+    pub fn has_partial(&self) -> bool {
+        !self.pending.is_empty() || matches!(&self.input, Input::Csv { decoder, .. } if decoder.holds_bytes())
+    }
+
+    /// The client paused: the rows read so far go on as a batch of their
+    /// own (and AUTO decides on the bytes it has), so their results leave
+    /// without waiting for 500 rows or 64 KiB.
+    pub async fn flush_partial(&mut self) -> Result<Vec<RowResult>, DomainError> {
+        if let Input::Csv { decoder, .. } = &mut self.input {
+            let mut records = Vec::new();
+            decoder.decide_early(&mut records).map_err(file_error)?;
+            self.take_records(records)?;
+        }
+        let mut results = Vec::new();
+        if !self.pending.is_empty() {
+            let batch: Vec<Pending> = self.pending.drain(..).collect();
+            results.extend(self.run_batch(batch).await?);
+        }
+        self.keep_alive().await?;
+        Ok(results)
+    }
+
     /// Restarts the idle clock (results went out: the import is moving).
     pub fn note_progress(&mut self) {
         self.last_row = tokio::time::Instant::now();

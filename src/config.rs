@@ -56,6 +56,10 @@ pub struct Config {
     /// client) before it ends ABORTED `IMPORT_IDLE_TIMEOUT`.
     #[arg(long, env = "USERDIR_IMPORT_IDLE_TIMEOUT_SECS", default_value_t = 60)]
     pub import_idle_timeout_secs: u64,
+    /// Seconds in-flight calls get to finish after SIGTERM or Ctrl-C; then
+    /// open imports and exports end UNAVAILABLE and the process exits.
+    #[arg(long, env = "USERDIR_SHUTDOWN_GRACE_SECS", default_value_t = 30)]
+    pub shutdown_grace_secs: u64,
     /// Do not migrate the database at start (a separate `userdir migrate`
     /// job does); refuse to start if a migration is pending.
     #[arg(long, env = "USERDIR_NO_MIGRATE")]
@@ -95,6 +99,7 @@ impl std::fmt::Debug for Config {
             .field("max_record_kib", &self.max_record_kib)
             .field("import_job_lease_secs", &self.import_job_lease_secs)
             .field("import_idle_timeout_secs", &self.import_idle_timeout_secs)
+            .field("shutdown_grace_secs", &self.shutdown_grace_secs)
             .field("no_migrate", &self.no_migrate)
             .finish()
     }
@@ -114,6 +119,7 @@ impl Config {
             max_record_kib: 64,
             import_job_lease_secs: 60,
             import_idle_timeout_secs: 60,
+            shutdown_grace_secs: 5,
             no_migrate: false,
         }
     }
@@ -125,6 +131,11 @@ impl Config {
             job_lease: Duration::from_secs(self.import_job_lease_secs.max(1)),
             idle_timeout: Duration::from_secs(self.import_idle_timeout_secs.max(1)),
         }
+    }
+
+    /// How long in-flight calls get after a shutdown signal.
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_secs(self.shutdown_grace_secs)
     }
 
     pub fn health_probe_interval(&self) -> Duration {

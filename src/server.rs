@@ -141,22 +141,46 @@ pub async fn serve(
         .with_page_tokens(PageTokens::new(&key));
     let sweeper = tokio::spawn(sweep_import_jobs(directory.clone(), sqlite));
     let shutdown_reporter = reporter.clone();
+    // Shutdown: NOT_SERVING at once and in-flight calls drain; when the
+    // grace period is over, open imports and exports end UNAVAILABLE (an
+    // import's committed rows stay and its job says why), and a moment later
+    // the connections still open (stalled readers, health watches) close.
+    let (shutting_down, mut shutdown_started) = watch::channel(false);
+    let (closing_tx, closing_rx) = watch::channel(false);
     let graceful = async move {
         shutdown.await;
         tracing::info!("shutting down: draining in-flight calls");
+        let _ = shutting_down.send(true);
         let _ = stop_probe.send(true);
         set_health(&shutdown_reporter, ServingStatus::NotServing).await;
     };
+    let grace = config.shutdown_grace();
+    let grace_over = async move {
+        let _ = shutdown_started.wait_for(|started| *started).await;
+        tokio::time::sleep(grace).await;
+        tracing::warn!(
+            grace_secs = grace.as_secs(),
+            "shutdown grace period over: ending open streams"
+        );
+        let _ = closing_tx.send(true);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    };
 
-    let result = Server::builder()
+    let server = Server::builder()
         .layer(RpcLogLayer)
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(UserDirectoryServer::new(UserDirectoryService::new(directory.clone())))
+        .add_service(UserDirectoryServer::new(UserDirectoryService::new(
+            directory.clone(),
+            closing_rx,
+        )))
         .add_service(TenantAdminServer::new(TenantAdminService::new(directory)))
-        .serve_with_incoming_shutdown(incoming(listener), graceful)
-        .await;
+        .serve_with_incoming_shutdown(incoming(listener), graceful);
+    let result = tokio::select! {
+        result = server => result,
+        () = grace_over => Ok(()),
+    };
     probe.abort();
     sweeper.abort();
     Ok(result?)

@@ -70,15 +70,24 @@ pub fn export_format(req: &pb::ExportUsersRequest) -> Result<ExportFormat, Domai
 pub fn spawn_export<S: UserSnapshot>(
     exporter: Exporter<S>,
     format: ExportFormat,
+    mut closing: tokio::sync::watch::Receiver<bool>,
 ) -> mpsc::Receiver<Result<pb::ExportUsersResponse, Status>> {
     let (tx, rx) = mpsc::channel(4);
     tokio::spawn(async move {
-        let result = match format {
-            ExportFormat::Csv(settings) => export_csv(exporter, settings, &tx).await,
-            ExportFormat::Rows => export_rows(exporter, &tx).await,
+        let work = async {
+            match format {
+                ExportFormat::Csv(settings) => export_csv(exporter, settings, &tx).await,
+                ExportFormat::Rows => export_rows(exporter, &tx).await,
+            }
+        };
+        // A shutdown's grace period over: the snapshot is given up.
+        let result = tokio::select! {
+            result = work => result,
+            () = async { let _ = closing.wait_for(|closing| *closing).await; } => Err(DomainError::ShuttingDown),
         };
         if let Err(e) = result {
-            let _ = tx.send(Err(to_status(e))).await;
+            // A reader that stopped reading cannot take it; the connection closes soon after.
+            let _ = tx.try_send(Err(to_status(e)));
         }
     });
     rx

@@ -47,16 +47,29 @@ pub async fn read_options(inbound: &mut Streaming<pb::ImportUsersRequest>) -> Re
 pub fn spawn_import<R>(
     importer: Importer<R>,
     inbound: Streaming<pb::ImportUsersRequest>,
+    closing: tokio::sync::watch::Receiver<bool>,
 ) -> mpsc::Receiver<Result<pb::ImportUsersResponse, Status>>
 where
     R: TenantRepository + UserRepository + ImportRepository,
 {
     let (tx, rx) = mpsc::channel(RESPONSE_BUFFER);
-    tokio::spawn(run_import(importer, inbound, tx));
+    tokio::spawn(async move {
+        let mut importer = importer;
+        let mut closing = closing;
+        let run = run_import(&mut importer, inbound, &tx);
+        tokio::select! {
+            () = run => {}
+            // A shutdown's grace period over: the open batch rolls back,
+            // the lock is released, the job says why.
+            () = async { let _ = closing.wait_for(|closing| *closing).await; } => {
+                stop(&mut importer, &tx, ImportState::Cancelled, DomainError::ShuttingDown).await;
+            }
+        }
+    });
     rx
 }
 
-async fn run_import<R>(mut importer: Importer<R>, mut inbound: Streaming<pb::ImportUsersRequest>, tx: ImportSender)
+async fn run_import<R>(importer: &mut Importer<R>, mut inbound: Streaming<pb::ImportUsersRequest>, tx: &ImportSender)
 where
     R: TenantRepository + UserRepository + ImportRepository,
 {
@@ -71,13 +84,13 @@ where
             () = tokio::time::sleep(LINGER), if importer.has_partial() => {
                 match importer.flush_partial().await {
                     Ok(results) => {
-                        if send_results(&tx, results).await {
+                        if send_results(tx, results).await {
                             continue;
                         }
                         importer.end(ImportState::Cancelled, Some("the client went away".into())).await;
                         return;
                     }
-                    Err(e) => return fail(&mut importer, &tx, e).await,
+                    Err(e) => return fail(importer, tx, e).await,
                 }
             }
             // Idle only while nothing is being written for it: a client may
@@ -91,19 +104,19 @@ where
                         importer.idle_timeout().as_secs()
                     ),
                 };
-                return stop(&mut importer, &tx, ImportState::Cancelled, err).await;
+                return stop(importer, tx, ImportState::Cancelled, err).await;
             }
             settled = importer.settle(), if importer.writing() => {
                 match settled {
                     Ok(results) => {
                         importer.note_progress();
-                        if send_results(&tx, results).await {
+                        if send_results(tx, results).await {
                             continue;
                         }
                         importer.end(ImportState::Cancelled, Some("the client went away".into())).await;
                         return;
                     }
-                    Err(e) => return fail(&mut importer, &tx, e).await,
+                    Err(e) => return fail(importer, tx, e).await,
                 }
             }
         };
@@ -117,7 +130,7 @@ where
                               was written. Send an end message after the last data"
                         .into(),
                 };
-                return stop(&mut importer, &tx, ImportState::Cancelled, err).await;
+                return stop(importer, tx, ImportState::Cancelled, err).await;
             }
             Err(status) if status.code() == Code::OutOfRange => {
                 // tonic's decoder refused a message over the size limit.
@@ -129,14 +142,14 @@ where
                         status.message()
                     ),
                 };
-                return stop(&mut importer, &tx, ImportState::Failed, err).await;
+                return stop(importer, tx, ImportState::Failed, err).await;
             }
             Err(status) => {
                 let err = DomainError::Conflict {
                     reason: "IMPORT_STREAM_BROKEN",
                     message: format!("the client's stream broke off: {}", status.message()),
                 };
-                return stop(&mut importer, &tx, ImportState::Cancelled, err).await;
+                return stop(importer, tx, ImportState::Cancelled, err).await;
             }
         };
         let step = match message.payload {
@@ -152,19 +165,19 @@ where
         };
         match step {
             Ok(results) => {
-                if !send_results(&tx, results).await {
+                if !send_results(tx, results).await {
                     importer
                         .end(ImportState::Cancelled, Some("the client went away".into()))
                         .await;
                     return;
                 }
             }
-            Err(e) => return fail(&mut importer, &tx, e).await,
+            Err(e) => return fail(importer, tx, e).await,
         }
     }
     match importer.finish().await {
         Ok(results) => {
-            if !send_results(&tx, results).await {
+            if !send_results(tx, results).await {
                 return;
             }
             let summary = pb::ImportUsersResponse {
@@ -172,7 +185,7 @@ where
             };
             let _ = tx.send(Ok(summary)).await;
         }
-        Err(e) => fail(&mut importer, &tx, e).await,
+        Err(e) => fail(importer, tx, e).await,
     }
 }
 

@@ -26,7 +26,7 @@ pub fn to_status_with(err: DomainError, context: &str, extra: &[(&str, String)])
         DomainError::EtagMismatch { .. } => Code::Aborted,
         DomainError::SeatLimitExceeded { .. } | DomainError::Precondition { .. } => Code::FailedPrecondition,
         DomainError::Conflict { .. } => Code::Aborted,
-        DomainError::Unavailable(_) => Code::Unavailable,
+        DomainError::Unavailable(_) | DomainError::ShuttingDown => Code::Unavailable,
         DomainError::StorageFull(_) | DomainError::Exhausted { .. } => Code::ResourceExhausted,
         DomainError::Storage(_) => Code::Internal,
     };

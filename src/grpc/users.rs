@@ -27,11 +27,14 @@ pub const IMPORT_JOB_HEADER: &str = "x-userdir-import-job";
 
 pub struct UserDirectoryService {
     dir: Directory<Store>,
+    /// Becomes true when a shutdown's grace period is over: open imports
+    /// and exports end then.
+    closing: tokio::sync::watch::Receiver<bool>,
 }
 
 impl UserDirectoryService {
-    pub fn new(dir: Directory<Store>) -> Self {
-        Self { dir }
+    pub fn new(dir: Directory<Store>, closing: tokio::sync::watch::Receiver<bool>) -> Self {
+        Self { dir, closing }
     }
 }
 
@@ -129,7 +132,11 @@ impl UserDirectory for UserDirectoryService {
             .await
             .map_err(to_status)?;
         let job = importer.job().resource_name();
-        let mut response = Response::new(ReceiverStream::new(spawn_import(importer, inbound)));
+        let mut response = Response::new(ReceiverStream::new(spawn_import(
+            importer,
+            inbound,
+            self.closing.clone(),
+        )));
         // The job's name comes first, in the response headers, so a client
         // can name it even if the call ends before the summary.
         if let Ok(value) = job.parse() {
@@ -174,6 +181,10 @@ impl UserDirectory for UserDirectoryService {
             .start_export(&req.parent, &req.filter, &req.order_by)
             .await
             .map_err(to_status)?;
-        Ok(Response::new(ReceiverStream::new(spawn_export(exporter, format))))
+        Ok(Response::new(ReceiverStream::new(spawn_export(
+            exporter,
+            format,
+            self.closing.clone(),
+        ))))
     }
 }

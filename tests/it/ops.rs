@@ -187,3 +187,65 @@ async fn sqlite_busy_pool_is_not_a_dead_database() {
 async fn postgres_busy_pool_is_not_a_dead_database() {
     busy_pool_is_not_a_dead_database(Backend::Postgres).await;
 }
+
+/// SIGTERM with an import waiting for input and an export nobody reads:
+/// after the grace period both end, the import's job says why (its lock
+/// released), and the server stops instead of waiting for the clients.
+async fn shutdown_ends_stalled_streams_after_the_grace_period(backend: Backend) {
+    use userdir::pb::import_users_request::Payload;
+    let Some(mut s) = spawn_with(backend, |c| c.shutdown_grace_secs = 1).await else {
+        return;
+    };
+    s.tenant("acme").await;
+    let text = crate::import::many_rows(3000);
+    crate::import::run(
+        &s,
+        crate::import::options(userdir::pb::ImportMode::Upsert),
+        crate::import::chunks(text.as_bytes(), 65536),
+    )
+    .await
+    .unwrap();
+    let (tx, mut import) =
+        crate::import::open_import(&s, crate::import::options(userdir::pb::ImportMode::FullSync)).await;
+    tx.send(userdir::pb::ImportUsersRequest {
+        payload: Some(Payload::Chunk(b"name,email\nA,u00001@example.com\n".to_vec())),
+    })
+    .await
+    .unwrap();
+    let req = userdir::pb::ExportUsersRequest {
+        parent: "tenants/acme".into(),
+        ..Default::default()
+    };
+    let _export = s.users.clone().export_users(req).await.unwrap().into_inner();
+    assert!(
+        s.shut_down_within(Duration::from_secs(15)).await,
+        "the server waited for its clients"
+    );
+    // The import's client learns it ended.
+    let ended = loop {
+        match import.message().await {
+            Ok(Some(_)) => continue,
+            other => break other,
+        }
+    };
+    assert!(ended.is_err(), "{ended:?}");
+    let store = userdir_store::Store::connect(&s.store_options).await.unwrap();
+    let tenant = userdir_domain::tenant::TenantId::parse("tenant", "acme").unwrap();
+    let jobs = userdir_domain::repo::ImportRepository::list_import_jobs(&store, &tenant, None, 10)
+        .await
+        .unwrap();
+    let job = &jobs[0];
+    assert_eq!(job.state, userdir_domain::import::ImportState::Cancelled, "{job:?}");
+    assert!(job.error.contains("shutting down"), "{job:?}");
+    drop(tx);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_shutdown_ends_stalled_streams_after_the_grace_period() {
+    shutdown_ends_stalled_streams_after_the_grace_period(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_shutdown_ends_stalled_streams_after_the_grace_period() {
+    shutdown_ends_stalled_streams_after_the_grace_period(Backend::Postgres).await;
+}

@@ -61,6 +61,10 @@ pub enum DomainError {
     /// the size limit); retry with smaller pieces.
     #[error("{message}")]
     Exhausted { reason: &'static str, message: String },
+    /// The server is shutting down and its grace period is over; retry on
+    /// another replica or once it is back.
+    #[error("the server is shutting down; retry on another replica or once it is back")]
+    ShuttingDown,
     /// The database cannot be reached right now; retrying later may work.
     #[error("database unavailable: {0}")]
     Unavailable(#[source] BoxError),
@@ -130,6 +134,7 @@ impl DomainError {
             }
             Self::Unavailable(_) => "DATABASE_UNAVAILABLE",
             Self::StorageFull(_) => "STORAGE_FULL",
+            Self::ShuttingDown => "SERVER_SHUTTING_DOWN",
             Self::Storage(_) => "STORAGE_FAILURE",
         }
     }

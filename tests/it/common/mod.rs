@@ -226,6 +226,18 @@ impl TestServer {
             .map(tonic::Response::into_inner)
     }
 
+    /// Sends the shutdown signal and waits up to `wait` for the server to
+    /// stop, keeping its database; `true` when it stopped.
+    pub async fn shut_down_within(&mut self, wait: Duration) -> bool {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        match self.handle.take() {
+            Some(handle) => tokio::time::timeout(wait, handle).await.is_ok(),
+            None => true,
+        }
+    }
+
     /// Stops the server gracefully and waits for it.
     pub async fn stop(mut self) {
         if let Some(tx) = self.shutdown.take() {

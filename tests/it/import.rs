@@ -898,6 +898,13 @@ pub(crate) async fn latest_job_when_done(s: &TestServer) -> ImportJob {
     panic!("the import job never ended");
 }
 
+/// Imports `n` users (`many_rows`) into tenant acme.
+pub(crate) async fn seed_users(s: &TestServer, n: usize) {
+    run(s, options(ImportMode::Upsert), chunks(many_rows(n).as_bytes(), 65536))
+        .await
+        .expect("seed users");
+}
+
 pub(crate) fn many_rows(n: usize) -> String {
     let mut text = String::from("name,email\n");
     for i in 0..n {

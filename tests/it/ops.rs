@@ -155,14 +155,7 @@ async fn busy_pool_is_not_a_dead_database(backend: Backend) {
     };
     s.tenant("acme").await;
     // More than the client's HTTP/2 window and the server's buffers hold.
-    let text = crate::import::many_rows(40_000);
-    crate::import::run(
-        &s,
-        crate::import::options(userdir::pb::ImportMode::Upsert),
-        crate::import::chunks(text.as_bytes(), 65536),
-    )
-    .await
-    .unwrap();
+    crate::import::seed_users(&s, 40_000).await;
     let req = userdir::pb::ExportUsersRequest {
         parent: "tenants/acme".into(),
         format: userdir::pb::ExportFormat::Rows as i32,
@@ -197,14 +190,7 @@ async fn shutdown_ends_stalled_streams_after_the_grace_period(backend: Backend) 
         return;
     };
     s.tenant("acme").await;
-    let text = crate::import::many_rows(3000);
-    crate::import::run(
-        &s,
-        crate::import::options(userdir::pb::ImportMode::Upsert),
-        crate::import::chunks(text.as_bytes(), 65536),
-    )
-    .await
-    .unwrap();
+    crate::import::seed_users(&s, 3000).await;
     let (tx, mut import) =
         crate::import::open_import(&s, crate::import::options(userdir::pb::ImportMode::FullSync)).await;
     tx.send(userdir::pb::ImportUsersRequest {

@@ -60,6 +60,10 @@ pub struct Config {
     /// open imports and exports end UNAVAILABLE and the process exits.
     #[arg(long, env = "USERDIR_SHUTDOWN_GRACE_SECS", default_value_t = 30)]
     pub shutdown_grace_secs: u64,
+    /// Seconds an export waits for a reader that takes nothing before it
+    /// ends (RESOURCE_EXHAUSTED `EXPORT_READER_STALLED`) and frees its snapshot.
+    #[arg(long, env = "USERDIR_EXPORT_STALL_TIMEOUT_SECS", default_value_t = 30)]
+    pub export_stall_timeout_secs: u64,
     /// Do not migrate the database at start (a separate `userdir migrate`
     /// job does); refuse to start if a migration is pending.
     #[arg(long, env = "USERDIR_NO_MIGRATE")]
@@ -100,6 +104,7 @@ impl std::fmt::Debug for Config {
             .field("import_job_lease_secs", &self.import_job_lease_secs)
             .field("import_idle_timeout_secs", &self.import_idle_timeout_secs)
             .field("shutdown_grace_secs", &self.shutdown_grace_secs)
+            .field("export_stall_timeout_secs", &self.export_stall_timeout_secs)
             .field("no_migrate", &self.no_migrate)
             .finish()
     }
@@ -120,6 +125,7 @@ impl Config {
             import_job_lease_secs: 60,
             import_idle_timeout_secs: 60,
             shutdown_grace_secs: 5,
+            export_stall_timeout_secs: 30,
             no_migrate: false,
         }
     }
@@ -131,6 +137,11 @@ impl Config {
             job_lease: Duration::from_secs(self.import_job_lease_secs.max(1)),
             idle_timeout: Duration::from_secs(self.import_idle_timeout_secs.max(1)),
         }
+    }
+
+    /// How long an export waits for a reader that takes nothing.
+    pub fn export_stall_timeout(&self) -> Duration {
+        Duration::from_secs(self.export_stall_timeout_secs.max(1))
     }
 
     /// How long in-flight calls get after a shutdown signal.

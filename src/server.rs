@@ -174,6 +174,7 @@ pub async fn serve(
         .add_service(UserDirectoryServer::new(UserDirectoryService::new(
             directory.clone(),
             closing_rx,
+            config.export_stall_timeout(),
         )))
         .add_service(TenantAdminServer::new(TenantAdminService::new(directory)))
         .serve_with_incoming_shutdown(incoming(listener), graceful);

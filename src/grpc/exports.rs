@@ -3,6 +3,8 @@
 //! spawned task: a slow reader pauses the database reads, and a reader that
 //! goes away ends the snapshot (and frees its connection) at the next send.
 
+use std::time::Duration;
+
 use prost::Message;
 use tokio::sync::mpsc;
 use tonic::Status;
@@ -71,13 +73,15 @@ pub fn spawn_export<S: UserSnapshot>(
     exporter: Exporter<S>,
     format: ExportFormat,
     mut closing: tokio::sync::watch::Receiver<bool>,
+    stall: Duration,
 ) -> mpsc::Receiver<Result<pb::ExportUsersResponse, Status>> {
     let (tx, rx) = mpsc::channel(4);
     tokio::spawn(async move {
+        let out = Out { tx: &tx, stall };
         let work = async {
             match format {
-                ExportFormat::Csv(settings) => export_csv(exporter, settings, &tx).await,
-                ExportFormat::Rows => export_rows(exporter, &tx).await,
+                ExportFormat::Csv(settings) => export_csv(exporter, settings, &out).await,
+                ExportFormat::Rows => export_rows(exporter, &out).await,
             }
         };
         // A shutdown's grace period over: the snapshot is given up.
@@ -85,25 +89,45 @@ pub fn spawn_export<S: UserSnapshot>(
             result = work => result,
             () = async { let _ = closing.wait_for(|closing| *closing).await; } => Err(DomainError::ShuttingDown),
         };
+        // The snapshot is given up by now; the error waits behind what the
+        // reader has not read yet, so the stream never ends in OK.
         if let Err(e) = result {
-            // A reader that stopped reading cannot take it; the connection closes soon after.
-            let _ = tx.try_send(Err(to_status(e)));
+            let _ = tx.send(Err(to_status(e))).await;
         }
     });
     rx
 }
 
-/// Sends a message; `false` when the client is gone.
-async fn send(tx: &Sender, payload: Payload) -> bool {
-    tx.send(Ok(pb::ExportUsersResponse { payload: Some(payload) }))
-        .await
-        .is_ok()
+/// Where an export's messages go, and how long one may wait for the reader.
+struct Out<'a> {
+    tx: &'a Sender,
+    stall: Duration,
+}
+
+impl Out<'_> {
+    /// Sends a message; `false` when the client is gone; an error when the
+    /// reader took nothing for the stall timeout (the export ends and gives
+    /// its snapshot up instead of holding it for a reader that stopped).
+    async fn send(&self, payload: Payload) -> Result<bool, DomainError> {
+        let message = Ok(pb::ExportUsersResponse { payload: Some(payload) });
+        match tokio::time::timeout(self.stall, self.tx.send(message)).await {
+            Ok(sent) => Ok(sent.is_ok()),
+            Err(_) => Err(DomainError::Exhausted {
+                reason: "EXPORT_READER_STALLED",
+                message: format!(
+                    "the export's reader took nothing for {}s, so the export ended and gave up its snapshot; \
+                     read the stream as it comes (or export again)",
+                    self.stall.as_secs()
+                ),
+            }),
+        }
+    }
 }
 
 async fn export_csv<S: UserSnapshot>(
     mut exporter: Exporter<S>,
     settings: CsvSettings,
-    tx: &Sender,
+    out: &Out<'_>,
 ) -> Result<(), DomainError> {
     let replace = settings.replace_unmappable;
     let mut writer = CsvWriter::new(settings);
@@ -129,7 +153,7 @@ async fn export_csv<S: UserSnapshot>(
         }
         if buf.len() >= CHUNK {
             hasher.update(&buf);
-            if !send(tx, Payload::Chunk(std::mem::take(&mut buf))).await {
+            if !out.send(Payload::Chunk(std::mem::take(&mut buf))).await? {
                 return Ok(());
             }
         }
@@ -151,7 +175,7 @@ async fn export_csv<S: UserSnapshot>(
     }
     if !buf.is_empty() {
         hasher.update(&buf);
-        if !send(tx, Payload::Chunk(buf)).await {
+        if !out.send(Payload::Chunk(buf)).await? {
             return Ok(());
         }
     }
@@ -172,11 +196,11 @@ async fn export_csv<S: UserSnapshot>(
         checksum: format!("{:016x}", hasher.digest()),
         replaced,
     };
-    send(tx, Payload::Trailer(trailer)).await;
+    out.send(Payload::Trailer(trailer)).await?;
     Ok(())
 }
 
-async fn export_rows<S: UserSnapshot>(mut exporter: Exporter<S>, tx: &Sender) -> Result<(), DomainError> {
+async fn export_rows<S: UserSnapshot>(mut exporter: Exporter<S>, out: &Out<'_>) -> Result<(), DomainError> {
     let mut hasher = Xxh3Default::new();
     let mut count = 0i64;
     while let Some(users) = exporter.next_page(PAGE).await? {
@@ -185,7 +209,7 @@ async fn export_rows<S: UserSnapshot>(mut exporter: Exporter<S>, tx: &Sender) ->
             hasher.update(&user.encode_to_vec());
         }
         count += users.len() as i64;
-        if !send(tx, Payload::Rows(pb::ExportRows { users })).await {
+        if !out.send(Payload::Rows(pb::ExportRows { users })).await? {
             return Ok(());
         }
     }
@@ -194,6 +218,6 @@ async fn export_rows<S: UserSnapshot>(mut exporter: Exporter<S>, tx: &Sender) ->
         checksum: format!("{:016x}", hasher.digest()),
         replaced: Vec::new(),
     };
-    send(tx, Payload::Trailer(trailer)).await;
+    out.send(Payload::Trailer(trailer)).await?;
     Ok(())
 }

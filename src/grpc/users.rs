@@ -30,11 +30,21 @@ pub struct UserDirectoryService {
     /// Becomes true when a shutdown's grace period is over: open imports
     /// and exports end then.
     closing: tokio::sync::watch::Receiver<bool>,
+    /// How long an export may wait for a reader that takes nothing.
+    export_stall: std::time::Duration,
 }
 
 impl UserDirectoryService {
-    pub fn new(dir: Directory<Store>, closing: tokio::sync::watch::Receiver<bool>) -> Self {
-        Self { dir, closing }
+    pub fn new(
+        dir: Directory<Store>,
+        closing: tokio::sync::watch::Receiver<bool>,
+        export_stall: std::time::Duration,
+    ) -> Self {
+        Self {
+            dir,
+            closing,
+            export_stall,
+        }
     }
 }
 
@@ -185,6 +195,7 @@ impl UserDirectory for UserDirectoryService {
             exporter,
             format,
             self.closing.clone(),
+            self.export_stall,
         ))))
     }
 }

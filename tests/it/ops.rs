@@ -146,16 +146,11 @@ async fn accepted_sockets_have_nodelay() {
     assert!(accepted.nodelay().unwrap());
 }
 
-/// A pool held by a long export (one connection, the export holds it while
-/// its reader does not read) is a busy server, not a dead database: health
-/// stays SERVING (the probe has a connection of its own).
-async fn busy_pool_is_not_a_dead_database(backend: Backend) {
-    let Some(s) = spawn_with(backend, |c| c.db_max_connections = 1).await else {
-        return;
-    };
+/// An export of 40,000 users (more than the client's HTTP/2 window and the
+/// server's buffers hold) whose reader took one message and reads no more.
+async fn stalled_export(s: &TestServer) -> tonic::Streaming<userdir::pb::ExportUsersResponse> {
     s.tenant("acme").await;
-    // More than the client's HTTP/2 window and the server's buffers hold.
-    crate::import::seed_users(&s, 40_000).await;
+    crate::import::seed_users(s, 40_000).await;
     let req = userdir::pb::ExportUsersRequest {
         parent: "tenants/acme".into(),
         format: userdir::pb::ExportFormat::Rows as i32,
@@ -163,6 +158,17 @@ async fn busy_pool_is_not_a_dead_database(backend: Backend) {
     };
     let mut export = s.users.clone().export_users(req).await.unwrap().into_inner();
     export.message().await.unwrap().unwrap();
+    export
+}
+
+/// A pool held by a long export (one connection, the export holds it while
+/// its reader does not read) is a busy server, not a dead database: health
+/// stays SERVING (the probe has a connection of its own).
+async fn busy_pool_is_not_a_dead_database(backend: Backend) {
+    let Some(s) = spawn_with(backend, |c| c.db_max_connections = 1).await else {
+        return;
+    };
+    let export = stalled_export(&s).await;
     // The export now waits for its reader, holding the only connection.
     for _ in 0..15 {
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -234,4 +240,45 @@ async fn sqlite_shutdown_ends_stalled_streams_after_the_grace_period() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_shutdown_ends_stalled_streams_after_the_grace_period() {
     shutdown_ends_stalled_streams_after_the_grace_period(Backend::Postgres).await;
+}
+
+/// An export whose reader stops reading gives its snapshot (and its pool
+/// connection) up after the stall timeout, and its stream ends with an
+/// error, never OK, once the reader reads on.
+async fn stalled_export_frees_its_snapshot(backend: Backend) {
+    let Some(s) = spawn_with(backend, |c| {
+        c.db_max_connections = 1;
+        c.export_stall_timeout_secs = 1;
+    })
+    .await
+    else {
+        return;
+    };
+    let mut export = stalled_export(&s).await;
+    // The only connection is the export's until it gives up: this waits for it.
+    let list = userdir::pb::ListUsersRequest {
+        parent: "tenants/acme".into(),
+        page_size: 1,
+        ..Default::default()
+    };
+    s.users.clone().list_users(list).await.unwrap();
+    let ended = loop {
+        match export.message().await {
+            Ok(Some(_)) => continue,
+            other => break other,
+        }
+    };
+    let status = ended.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
+    assert_eq!(crate::common::reason(&status), "EXPORT_READER_STALLED");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_stalled_export_frees_its_snapshot() {
+    stalled_export_frees_its_snapshot(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_stalled_export_frees_its_snapshot() {
+    stalled_export_frees_its_snapshot(Backend::Postgres).await;
 }

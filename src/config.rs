@@ -83,10 +83,7 @@ pub struct MigrateArgs {
 
 impl MigrateArgs {
     pub fn store_options(&self) -> userdir_store::StoreOptions {
-        let mut options = userdir_store::StoreOptions::new(self.database_url.clone());
-        options.max_connections = 2;
-        options.pg_schema = (!self.pg_schema.is_empty()).then(|| self.pg_schema.clone());
-        options
+        database_options(&self.database_url, &self.pg_schema, 2)
     }
 }
 
@@ -154,12 +151,18 @@ impl Config {
     }
 
     pub fn store_options(&self) -> userdir_store::StoreOptions {
-        let mut options = userdir_store::StoreOptions::new(self.database_url.clone());
-        options.max_connections = self.db_max_connections.max(1);
-        options.pg_schema = (!self.pg_schema.is_empty()).then(|| self.pg_schema.clone());
+        let mut options = database_options(&self.database_url, &self.pg_schema, self.db_max_connections);
         options.sqlite_max_size_mib = self.sqlite_max_size_mib;
         options
     }
+}
+
+/// How `serve` and `migrate` open the database named by their flags.
+fn database_options(url: &str, pg_schema: &str, max_connections: u32) -> userdir_store::StoreOptions {
+    let mut options = userdir_store::StoreOptions::new(url);
+    options.max_connections = max_connections.max(1);
+    options.pg_schema = (!pg_schema.is_empty()).then(|| pg_schema.to_owned());
+    options
 }
 
 /// Query parameters of a database URL that hold secrets.

@@ -69,6 +69,17 @@ where
     rx
 }
 
+/// What woke the import's loop.
+enum Event {
+    /// A request message, the end of the input, or a broken stream.
+    Input(Result<Option<pb::ImportUsersRequest>, Status>),
+    /// Rows already read moved along (a partial batch after the linger, or
+    /// a batch decided or committed) with the results that produced.
+    Moved(Result<Vec<RowResult>, DomainError>),
+    /// No new row for the idle timeout.
+    Idle,
+}
+
 async fn run_import<R>(importer: &mut Importer<R>, mut inbound: Streaming<pb::ImportUsersRequest>, tx: &ImportSender)
 where
     R: TenantRepository + UserRepository + ImportRepository,
@@ -77,25 +88,26 @@ where
         // Input first, so that the lookup of a staged batch overlaps the
         // reading of the next; while no input is waiting, batches already
         // read move along and their results go out as soon as they commit.
-        let received = tokio::select! {
+        let event = tokio::select! {
             biased;
-            received = inbound.message() => received,
+            received = inbound.message() => Event::Input(received),
             // The client paused: rows short of a batch go on by themselves.
-            () = tokio::time::sleep(LINGER), if importer.has_partial() => {
-                match importer.flush_partial().await {
-                    Ok(results) => {
-                        if send_results(tx, results).await {
-                            continue;
-                        }
-                        importer.end(ImportState::Cancelled, Some("the client went away".into())).await;
-                        return;
-                    }
-                    Err(e) => return fail(importer, tx, e).await,
-                }
-            }
+            () = tokio::time::sleep(LINGER), if importer.has_partial() => Event::Moved(importer.flush_partial().await),
             // Idle only while nothing is being written for it: a client may
             // wait for every result before it sends `end`.
-            () = tokio::time::sleep_until(importer.idle_deadline()), if !importer.writing() => {
+            () = tokio::time::sleep_until(importer.idle_deadline()), if !importer.writing() => Event::Idle,
+            settled = importer.settle(), if importer.writing() => Event::Moved(settled),
+        };
+        let received = match event {
+            Event::Input(received) => received,
+            Event::Moved(moved) => {
+                importer.note_progress();
+                if !deliver(importer, tx, moved).await {
+                    return;
+                }
+                continue;
+            }
+            Event::Idle => {
                 let err = DomainError::Conflict {
                     reason: "IMPORT_IDLE_TIMEOUT",
                     message: format!(
@@ -105,19 +117,6 @@ where
                     ),
                 };
                 return stop(importer, tx, ImportState::Cancelled, err).await;
-            }
-            settled = importer.settle(), if importer.writing() => {
-                match settled {
-                    Ok(results) => {
-                        importer.note_progress();
-                        if send_results(tx, results).await {
-                            continue;
-                        }
-                        importer.end(ImportState::Cancelled, Some("the client went away".into())).await;
-                        return;
-                    }
-                    Err(e) => return fail(importer, tx, e).await,
-                }
             }
         };
         let message = match received {
@@ -163,16 +162,8 @@ where
             Some(Payload::Options(_)) => Err(DomainError::invalid("options", "options may only be sent once, first")),
             None => Ok(Vec::new()),
         };
-        match step {
-            Ok(results) => {
-                if !send_results(tx, results).await {
-                    importer
-                        .end(ImportState::Cancelled, Some("the client went away".into()))
-                        .await;
-                    return;
-                }
-            }
-            Err(e) => return fail(importer, tx, e).await,
+        if !deliver(importer, tx, step).await {
+            return;
         }
     }
     match importer.finish().await {
@@ -186,6 +177,29 @@ where
             let _ = tx.send(Ok(summary)).await;
         }
         Err(e) => fail(importer, tx, e).await,
+    }
+}
+
+/// Sends the results of a step, or ends the import on its error; `false`
+/// when the import is over (failed, or the client went away).
+async fn deliver<R>(importer: &mut Importer<R>, tx: &ImportSender, step: Result<Vec<RowResult>, DomainError>) -> bool
+where
+    R: TenantRepository + UserRepository + ImportRepository,
+{
+    match step {
+        Ok(results) => {
+            if send_results(tx, results).await {
+                return true;
+            }
+            importer
+                .end(ImportState::Cancelled, Some("the client went away".into()))
+                .await;
+            false
+        }
+        Err(e) => {
+            fail(importer, tx, e).await;
+            false
+        }
     }
 }
 

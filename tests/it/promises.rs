@@ -5,7 +5,7 @@
 use tonic::Code;
 use userdir::pb::{GetTenantRequest, ImportMode, ListUsersRequest, User};
 
-use crate::common::{Backend, TestServer, pg_url};
+use crate::common::{TestServer, pg_url};
 use crate::import::{chunks, options, run};
 
 fn custom(email: &str, c1: &str, c2: &str, c3: &str) -> User {
@@ -190,7 +190,6 @@ async fn replicas_migrate_a_fresh_schema_together() {
         .execute_unprepared(&format!("DROP SCHEMA {schema} CASCADE"))
         .await
         .unwrap();
-    let _ = Backend::Postgres;
 }
 
 /// `userdir migrate` migrates a fresh database; `serve --no-migrate` refuses

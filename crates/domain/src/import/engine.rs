@@ -88,8 +88,8 @@ pub struct Importer<R> {
     planner: Planner,
     sync_lock: SyncLease,
     last_save: Instant,
-    /// When the last new row arrived.
-    last_row: tokio::time::Instant,
+    /// When the last new row arrived or results last went out.
+    last_progress: tokio::time::Instant,
     /// Batches staged, oldest first: their lookups run while the next
     /// batches are read and decided.
     staged: VecDeque<Staged>,
@@ -141,17 +141,17 @@ impl<R: TenantRepository + UserRepository + ImportRepository> Importer<R> {
             pending: Vec::new(),
             sync_lock,
             last_save: Instant::now(),
-            last_row: tokio::time::Instant::now(),
+            last_progress: tokio::time::Instant::now(),
             staged: VecDeque::new(),
             writer,
             _heartbeat: heartbeat,
         })
     }
 
-    /// When the last new row arrived (or the import started): see
-    /// [`ImportLimits::idle_timeout`].
+    /// The idle timeout counted from the last new row, or the last results
+    /// sent (or the start): see [`ImportLimits::idle_timeout`].
     pub fn idle_deadline(&self) -> tokio::time::Instant {
-        self.last_row + self.limits.idle_timeout
+        self.last_progress + self.limits.idle_timeout
     }
 
     /// Whether rows wait for a full batch (or bytes for the encoding to be
@@ -180,7 +180,7 @@ impl<R: TenantRepository + UserRepository + ImportRepository> Importer<R> {
 
     /// Restarts the idle clock (results went out: the import is moving).
     pub fn note_progress(&mut self) {
-        self.last_row = tokio::time::Instant::now();
+        self.last_progress = tokio::time::Instant::now();
     }
 
     /// How long an import may go without a new row.
@@ -262,7 +262,7 @@ impl<R: TenantRepository + UserRepository + ImportRepository> Importer<R> {
                 )),
                 None => Ok(cells),
             };
-            self.last_row = tokio::time::Instant::now();
+            self.last_progress = tokio::time::Instant::now();
             self.pending.push(Pending {
                 line,
                 cells,
@@ -308,7 +308,7 @@ impl<R: TenantRepository + UserRepository + ImportRepository> Importer<R> {
                     .map(|(c, v)| (*c, unprotect_formula(&v).to_owned()))
                     .collect()),
             };
-            self.last_row = tokio::time::Instant::now();
+            self.last_progress = tokio::time::Instant::now();
             self.pending.push(Pending {
                 line: record.line,
                 cells,

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
+use userdir_domain::admission::{Cap, StreamLimits};
 
 /// The default embedded database: a SQLite file in the working directory,
 /// created on first start.
@@ -68,6 +69,34 @@ pub struct Config {
     /// job does); refuse to start if a migration is pending.
     #[arg(long, env = "USERDIR_NO_MIGRATE")]
     pub no_migrate: bool,
+    /// Milliseconds a request waits for a free database connection; then it
+    /// fails RESOURCE_EXHAUSTED `SERVER_BUSY` (all busy) or UNAVAILABLE (the
+    /// database does not answer).
+    #[arg(long, env = "USERDIR_DB_ACQUIRE_TIMEOUT_MS", default_value_t = 5000)]
+    pub db_acquire_timeout_ms: u64,
+    /// Imports that may run at once in the server (default: a quarter of
+    /// `--db-max-connections`, at least 1); more are refused RESOURCE_EXHAUSTED
+    /// `TOO_MANY_IMPORTS` with a retry hint.
+    #[arg(long, env = "USERDIR_MAX_IMPORTS")]
+    pub max_imports: Option<u32>,
+    /// Imports that may run at once for one tenant (default: 2, or the total if smaller).
+    #[arg(long, env = "USERDIR_MAX_IMPORTS_PER_TENANT")]
+    pub max_imports_per_tenant: Option<u32>,
+    /// Exports that may run at once in the server (default: a quarter of
+    /// `--db-max-connections`, at least 1); more are refused `TOO_MANY_EXPORTS`.
+    #[arg(long, env = "USERDIR_MAX_EXPORTS")]
+    pub max_exports: Option<u32>,
+    /// Exports that may run at once for one tenant (default: 2, or the total if smaller).
+    #[arg(long, env = "USERDIR_MAX_EXPORTS_PER_TENANT")]
+    pub max_exports_per_tenant: Option<u32>,
+    /// HTTP/2 streams (calls) one connection may have open at once; a client
+    /// that opens more waits for one to finish.
+    #[arg(long, env = "USERDIR_MAX_CONCURRENT_STREAMS", default_value_t = 100)]
+    pub max_concurrent_streams: u32,
+    /// Seconds between HTTP/2 keepalive pings on an idle connection (0 = off);
+    /// a peer that does not answer one within 20 s is disconnected.
+    #[arg(long, env = "USERDIR_HTTP2_KEEPALIVE_SECS", default_value_t = 30)]
+    pub http2_keepalive_secs: u64,
 }
 
 /// Settings of `userdir migrate`: just the database.
@@ -103,6 +132,13 @@ impl std::fmt::Debug for Config {
             .field("shutdown_grace_secs", &self.shutdown_grace_secs)
             .field("export_stall_timeout_secs", &self.export_stall_timeout_secs)
             .field("no_migrate", &self.no_migrate)
+            .field("db_acquire_timeout_ms", &self.db_acquire_timeout_ms)
+            .field("max_imports", &self.max_imports)
+            .field("max_imports_per_tenant", &self.max_imports_per_tenant)
+            .field("max_exports", &self.max_exports)
+            .field("max_exports_per_tenant", &self.max_exports_per_tenant)
+            .field("max_concurrent_streams", &self.max_concurrent_streams)
+            .field("http2_keepalive_secs", &self.http2_keepalive_secs)
             .finish()
     }
 }
@@ -124,7 +160,36 @@ impl Config {
             shutdown_grace_secs: 5,
             export_stall_timeout_secs: 30,
             no_migrate: false,
+            db_acquire_timeout_ms: 5000,
+            max_imports: None,
+            max_imports_per_tenant: None,
+            max_exports: None,
+            max_exports_per_tenant: None,
+            max_concurrent_streams: 100,
+            http2_keepalive_secs: 30,
         }
+    }
+
+    /// The caps on imports and exports running at once: flags where given,
+    /// else sized by the connection pool.
+    pub fn stream_limits(&self) -> StreamLimits {
+        let derived = StreamLimits::for_pool(self.db_max_connections);
+        let cap = |total: Option<u32>, per_tenant: Option<u32>, default: Cap| {
+            let total = total.unwrap_or(default.total).max(1);
+            Cap {
+                total,
+                per_tenant: per_tenant.unwrap_or(default.per_tenant.min(total)).max(1),
+            }
+        };
+        StreamLimits {
+            imports: cap(self.max_imports, self.max_imports_per_tenant, derived.imports),
+            exports: cap(self.max_exports, self.max_exports_per_tenant, derived.exports),
+        }
+    }
+
+    /// HTTP/2 keepalive ping interval, if on.
+    pub fn http2_keepalive(&self) -> Option<Duration> {
+        (self.http2_keepalive_secs > 0).then(|| Duration::from_secs(self.http2_keepalive_secs))
     }
 
     /// The limits every import runs under.
@@ -153,6 +218,7 @@ impl Config {
     pub fn store_options(&self) -> userdir_store::StoreOptions {
         let mut options = database_options(&self.database_url, &self.pg_schema, self.db_max_connections);
         options.sqlite_max_size_mib = self.sqlite_max_size_mib;
+        options.acquire_timeout = Duration::from_millis(self.db_acquire_timeout_ms.max(1));
         options
     }
 }

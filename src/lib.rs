@@ -5,6 +5,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod deadline;
 pub mod grpc;
 pub mod pb;
 pub mod server;

@@ -17,6 +17,7 @@ use userdir_domain::repo::Ping;
 use userdir_store::Store;
 
 use crate::config::{Config, redact_url};
+use crate::deadline::DeadlineLayer;
 use crate::grpc::tenants::TenantAdminService;
 use crate::grpc::users::UserDirectoryService;
 use crate::pb;
@@ -138,6 +139,7 @@ pub async fn serve(
     let key = store.page_token_key().await.map_err(ServeError::Keys)?;
     let directory = Directory::new(Arc::new(store))
         .with_import_limits(config.import_limits())
+        .with_stream_limits(config.stream_limits())
         .with_page_tokens(PageTokens::new(&key));
     let sweeper = tokio::spawn(sweep_import_jobs(directory.clone(), sqlite));
     let shutdown_reporter = reporter.clone();
@@ -167,7 +169,14 @@ pub async fn serve(
     };
 
     let server = Server::builder()
+        // Many calls at once on one connection wait for each other at the
+        // client, not in the server's memory; an idle peer that vanished is
+        // noticed by the keepalive pings.
+        .max_concurrent_streams(config.max_concurrent_streams.max(1))
+        .http2_keepalive_interval(config.http2_keepalive())
+        .http2_keepalive_timeout(Some(Duration::from_secs(20)))
         .layer(RpcLogLayer)
+        .layer(DeadlineLayer)
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

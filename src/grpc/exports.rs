@@ -14,6 +14,7 @@ use userdir_domain::repo::UserSnapshot;
 use xxhash_rust::xxh3::Xxh3Default;
 
 use super::convert::user_to_pb;
+use super::ending::Ending;
 use super::to_status;
 use crate::pb;
 use crate::pb::export_users_response::Payload;
@@ -72,7 +73,7 @@ pub fn export_format(req: &pb::ExportUsersRequest) -> Result<ExportFormat, Domai
 pub fn spawn_export<S: UserSnapshot>(
     exporter: Exporter<S>,
     format: ExportFormat,
-    mut closing: tokio::sync::watch::Receiver<bool>,
+    mut ending: Ending,
     stall: Duration,
 ) -> mpsc::Receiver<Result<pb::ExportUsersResponse, Status>> {
     let (tx, rx) = mpsc::channel(4);
@@ -84,10 +85,11 @@ pub fn spawn_export<S: UserSnapshot>(
                 ExportFormat::Rows => export_rows(exporter, &out).await,
             }
         };
-        // A shutdown's grace period over: the snapshot is given up.
+        // A shutdown's grace period over, or the caller's deadline passed:
+        // the snapshot is given up.
         let result = tokio::select! {
             result = work => result,
-            () = async { let _ = closing.wait_for(|closing| *closing).await; } => Err(DomainError::ShuttingDown),
+            why = ending.reached() => Err(why),
         };
         // The snapshot is given up by now; the error waits behind what the
         // reader has not read yet, so the stream never ends in OK.

@@ -13,6 +13,7 @@ use userdir_domain::import::{
 use userdir_domain::repo::{ImportRepository, TenantRepository, UserRepository};
 
 use super::convert::timestamp;
+use super::ending::Ending;
 use super::status::to_status_with;
 use super::to_status;
 use crate::pb;
@@ -47,7 +48,7 @@ pub async fn read_options(inbound: &mut Streaming<pb::ImportUsersRequest>) -> Re
 pub fn spawn_import<R>(
     importer: Importer<R>,
     inbound: Streaming<pb::ImportUsersRequest>,
-    closing: tokio::sync::watch::Receiver<bool>,
+    mut ending: Ending,
 ) -> mpsc::Receiver<Result<pb::ImportUsersResponse, Status>>
 where
     R: TenantRepository + UserRepository + ImportRepository,
@@ -55,15 +56,13 @@ where
     let (tx, rx) = mpsc::channel(RESPONSE_BUFFER);
     tokio::spawn(async move {
         let mut importer = importer;
-        let mut closing = closing;
         let run = run_import(&mut importer, inbound, &tx);
         tokio::select! {
             () = run => {}
-            // A shutdown's grace period over: the open batch rolls back,
-            // the lock is released, the job says why.
-            () = async { let _ = closing.wait_for(|closing| *closing).await; } => {
-                stop(&mut importer, &tx, ImportState::Cancelled, DomainError::ShuttingDown).await;
-            }
+            // A shutdown's grace period over, or the caller's deadline
+            // passed: the open batch rolls back, the lock is released, the
+            // job says why.
+            why = ending.reached() => stop(&mut importer, &tx, ImportState::Cancelled, why).await,
         }
     });
     rx

@@ -1,6 +1,7 @@
 //! gRPC services: thin translators between protobuf and the domain.
 
 mod convert;
+pub mod ending;
 pub mod exports;
 pub mod imports;
 pub mod status;

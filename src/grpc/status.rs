@@ -27,7 +27,10 @@ pub fn to_status_with(err: DomainError, context: &str, extra: &[(&str, String)])
         DomainError::SeatLimitExceeded { .. } | DomainError::Precondition { .. } => Code::FailedPrecondition,
         DomainError::Conflict { .. } => Code::Aborted,
         DomainError::Unavailable(_) | DomainError::ShuttingDown => Code::Unavailable,
-        DomainError::StorageFull(_) | DomainError::Exhausted { .. } => Code::ResourceExhausted,
+        DomainError::StorageFull(_) | DomainError::Exhausted { .. } | DomainError::Busy { .. } => {
+            Code::ResourceExhausted
+        }
+        DomainError::DeadlineExceeded { .. } => Code::DeadlineExceeded,
         DomainError::Storage(_) => Code::Internal,
     };
     let mut details = ErrorDetails::new();
@@ -64,6 +67,9 @@ pub fn to_status_with(err: DomainError, context: &str, extra: &[(&str, String)])
         }
         DomainError::SeatLimitExceeded { limit, .. } => {
             metadata.insert("seat_limit".to_owned(), limit.to_string());
+        }
+        DomainError::Busy { retry_after, .. } => {
+            details.set_retry_info(Some(*retry_after));
         }
         _ => {}
     }

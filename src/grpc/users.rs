@@ -7,9 +7,11 @@ use userdir_domain::repo::UserKey;
 use userdir_store::Store;
 
 use super::convert::{mask_paths, user_input, user_to_pb};
+use super::ending::Ending;
 use super::exports::{export_format, spawn_export};
 use super::imports::{job_to_pb, read_options, spawn_import};
 use super::to_status;
+use crate::deadline::Deadline;
 use crate::pb::lookup_user_request::Key;
 use crate::pb::user_directory_server::UserDirectory;
 use crate::pb::{
@@ -134,6 +136,7 @@ impl UserDirectory for UserDirectoryService {
                     .map(str::to_owned)
             })
             .unwrap_or_default();
+        let deadline = Deadline::of(&request);
         let mut inbound = request.into_inner();
         let (parent, options) = read_options(&mut inbound).await?;
         let importer = self
@@ -145,7 +148,7 @@ impl UserDirectory for UserDirectoryService {
         let mut response = Response::new(ReceiverStream::new(spawn_import(
             importer,
             inbound,
-            self.closing.clone(),
+            Ending::new(self.closing.clone(), deadline),
         )));
         // The job's name comes first, in the response headers, so a client
         // can name it even if the call ends before the summary.
@@ -184,6 +187,7 @@ impl UserDirectory for UserDirectoryService {
         &self,
         request: Request<ExportUsersRequest>,
     ) -> Result<Response<Self::ExportUsersStream>, Status> {
+        let deadline = Deadline::of(&request);
         let req = request.into_inner();
         let format = export_format(&req).map_err(to_status)?;
         let exporter = self
@@ -194,7 +198,7 @@ impl UserDirectory for UserDirectoryService {
         Ok(Response::new(ReceiverStream::new(spawn_export(
             exporter,
             format,
-            self.closing.clone(),
+            Ending::new(self.closing.clone(), deadline),
             self.export_stall,
         ))))
     }

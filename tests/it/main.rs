@@ -7,6 +7,7 @@ mod common;
 mod export;
 mod import;
 mod jobs;
+mod limits;
 mod list;
 mod ops;
 mod promises;

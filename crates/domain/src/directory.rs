@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use crate::admission::{Admission, StreamKind, StreamLimits};
 use crate::error::{DomainError, ResourceKind};
 use crate::import::engine::Importer;
 use crate::import::{ImportJob, ImportLimits, ImportOptions};
@@ -24,6 +25,7 @@ pub struct Directory<R> {
     repo: Arc<R>,
     import_limits: ImportLimits,
     tokens: PageTokens,
+    admission: Admission,
 }
 
 impl<R> Clone for Directory<R> {
@@ -32,6 +34,7 @@ impl<R> Clone for Directory<R> {
             repo: Arc::clone(&self.repo),
             import_limits: self.import_limits,
             tokens: self.tokens.clone(),
+            admission: self.admission.clone(),
         }
     }
 }
@@ -54,7 +57,15 @@ impl<R: TenantRepository + UserRepository> Directory<R> {
             repo,
             import_limits: ImportLimits::default(),
             tokens: PageTokens::random(),
+            admission: Admission::default(),
         }
+    }
+
+    /// Caps the imports and exports that run at once (by default
+    /// [`StreamLimits::default`]).
+    pub fn with_stream_limits(mut self, limits: StreamLimits) -> Self {
+        self.admission = Admission::new(limits);
+        self
     }
 
     /// Seals page tokens with `tokens` (the key every replica shares; by
@@ -301,7 +312,8 @@ impl<R: TenantRepository + UserRepository + ImportRepository> Directory<R> {
     ) -> Result<Importer<R>, DomainError> {
         let tenant_id = invalid(TenantId::from_resource_name("options.parent", parent))?;
         let tenant = self.repo.get_tenant(&tenant_id).await?;
-        Importer::start(Arc::clone(&self.repo), tenant, options, actor, self.import_limits).await
+        let slot = self.admission.admit(StreamKind::Import, &tenant_id)?;
+        Importer::start(Arc::clone(&self.repo), tenant, options, actor, self.import_limits, slot).await
     }
 
     /// Marks the RUNNING import jobs whose server stopped (their heartbeat
@@ -368,7 +380,8 @@ impl<R: TenantRepository + UserRepository + crate::repo::SnapshotRepository> Dir
         let tenant = invalid(TenantId::from_resource_name("parent", parent))?;
         let query = UserQuery::parse(tenant.as_str(), filter, order_by, 0, "", &self.tokens)?;
         self.repo.get_tenant(&tenant).await?;
+        let slot = self.admission.admit(StreamKind::Export, &tenant)?;
         let snapshot = self.repo.snapshot().await?;
-        Ok(crate::export::Exporter::new(snapshot, tenant, query))
+        Ok(crate::export::Exporter::new(snapshot, tenant, query, slot))
     }
 }

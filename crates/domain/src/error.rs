@@ -61,6 +61,18 @@ pub enum DomainError {
     /// the size limit); retry with smaller pieces.
     #[error("{message}")]
     Exhausted { reason: &'static str, message: String },
+    /// The server runs as much of this as it may at once (streams over
+    /// their cap, no database connection free in time); retry after
+    /// `retry_after`.
+    #[error("{message}")]
+    Busy {
+        reason: &'static str,
+        message: String,
+        retry_after: std::time::Duration,
+    },
+    /// The caller's deadline (`grpc-timeout`) passed before the work was done.
+    #[error("{message}")]
+    DeadlineExceeded { message: String },
     /// The server is shutting down and its grace period is over; retry on
     /// another replica or once it is back.
     #[error("the server is shutting down; retry on another replica or once it is back")]
@@ -129,9 +141,11 @@ impl DomainError {
             Self::AlreadyExists { .. } => "ALREADY_EXISTS",
             Self::EtagMismatch { .. } => "ETAG_MISMATCH",
             Self::SeatLimitExceeded { .. } => "SEAT_LIMIT_EXCEEDED",
-            Self::Conflict { reason, .. } | Self::Precondition { reason, .. } | Self::Exhausted { reason, .. } => {
-                reason
-            }
+            Self::Conflict { reason, .. }
+            | Self::Precondition { reason, .. }
+            | Self::Exhausted { reason, .. }
+            | Self::Busy { reason, .. } => reason,
+            Self::DeadlineExceeded { .. } => "DEADLINE_EXCEEDED",
             Self::Unavailable(_) => "DATABASE_UNAVAILABLE",
             Self::StorageFull(_) => "STORAGE_FULL",
             Self::ShuttingDown => "SERVER_SHUTTING_DOWN",

@@ -7,6 +7,7 @@ use encoding_rs::SHIFT_JIS;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use crate::admission::Slot;
 use crate::csvfmt::{push_field, push_record};
 use crate::error::DomainError;
 use crate::list::UserQuery;
@@ -249,6 +250,8 @@ pub struct Exporter<S> {
     /// so that an export can never look complete when it is not.
     pages: Option<mpsc::Receiver<RepoResult<Option<Vec<User>>>>>,
     reader: Option<JoinHandle<()>>,
+    /// The export's place under the server's caps, given back when it ends.
+    _slot: Slot,
 }
 
 /// Pages read ahead of the caller.
@@ -264,11 +267,12 @@ impl<S> Drop for Exporter<S> {
 }
 
 impl<S: UserSnapshot> Exporter<S> {
-    pub(crate) fn new(snapshot: S, tenant: TenantId, query: UserQuery) -> Self {
+    pub(crate) fn new(snapshot: S, tenant: TenantId, query: UserQuery, slot: Slot) -> Self {
         Self {
             start: Some((snapshot, tenant, query)),
             pages: None,
             reader: None,
+            _slot: slot,
         }
     }
 

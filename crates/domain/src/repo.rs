@@ -136,6 +136,15 @@ pub trait ImportRepository: Send + Sync + 'static {
         job: Uuid,
     ) -> impl Future<Output = RepoResult<Self::ImportWrite>> + Send;
 
+    /// Whether a single-user write (CreateUser, UpdateUser...) is waiting for
+    /// the writer an import holds: the import then commits what it has at
+    /// its next step instead of growing its transaction, so that write takes
+    /// its turn. False where imports and other writes do not queue for one
+    /// writer.
+    fn writer_wanted(&self) -> bool {
+        false
+    }
+
     /// FULL_SYNC: in one transaction, deletes every user of `tenant` created
     /// before `created_before` whose id is not in `keep`, records them (id
     /// and email) with `job` and adds them to its `deleted` count, and

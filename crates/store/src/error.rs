@@ -48,6 +48,59 @@ pub(crate) fn failure(err: &DbErr) -> Failure {
     }
 }
 
+/// Whether `err` says no connection could be had from a pool in time.
+fn acquire_timed_out(err: &DbErr) -> bool {
+    match err {
+        DbErr::ConnectionAcquire(sea_orm::ConnAcquireErr::Timeout) => true,
+        DbErr::Conn(RuntimeErr::SqlxError(e))
+        | DbErr::Exec(RuntimeErr::SqlxError(e))
+        | DbErr::Query(RuntimeErr::SqlxError(e)) => {
+            matches!(&**e, sqlx::Error::PoolTimedOut)
+        }
+        _ => false,
+    }
+}
+
+/// Whether every connection `pool` may open is open and in use: a request
+/// that timed out waiting for one waited for other requests, not for a
+/// database that does not answer (that one's connections fail and close,
+/// so its pool is never full).
+fn saturated(pool: &sea_orm::DatabaseConnection) -> bool {
+    fn full<DB: sqlx::Database>(pool: &sqlx::Pool<DB>) -> bool {
+        pool.size() >= pool.options().get_max_connections() && pool.num_idle() == 0
+    }
+    match pool.get_database_backend() {
+        sea_orm::DbBackend::Postgres => full(pool.get_postgres_connection_pool()),
+        sea_orm::DbBackend::Sqlite => full(pool.get_sqlite_connection_pool()),
+        _ => false,
+    }
+}
+
+/// What a refused caller of a saturated server is told to wait.
+const BUSY_RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
+
+impl crate::Store {
+    /// [`db_error`], except that a request which could not get a database
+    /// connection in time because every one is busy with other requests is a
+    /// saturated server (`Busy`: RESOURCE_EXHAUSTED, retry shortly), not an
+    /// unavailable database.
+    pub(crate) fn db_error(&self, err: DbErr) -> DomainError {
+        if acquire_timed_out(&err) && (saturated(self.connection()) || saturated(self.writer())) {
+            tracing::debug!(error = %err, "no database connection free in time");
+            return DomainError::Busy {
+                reason: "SERVER_BUSY",
+                message: format!(
+                    "the server is busy: no database connection became free within {} s; retry in a moment \
+                     (long imports and exports hold connections; see --db-max-connections)",
+                    self.acquire_timeout().as_secs()
+                ),
+                retry_after: BUSY_RETRY_AFTER,
+            };
+        }
+        db_error(err)
+    }
+}
+
 /// Any database error that has no domain meaning: unavailable when the
 /// database cannot be reached, full when it has no room (both retryable),
 /// otherwise a storage failure.

@@ -96,7 +96,7 @@ impl Store {
         job: Uuid,
         writes: &[RowWrite],
     ) -> RepoResult<(Vec<RepoResult<()>>, u64)> {
-        let txn = self.writer().begin().await.map_err(db_error)?;
+        let txn = self.writer().begin().await.map_err(|e| self.db_error(e))?;
         let seats = lock_seats(&txn, tenant).await?;
         let mut free = seats.free;
         let mut inserted = 0u64;
@@ -187,7 +187,7 @@ pub struct StoreImportWrite {
 impl StoreImportWrite {
     /// Opens the transaction and locks the tenant's seats for it.
     pub(crate) async fn begin(store: &Store, tenant: &TenantId, job: Uuid) -> RepoResult<Self> {
-        let txn = store.writer().begin().await.map_err(db_error)?;
+        let txn = store.writer().begin().await.map_err(|e| store.db_error(e))?;
         let seats = lock_seats(&txn, tenant).await?;
         Ok(Self {
             store: store.clone(),

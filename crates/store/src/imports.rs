@@ -33,7 +33,7 @@ impl ImportRepository for Store {
         import_job::Entity::insert(job_to_active(job))
             .exec_without_returning(self.writer())
             .await
-            .map_err(db_error)?;
+            .map_err(|e| self.db_error(e))?;
         Ok(())
     }
 
@@ -48,7 +48,7 @@ impl ImportRepository for Store {
         import_job::Entity::update(row)
             .exec(self.writer())
             .await
-            .map_err(db_error)?;
+            .map_err(|e| self.db_error(e))?;
         Ok(())
     }
 
@@ -60,7 +60,7 @@ impl ImportRepository for Store {
             .filter(import_job::Column::State.eq(ImportState::Running.as_str()))
             .exec(self.writer())
             .await
-            .map_err(db_error)?;
+            .map_err(|e| self.db_error(e))?;
         Ok(())
     }
 
@@ -88,7 +88,7 @@ impl ImportRepository for Store {
                 .filter(import_job::Column::Id.eq(id))
                 .filter(import_job::Column::TenantId.eq(tenant.as_str()));
         }
-        let result = update.exec(self.writer()).await.map_err(db_error)?;
+        let result = update.exec(self.writer()).await.map_err(|e| self.db_error(e))?;
         Ok(result.rows_affected)
     }
 
@@ -97,7 +97,7 @@ impl ImportRepository for Store {
             .filter(import_job::Column::TenantId.eq(tenant.as_str()))
             .one(self.connection())
             .await
-            .map_err(db_error)?;
+            .map_err(|e| self.db_error(e))?;
         match row {
             Some(row) => job_from_row(row),
             None => Err(DomainError::NotFound {
@@ -120,7 +120,7 @@ impl ImportRepository for Store {
         if let Some(before) = before {
             query = query.filter(import_job::Column::Id.lt(before));
         }
-        let rows = query.all(self.connection()).await.map_err(db_error)?;
+        let rows = query.all(self.connection()).await.map_err(|e| self.db_error(e))?;
         rows.into_iter().map(job_from_row).collect()
     }
 
@@ -134,7 +134,7 @@ impl ImportRepository for Store {
         let row = tenant::Entity::find_by_id(tenant.as_str())
             .one(self.connection())
             .await
-            .map_err(db_error)?;
+            .map_err(|e| self.db_error(e))?;
         let row = row.ok_or_else(|| tenant_not_found(tenant))?;
         if let (Some(holder), Some(beat)) = (row.sync_job, row.sync_heartbeat)
             && beat >= stale_before.unix_micros()
@@ -153,14 +153,14 @@ impl ImportRepository for Store {
             .filter(holder_unchanged)
             .exec(self.writer())
             .await
-            .map_err(db_error)?;
+            .map_err(|e| self.db_error(e))?;
         if result.rows_affected == 1 {
             return Ok(row.sync_job.map_or(SyncLock::Acquired, SyncLock::TakenOver));
         }
         let now_row = tenant::Entity::find_by_id(tenant.as_str())
             .one(self.connection())
             .await
-            .map_err(db_error)?;
+            .map_err(|e| self.db_error(e))?;
         Ok(SyncLock::Held(now_row.and_then(|r| r.sync_job).unwrap_or(job)))
     }
 
@@ -171,7 +171,7 @@ impl ImportRepository for Store {
             .filter(tenant::Column::SyncJob.eq(job))
             .exec(self.writer())
             .await
-            .map_err(db_error)?;
+            .map_err(|e| self.db_error(e))?;
         Ok(result.rows_affected == 1)
     }
 
@@ -183,7 +183,7 @@ impl ImportRepository for Store {
             .filter(tenant::Column::SyncJob.eq(job))
             .exec(self.writer())
             .await
-            .map_err(db_error)?;
+            .map_err(|e| self.db_error(e))?;
         Ok(())
     }
 
@@ -249,7 +249,7 @@ impl ImportRepository for Store {
             .into_tuple()
             .one(self.connection())
             .await
-            .map_err(db_error)?;
+            .map_err(|e| self.db_error(e))?;
         unpack_users(packed.flatten(), tenant)
     }
 
@@ -257,6 +257,10 @@ impl ImportRepository for Store {
 
     async fn begin_import_write(&self, tenant: &TenantId, job: Uuid) -> RepoResult<StoreImportWrite> {
         StoreImportWrite::begin(self, tenant, job).await
+    }
+
+    fn writer_wanted(&self) -> bool {
+        self.interactive_waiting()
     }
 
     async fn delete_absent_users(
@@ -268,7 +272,7 @@ impl ImportRepository for Store {
         guard: Option<DeleteGuard>,
         dry_run: bool,
     ) -> RepoResult<Vec<(UserId, String)>> {
-        let txn = self.writer().begin().await.map_err(db_error)?;
+        let txn = self.writer().begin().await.map_err(|e| self.db_error(e))?;
         let users = if dry_run {
             let row = tenant::Entity::find_by_id(tenant.as_str())
                 .one(&txn)

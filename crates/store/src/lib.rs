@@ -40,6 +40,10 @@ pub struct StoreOptions {
     /// limit). Writes that would grow it further fail with `STORAGE_FULL`,
     /// exactly as on a full disk, and the server goes on serving.
     pub sqlite_max_size_mib: u64,
+    /// How long a request waits for a free connection; then it fails
+    /// RESOURCE_EXHAUSTED `SERVER_BUSY` when all are busy, UNAVAILABLE when
+    /// the database does not answer.
+    pub acquire_timeout: Duration,
 }
 
 impl StoreOptions {
@@ -49,6 +53,7 @@ impl StoreOptions {
             max_connections: 16,
             pg_schema: None,
             sqlite_max_size_mib: 0,
+            acquire_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -62,6 +67,11 @@ pub struct Store {
     /// (another connection's commit would invalidate it). On PostgreSQL the
     /// same pool as reads.
     writer: DatabaseConnection,
+    /// How long a request waits for a free connection.
+    acquire_timeout: Duration,
+    /// SQLite only: single-user writes that wait for the writer or hold it
+    /// (see [`Store::interactive_write`]).
+    interactive: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     /// Rows inserted by bulk imports, for refreshing planner statistics.
     inserted: std::sync::Arc<std::sync::atomic::AtomicU64>,
     /// SQLite only: checkpoints off the writer's path.
@@ -73,6 +83,15 @@ pub struct Store {
     /// long exports or a storm of streams is a busy server, not a dead
     /// database, and the probe must not wait behind it.
     probe: DatabaseConnection,
+}
+
+/// A single-user write in progress; see [`Store::interactive_write`].
+pub(crate) struct InteractiveWrite(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+
+impl Drop for InteractiveWrite {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 /// Page cache of the SQLite writer connection: bulk imports touch index pages
@@ -160,7 +179,7 @@ impl Store {
         opts.max_connections(options.max_connections)
             .min_connections(0)
             .connect_timeout(Duration::from_secs(5))
-            .acquire_timeout(Duration::from_secs(10))
+            .acquire_timeout(options.acquire_timeout)
             .sqlx_logging(false)
             .map_sqlx_sqlite_opts(move |o| sqlite_options(o, READER_CACHE_KIB, max_size_mib))
             .map_sqlx_sqlite_pool_opts(|p| p.after_release(|conn, _| release_clean(conn)))
@@ -200,6 +219,8 @@ impl Store {
         Ok(Self {
             db,
             writer,
+            interactive: Default::default(),
+            acquire_timeout: options.acquire_timeout,
             inserted: Default::default(),
             checkpointer,
             lock_options,
@@ -276,6 +297,26 @@ impl Store {
     /// The pool for writes.
     pub fn writer(&self) -> &DatabaseConnection {
         &self.writer
+    }
+
+    /// How long a request waits for a free connection.
+    pub(crate) fn acquire_timeout(&self) -> Duration {
+        self.acquire_timeout
+    }
+
+    /// Marks a single-user write as waiting for (then holding) the writer
+    /// until the guard drops. On SQLite an import's writer sees it and
+    /// commits at its next step, so the write waits for at most one step of
+    /// the import, not for a whole transaction of up to 20,000 rows (the
+    /// writer pool hands its connection out in order of arrival).
+    pub(crate) fn interactive_write(&self) -> InteractiveWrite {
+        self.interactive.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        InteractiveWrite(std::sync::Arc::clone(&self.interactive))
+    }
+
+    /// Whether a single-user write waits for the SQLite writer.
+    pub(crate) fn interactive_waiting(&self) -> bool {
+        self.backend() == DbBackend::Sqlite && self.interactive.load(std::sync::atomic::Ordering::SeqCst) > 0
     }
 
     /// SQLite: asks for a WAL checkpoint beside the writer once a bulk write

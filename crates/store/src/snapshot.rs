@@ -34,9 +34,9 @@ impl SnapshotRepository for Store {
                 .connection()
                 .begin_with_config(Some(IsolationLevel::RepeatableRead), Some(AccessMode::ReadOnly))
                 .await
-                .map_err(db_error)?,
+                .map_err(|e| self.db_error(e))?,
             // SQLite: the first read fixes the snapshot for the transaction.
-            _ => self.connection().begin().await.map_err(db_error)?,
+            _ => self.connection().begin().await.map_err(|e| self.db_error(e))?,
         };
         Ok(StoreSnapshot { txn })
     }

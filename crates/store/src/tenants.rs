@@ -6,9 +6,9 @@ use userdir_domain::tenant::{Tenant, TenantId};
 use userdir_domain::text::Revision;
 use userdir_domain::{DomainError, ResourceKind};
 
+use crate::Store;
 use crate::convert::{tenant_from_row, tenant_to_active};
 use crate::entity::tenant::{Column, Entity};
-use crate::{Store, db_error};
 
 pub(crate) fn tenant_not_found(id: &TenantId) -> DomainError {
     DomainError::NotFound {
@@ -19,6 +19,7 @@ pub(crate) fn tenant_not_found(id: &TenantId) -> DomainError {
 
 impl TenantRepository for Store {
     async fn insert_tenant(&self, tenant: &Tenant) -> RepoResult<()> {
+        let _turn = self.interactive_write();
         let mut row = tenant_to_active(tenant);
         row.user_count = Set(0);
         Entity::insert(row)
@@ -30,7 +31,7 @@ impl TenantRepository for Store {
                     field: "tenant_id",
                     value: tenant.id.to_string(),
                 },
-                _ => db_error(e),
+                _ => self.db_error(e),
             })?;
         Ok(())
     }
@@ -39,7 +40,7 @@ impl TenantRepository for Store {
         let row = Entity::find_by_id(id.as_str())
             .one(self.connection())
             .await
-            .map_err(db_error)?;
+            .map_err(|e| self.db_error(e))?;
         row.map(tenant_from_row).unwrap_or_else(|| Err(tenant_not_found(id)))
     }
 
@@ -48,18 +49,20 @@ impl TenantRepository for Store {
         if let Some(after) = after {
             query = query.filter(Column::Id.gt(after));
         }
-        let rows = query.all(self.connection()).await.map_err(db_error)?;
+        let rows = query.all(self.connection()).await.map_err(|e| self.db_error(e))?;
         rows.into_iter().map(tenant_from_row).collect()
     }
 
     async fn update_tenant(&self, tenant: &Tenant, expected: Revision) -> RepoResult<()> {
+        let turn = self.interactive_write();
         let result = Entity::update_many()
             .set(tenant_to_active(tenant))
             .filter(Column::Id.eq(tenant.id.as_str()))
             .filter(Column::Revision.eq(expected.0))
             .exec(self.writer())
             .await
-            .map_err(db_error)?;
+            .map_err(|e| self.db_error(e))?;
+        drop(turn);
         if result.rows_affected == 1 {
             return Ok(());
         }

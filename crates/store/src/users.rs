@@ -77,7 +77,8 @@ impl Store {
 
 impl UserRepository for Store {
     async fn insert_user(&self, user: &User) -> RepoResult<()> {
-        let txn = self.writer().begin().await.map_err(db_error)?;
+        let _turn = self.interactive_write();
+        let txn = self.writer().begin().await.map_err(|e| self.db_error(e))?;
         // The seat is taken first: that write locks the tenant row (PostgreSQL)
         // or the database (SQLite) before anything is read.
         if !move_seats(&txn, &user.tenant, 1).await? {
@@ -103,7 +104,7 @@ impl UserRepository for Store {
             .filter(user::Column::TenantId.eq(name.tenant.as_str()))
             .one(self.connection())
             .await
-            .map_err(db_error)?;
+            .map_err(|e| self.db_error(e))?;
         row.map(user_from_row).unwrap_or_else(|| Err(user_not_found(name)))
     }
 
@@ -117,7 +118,7 @@ impl UserRepository for Store {
             .filter(column.eq(value.as_str()))
             .one(self.connection())
             .await
-            .map_err(db_error)?;
+            .map_err(|e| self.db_error(e))?;
         row.map(user_from_row).unwrap_or_else(|| {
             Err(DomainError::NotFound {
                 kind: ResourceKind::User,
@@ -127,6 +128,7 @@ impl UserRepository for Store {
     }
 
     async fn update_user(&self, user: &User, expected: Revision) -> RepoResult<()> {
+        let turn = self.interactive_write();
         let result = user::Entity::update_many()
             .set(user_to_active(user))
             .filter(user::Column::Id.eq(user.id.0))
@@ -134,7 +136,13 @@ impl UserRepository for Store {
             .filter(user::Column::Revision.eq(expected.0))
             .exec(self.writer())
             .await
-            .map_err(|e| user_write_error(e, user.email.as_str(), user.external_id.as_deref()))?;
+            .map_err(|e| match e.sql_err() {
+                Some(sea_orm::SqlErr::UniqueConstraintViolation(_)) => {
+                    user_write_error(e, user.email.as_str(), user.external_id.as_deref())
+                }
+                _ => self.db_error(e),
+            })?;
+        drop(turn);
         if result.rows_affected == 1 {
             return Ok(());
         }
@@ -147,7 +155,8 @@ impl UserRepository for Store {
     }
 
     async fn delete_user(&self, name: &UserName, expected: Option<Revision>) -> RepoResult<()> {
-        let txn = self.writer().begin().await.map_err(db_error)?;
+        let _turn = self.interactive_write();
+        let txn = self.writer().begin().await.map_err(|e| self.db_error(e))?;
         let mut delete = user::Entity::delete_many()
             .filter(user::Column::Id.eq(name.id.0))
             .filter(user::Column::TenantId.eq(name.tenant.as_str()));
@@ -171,7 +180,7 @@ impl UserRepository for Store {
         let rows = page_select(tenant, query, limit)?
             .all(self.connection())
             .await
-            .map_err(db_error)?;
+            .map_err(|e| self.db_error(e))?;
         rows.into_iter().map(user_from_row).collect()
     }
 }

@@ -20,6 +20,7 @@ use super::writer::{Writer, Written};
 use super::{
     DeleteGuard, ImportCounts, ImportJob, ImportLimits, ImportMode, ImportOptions, ImportState, RowOutcome, RowResult,
 };
+use crate::admission::Slot;
 use crate::error::DomainError;
 use crate::repo::{ImportRepository, RepoResult, TenantRepository, UserRepository};
 use crate::tenant::Tenant;
@@ -97,6 +98,8 @@ pub struct Importer<R> {
     writer: Option<Writer>,
     /// Renews the job's heartbeat while the import lives.
     _heartbeat: AbortOnDrop,
+    /// The import's place under the server's caps, given back when it ends.
+    _slot: Slot,
 }
 
 impl<R: TenantRepository + UserRepository + ImportRepository> Importer<R> {
@@ -108,6 +111,7 @@ impl<R: TenantRepository + UserRepository + ImportRepository> Importer<R> {
         options: ImportOptions,
         actor: String,
         limits: ImportLimits,
+        slot: Slot,
     ) -> Result<Self, DomainError> {
         let now = Timestamp::now();
         let job = ImportJob {
@@ -145,6 +149,7 @@ impl<R: TenantRepository + UserRepository + ImportRepository> Importer<R> {
             staged: VecDeque::new(),
             writer,
             _heartbeat: heartbeat,
+            _slot: slot,
         })
     }
 

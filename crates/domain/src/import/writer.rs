@@ -13,9 +13,11 @@
 //! transaction committed. The price of large transactions: one holds
 //! SQLite's write lock (on PostgreSQL, the tenant's row, for its seats) for
 //! about 0.3-0.5 s on one 2-core machine and 0.85 s on a slower one (1M
-//! new users on SQLite: 69 transactions in 58.6 s), so other writes
-//! meanwhile (on PostgreSQL, those that change the tenant or its seat count)
-//! wait that long.
+//! new users on SQLite: 69 transactions in 58.6 s). So on SQLite a
+//! single-user write that waits for the writer ends the group at its next
+//! step ([`ImportRepository::writer_wanted`]): it waits for one step (at
+//! most [`MAX_QUEUED`] batches), not for a whole transaction. On PostgreSQL
+//! only writes that change the tenant or its seat count wait for the group.
 
 use std::sync::Arc;
 
@@ -170,7 +172,9 @@ async fn write_group<R: ImportRepository>(
         }
         rows += step_rows;
         steps.push(std::mem::take(&mut step));
-        if rows >= GROUP_ROWS {
+        // A single-user write waits for the writer: commit now and let it
+        // have its turn (the next group queues behind it).
+        if rows >= GROUP_ROWS || (rows > 0 && repo.writer_wanted()) {
             break;
         }
     }

@@ -1,0 +1,399 @@
+//! One caller cannot take the server down: caps on concurrent imports and
+//! exports (per tenant and in total, refused RESOURCE_EXHAUSTED with a retry
+//! hint), a saturated pool answered RESOURCE_EXHAUSTED `SERVER_BUSY`, and the
+//! caller's deadline (`grpc-timeout`) honoured by unary and streaming calls.
+
+use std::time::Duration;
+
+use tonic::Code;
+use tonic_types::StatusExt;
+use userdir::pb::import_users_request::Payload;
+use userdir::pb::{
+    ExportFormat, ExportUsersRequest, ExportUsersResponse, ImportMode, ImportUsersRequest, LookupUserRequest,
+    lookup_user_request,
+};
+
+use crate::common::{Backend, TestServer, reason, spawn_with};
+use crate::import::{end, open_import, options, seed_users};
+
+fn import_options(tenant: &str) -> userdir::pb::ImportOptions {
+    userdir::pb::ImportOptions {
+        parent: format!("tenants/{tenant}"),
+        ..options(ImportMode::Upsert)
+    }
+}
+
+/// Starts an import of `tenant` (options sent, response headers received:
+/// the import holds its slot) and returns its request sender and stream.
+async fn hold_import(
+    s: &TestServer,
+    tenant: &str,
+) -> Result<
+    (
+        tokio::sync::mpsc::Sender<ImportUsersRequest>,
+        tonic::Streaming<userdir::pb::ImportUsersResponse>,
+    ),
+    tonic::Status,
+> {
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tx.send(ImportUsersRequest {
+        payload: Some(Payload::Options(import_options(tenant))),
+    })
+    .await
+    .unwrap();
+    let stream = s
+        .users
+        .clone()
+        .import_users(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await?;
+    Ok((tx, stream.into_inner()))
+}
+
+/// Ends an import and reads it to its summary.
+async fn finish(
+    tx: tokio::sync::mpsc::Sender<ImportUsersRequest>,
+    mut stream: tonic::Streaming<userdir::pb::ImportUsersResponse>,
+) {
+    tx.send(ImportUsersRequest {
+        payload: Some(Payload::Chunk(b"name,email\nA,a@example.com\n".to_vec())),
+    })
+    .await
+    .unwrap();
+    tx.send(end()).await.unwrap();
+    while stream.message().await.unwrap().is_some() {}
+}
+
+/// The user of tenant acme with `email`.
+async fn lookup(s: &TestServer, email: &str) -> Result<userdir::pb::User, tonic::Status> {
+    let req = LookupUserRequest {
+        parent: "tenants/acme".into(),
+        key: Some(lookup_user_request::Key::Email(email.into())),
+    };
+    s.users.clone().lookup_user(req).await.map(tonic::Response::into_inner)
+}
+
+fn assert_refused(status: &tonic::Status, why: &str) {
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert_eq!(reason(status), why, "{status:?}");
+    let retry = status.get_details_retry_info().expect("a retry hint");
+    assert_eq!(retry.retry_delay, Some(Duration::from_secs(5)), "{status:?}");
+}
+
+/// At most one import per tenant and two in the server: the second import
+/// of a tenant and the third of the server are refused at once, with a
+/// retry hint, and start once a slot is free.
+async fn imports_over_their_caps_are_refused(backend: Backend) {
+    let Some(s) = spawn_with(backend, |c| {
+        c.max_imports = Some(2);
+        c.max_imports_per_tenant = Some(1);
+    })
+    .await
+    else {
+        return;
+    };
+    for t in ["acme", "beta", "gamma"] {
+        s.tenant(t).await;
+    }
+    let (acme_tx, acme) = hold_import(&s, "acme").await.unwrap();
+    let refused = hold_import(&s, "acme").await.unwrap_err();
+    assert_refused(&refused, "TOO_MANY_IMPORTS");
+    assert!(
+        refused.message().contains("tenant acme already runs 1 imports"),
+        "{refused:?}"
+    );
+    let (beta_tx, beta) = hold_import(&s, "beta").await.unwrap();
+    let refused = hold_import(&s, "gamma").await.unwrap_err();
+    assert_refused(&refused, "TOO_MANY_IMPORTS");
+    assert!(
+        refused.message().contains("the server already runs 2 imports"),
+        "{refused:?}"
+    );
+    // A refused import left no job behind.
+    assert!(crate::import::import_jobs(&s).await.len() == 1);
+    finish(acme_tx, acme).await;
+    // The finished import's slot is free again (it is given back as the
+    // import's task ends, a moment after its summary).
+    let mut gamma = None;
+    for _ in 0..50 {
+        match hold_import(&s, "gamma").await {
+            Ok(held) => {
+                gamma = Some(held);
+                break;
+            }
+            Err(status) => {
+                assert_refused(&status, "TOO_MANY_IMPORTS");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+    let (gamma_tx, gamma) = gamma.expect("a slot came free");
+    finish(gamma_tx, gamma).await;
+    finish(beta_tx, beta).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_imports_over_their_caps_are_refused() {
+    imports_over_their_caps_are_refused(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_imports_over_their_caps_are_refused() {
+    imports_over_their_caps_are_refused(Backend::Postgres).await;
+}
+
+/// An export of 40,000 users whose reader took one message and reads no
+/// more (more than the HTTP/2 window and the server's buffers hold).
+async fn stalled_export(s: &TestServer, deadline: Option<Duration>) -> tonic::Streaming<ExportUsersResponse> {
+    let mut req = tonic::Request::new(ExportUsersRequest {
+        parent: "tenants/acme".into(),
+        format: ExportFormat::Rows as i32,
+        ..Default::default()
+    });
+    if let Some(deadline) = deadline {
+        req.set_timeout(deadline);
+    }
+    let mut export = s.users.clone().export_users(req).await.unwrap().into_inner();
+    export.message().await.unwrap().unwrap();
+    export
+}
+
+/// Reads an export to its end: the error it ended with, if any.
+async fn read_to_end(export: &mut tonic::Streaming<ExportUsersResponse>) -> Option<tonic::Status> {
+    loop {
+        match export.message().await {
+            Ok(Some(_)) => continue,
+            Ok(None) => return None,
+            Err(status) => return Some(status),
+        }
+    }
+}
+
+/// One export at a time (the pool of 4 allows one): a second is refused
+/// with a retry hint while the first waits for its reader; the first ends
+/// DEADLINE_EXCEEDED when its caller's deadline passes (not at the 30 s
+/// stall timeout), and then the second may run. Meanwhile the pool is not
+/// the export's alone: single calls go on.
+async fn exports_over_their_cap_are_refused_and_deadlines_end_them(backend: Backend) {
+    let Some(s) = spawn_with(backend, |c| c.db_max_connections = 4).await else {
+        return;
+    };
+    s.tenant("acme").await;
+    seed_users(&s, 40_000).await;
+    let mut held = stalled_export(&s, Some(Duration::from_secs(2))).await;
+    let refused = s
+        .users
+        .clone()
+        .export_users(ExportUsersRequest {
+            parent: "tenants/acme".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_refused(&refused, "TOO_MANY_EXPORTS");
+    lookup(&s, "u00001@example.com").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let ended = read_to_end(&mut held).await.expect("the export ended with an error");
+    assert_eq!(ended.code(), Code::DeadlineExceeded, "{ended:?}");
+    assert!(ended.message().contains("deadline"), "{ended:?}");
+    // Its slot is free: the next export runs to its trailer.
+    let mut next = s
+        .users
+        .clone()
+        .export_users(ExportUsersRequest {
+            parent: "tenants/acme".into(),
+            format: ExportFormat::Rows as i32,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(read_to_end(&mut next).await.map(|s| s.code()), None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_exports_over_their_cap_are_refused_and_deadlines_end_them() {
+    exports_over_their_cap_are_refused_and_deadlines_end_them(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_exports_over_their_cap_are_refused_and_deadlines_end_them() {
+    exports_over_their_cap_are_refused_and_deadlines_end_them(Backend::Postgres).await;
+}
+
+/// With the only connection held by an export nobody reads, a call that
+/// cannot get one in time is told the server is busy (RESOURCE_EXHAUSTED,
+/// retryable, with a hint), not that the database is unavailable.
+async fn saturated_pool_is_resource_exhausted(backend: Backend) {
+    let Some(s) = spawn_with(backend, |c| {
+        c.db_max_connections = 1;
+        c.db_acquire_timeout_ms = 300;
+    })
+    .await
+    else {
+        return;
+    };
+    s.tenant("acme").await;
+    seed_users(&s, 40_000).await;
+    let export = stalled_export(&s, None).await;
+    let status = lookup(&s, "u00001@example.com").await.unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert_eq!(reason(&status), "SERVER_BUSY", "{status:?}");
+    assert!(status.message().contains("busy"), "{status:?}");
+    assert!(status.get_details_retry_info().is_some(), "{status:?}");
+    drop(export);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_saturated_pool_is_resource_exhausted() {
+    saturated_pool_is_resource_exhausted(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_saturated_pool_is_resource_exhausted() {
+    saturated_pool_is_resource_exhausted(Backend::Postgres).await;
+}
+
+/// A unary call over a bare HTTP/2 connection with a `grpc-timeout` header
+/// (a tonic client would give up on its own at the deadline and report its
+/// own CANCELLED): the server's `grpc-status` and `grpc-message`.
+async fn raw_unary(
+    addr: std::net::SocketAddr,
+    path: &str,
+    message: impl prost::Message,
+    timeout: &str,
+) -> (String, String) {
+    use http_body_util::BodyExt;
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut sender, connection) =
+        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), hyper_util::rt::TokioIo::new(tcp))
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    let encoded = message.encode_to_vec();
+    let mut frame = vec![0u8];
+    frame.extend_from_slice(&u32::try_from(encoded.len()).unwrap().to_be_bytes());
+    frame.extend_from_slice(&encoded);
+    let request = http::Request::post(format!("http://{addr}{path}"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .header("grpc-timeout", timeout)
+        .body(http_body_util::Full::new(hyper::body::Bytes::from(frame)))
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    let mut headers = response.headers().clone();
+    if !headers.contains_key("grpc-status") {
+        let collected = response.into_body().collect().await.unwrap();
+        headers.extend(collected.trailers().cloned().unwrap_or_default());
+    }
+    let get = |name: &str| {
+        headers
+            .get(name)
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default()
+    };
+    (get("grpc-status"), get("grpc-message"))
+}
+
+/// A call whose deadline passes is answered DEADLINE_EXCEEDED (not tonic's
+/// CANCELLED "Timeout expired"); one that arrives with no time left is not
+/// started, so nothing of it is written (one cut off at its commit may
+/// land, as gRPC allows). A call with time to spare is not affected.
+async fn unary_deadline_is_deadline_exceeded(backend: Backend) {
+    let Some(s) = spawn_with(backend, |_| {}).await else {
+        return;
+    };
+    s.tenant("acme").await;
+    let create = |email: &str| userdir::pb::CreateUserRequest {
+        parent: "tenants/acme".into(),
+        user: Some(userdir::pb::User {
+            email: email.into(),
+            display_name: "Late".into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let path = "/userdir.v1.UserDirectory/CreateUser";
+    // No time left: DEADLINE_EXCEEDED (4), not started.
+    for timeout in ["1u", "2m"] {
+        let email = format!("late-{timeout}@example.com");
+        let (status, message) = raw_unary(s.addr, path, create(&email), timeout).await;
+        assert_eq!(status, "4", "{timeout}: {message}");
+        assert!(message.contains("deadline"), "{message}");
+        assert_eq!(lookup(&s, &email).await.unwrap_err().code(), Code::NotFound);
+    }
+    // A deadline that passes during the work: DEADLINE_EXCEEDED, or OK when
+    // the work was quicker; never another code.
+    for _ in 0..5 {
+        let (status, message) = raw_unary(s.addr, path, create("racing@example.com"), "3m").await;
+        assert!(["0", "4", "6"].contains(&status.as_str()), "{status} {message}");
+    }
+    let (status, message) = raw_unary(s.addr, path, create("on-time@example.com"), "10S").await;
+    assert_eq!(status, "0", "{message}");
+    lookup(&s, "on-time@example.com").await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_unary_deadline_is_deadline_exceeded() {
+    unary_deadline_is_deadline_exceeded(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_unary_deadline_is_deadline_exceeded() {
+    unary_deadline_is_deadline_exceeded(Backend::Postgres).await;
+}
+
+/// An import whose caller's deadline passes before its end message ends
+/// DEADLINE_EXCEEDED: the rows reported stay, the job is CANCELLED and says
+/// why, and the tenant's FULL_SYNC lock is free again.
+async fn import_deadline_ends_the_import(backend: Backend) {
+    let Some(s) = spawn_with(backend, |_| {}).await else {
+        return;
+    };
+    s.tenant("acme").await;
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tx.send(ImportUsersRequest {
+        payload: Some(Payload::Options(options(ImportMode::FullSync))),
+    })
+    .await
+    .unwrap();
+    tx.send(ImportUsersRequest {
+        payload: Some(Payload::Chunk(b"name,email\nA,a@example.com\n".to_vec())),
+    })
+    .await
+    .unwrap();
+    let mut req = tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(rx));
+    req.set_timeout(Duration::from_secs(1));
+    let mut stream = s.users.clone().import_users(req).await.unwrap().into_inner();
+    let mut reported = 0;
+    let ended = loop {
+        match stream.message().await {
+            Ok(Some(message)) => {
+                if let Some(userdir::pb::import_users_response::Payload::Results(batch)) = message.payload {
+                    reported += batch.results.len();
+                }
+            }
+            Ok(None) => panic!("the import ended OK without its end message"),
+            Err(status) => break status,
+        }
+    };
+    assert_eq!(ended.code(), Code::DeadlineExceeded, "{ended:?}");
+    assert_eq!(reported, 1);
+    lookup(&s, "a@example.com").await.unwrap();
+    let job = crate::import::latest_job_when_done(&s).await;
+    assert_eq!(job.state, userdir::pb::ImportJobState::Cancelled as i32, "{job:?}");
+    assert!(job.error.contains("deadline"), "{job:?}");
+    // The FULL_SYNC lock went with it.
+    let (tx2, stream2) = open_import(&s, options(ImportMode::FullSync)).await;
+    finish(tx2, stream2).await;
+    drop(tx);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_import_deadline_ends_the_import() {
+    import_deadline_ends_the_import(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_import_deadline_ends_the_import() {
+    import_deadline_ends_the_import(Backend::Postgres).await;
+}

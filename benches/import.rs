@@ -13,7 +13,9 @@
 //!    the rate of the first and last 10% of rows (where a tenth spans at
 //!    least two transactions: results arrive a transaction at a time), and
 //!    the server's peak RSS;
-//! 3. the raw load of the same file, by the same method, into an empty copy
+//! 3. `userdir import` (the CLI, as an operator runs it) of the same file
+//!    into a fresh database, timed from start to exit;
+//! 4. the raw load of the same file, by the same method, into an empty copy
 //!    of the server's own schema (all its indexes), for where the database
 //!    itself puts the ceiling.
 //!
@@ -471,6 +473,30 @@ async fn main() {
             }
             let _ = server.kill();
             let _ = server.wait();
+            // The import as an operator runs it: `userdir import` (the CLI,
+            // on this machine) into a fresh database, timed from start to exit.
+            let (cli_url, cli_schema) = if backend == "sqlite" {
+                let db = dir.path().join(format!("cli-{n}.db"));
+                (format!("sqlite://{}?mode=rwc", db.display()), String::new())
+            } else {
+                let schema = format!("import_bench_cli_{}", uuid::Uuid::now_v7().simple());
+                sh(Command::new("psql").args([&pg, "-q", "-c", &format!("CREATE SCHEMA {schema}")]));
+                (pg.clone(), schema)
+            };
+            let mut server = start_server(bin, &cli_url, &cli_schema, port);
+            create_tenant(&addr).await;
+            let started = Instant::now();
+            sh(Command::new(bin)
+                .args(["import", "--tenant", "bench", "--mode", "upsert", "--server", &addr])
+                .arg(&csv)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null()));
+            let cli_rate = n as f64 / started.elapsed().as_secs_f64();
+            let _ = server.kill();
+            let _ = server.wait();
+            if !cli_schema.is_empty() {
+                sh(Command::new("psql").args([&pg, "-q", "-c", &format!("DROP SCHEMA {cli_schema} CASCADE")]));
+            }
             let schema_secs = if backend == "sqlite" {
                 let server_db = url.trim_start_matches("sqlite://").trim_end_matches("?mode=rwc");
                 raw_sqlite_schema(&csv, dir.path(), Path::new(server_db))
@@ -479,9 +505,10 @@ async fn main() {
             };
             let schema_rate = n as f64 / schema_secs;
             ceilings.push(format!(
-                "| {backend} | {n} | {raw_rate:.0} | {schema_rate:.0} | {:.2}x | {new_rate:.0} | {:.2}x |",
+                "| {backend} | {n} | {raw_rate:.0} | {schema_rate:.0} | {:.2}x | {new_rate:.0} | {:.2}x | {cli_rate:.0} | {:.2}x |",
                 schema_rate / raw_rate,
-                new_rate / schema_rate
+                new_rate / schema_rate,
+                cli_rate / schema_rate
             ));
             if !schema.is_empty() {
                 sh(Command::new("psql").args([&pg, "-q", "-c", &format!("DROP SCHEMA {schema} CASCADE")]));
@@ -500,9 +527,9 @@ async fn main() {
     println!("The raw load into the server's own schema (same method, one transaction), rows/s:");
     println!();
     println!(
-        "| backend | rows | raw load | raw load, our schema | vs raw load | UPSERT new users | vs our schema's raw load |"
+        "| backend | rows | raw load | raw load, our schema | vs raw load | UPSERT new users | vs our schema's raw load | `userdir import` (CLI) | vs our schema's raw load |"
     );
-    println!("|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|");
     for line in ceilings {
         println!("{line}");
     }

@@ -150,9 +150,11 @@ async fn write_group<R: ImportRepository>(
     let mut rows = 0;
     let mut step = vec![first];
     loop {
-        // Whatever queued up meanwhile joins this step.
+        // Whatever queued up meanwhile joins this step, unless a single-user
+        // write waits: then the step is one plan, and the commit follows.
         let mut step_rows: usize = step.iter().map(Plan::writes).sum();
         while rows + step_rows < GROUP_ROWS
+            && !repo.writer_wanted()
             && let Ok(plan) = inbox.try_recv()
         {
             step_rows += plan.writes();

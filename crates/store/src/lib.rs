@@ -373,5 +373,8 @@ mod tests {
         let options: Vec<String> = rows.iter().map(|r| r.try_get_by_index(0).unwrap()).collect();
         assert!(options.iter().any(|o| o == "DEFAULT_MEMSTATUS=0"), "{options:?}");
         assert!(!options.iter().any(|o| o == "ENABLE_MEMORY_MANAGEMENT"), "{options:?}");
+        // Cached statements keep their plans instead of being compiled
+        // again for every new bound value (STAT4 is on in the bundled build).
+        assert!(options.iter().any(|o| o == "ENABLE_QPSG"), "{options:?}");
     }
 }

@@ -10,7 +10,8 @@ use tokio::sync::watch;
 use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
-use tonic_health::server::HealthReporter;
+use tonic_health::pb::health_server::HealthServer;
+use tonic_health::server::{HealthReporter, HealthService};
 use userdir_domain::Directory;
 use userdir_domain::page_token::PageTokens;
 use userdir_domain::repo::Ping;
@@ -18,6 +19,7 @@ use userdir_store::Store;
 
 use crate::config::{Config, redact_url};
 use crate::deadline::DeadlineLayer;
+use crate::grpc::health::ClosingHealth;
 use crate::grpc::tenants::TenantAdminService;
 use crate::grpc::users::UserDirectoryService;
 use crate::pb;
@@ -122,7 +124,7 @@ pub async fn serve(
     config: &Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
-    let (reporter, health_service) = tonic_health::server::health_reporter();
+    let reporter = HealthReporter::new();
     set_health(&reporter, ServingStatus::NotServing).await;
     let (stop_probe, probe_stopped) = watch::channel(false);
     let probe = tokio::spawn(probe_database(
@@ -148,6 +150,10 @@ pub async fn serve(
     // import's committed rows stay and its job says why), and a moment later
     // the connections still open (stalled readers, health watches) close.
     let (shutting_down, mut shutdown_started) = watch::channel(false);
+    let health_service = HealthServer::new(ClosingHealth::new(
+        HealthService::from_health_reporter(reporter.clone()),
+        shutdown_started.clone(),
+    ));
     let (closing_tx, closing_rx) = watch::channel(false);
     let graceful = async move {
         shutdown.await;

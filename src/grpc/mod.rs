@@ -3,6 +3,7 @@
 mod convert;
 pub mod ending;
 pub mod exports;
+pub mod health;
 pub mod imports;
 pub mod status;
 pub mod tenants;

@@ -226,7 +226,9 @@ async fn postgres_exports_over_their_cap_are_refused_and_deadlines_end_them() {
 async fn saturated_pool_is_resource_exhausted(backend: Backend) {
     let Some(s) = spawn_with(backend, |c| {
         c.db_max_connections = 1;
-        c.db_acquire_timeout_ms = 300;
+        // Long enough for the seeding import, which shares the one connection
+        // between its lookups, its writes and its job, under a busy test run.
+        c.db_acquire_timeout_ms = 2000;
     })
     .await
     else {

@@ -282,3 +282,44 @@ async fn sqlite_stalled_export_frees_its_snapshot() {
 async fn postgres_stalled_export_frees_its_snapshot() {
     stalled_export_frees_its_snapshot(Backend::Postgres).await;
 }
+
+/// SIGTERM while a load balancer watches health and an import still drains
+/// (grace period 30 s): the watch gets NOT_SERVING at once and then its
+/// stream ends, instead of lasting until the grace period is over.
+async fn shutdown_ends_health_watches(backend: Backend) {
+    use tonic_health::pb::HealthCheckRequest;
+    let Some(mut s) = spawn_with(backend, |c| c.shutdown_grace_secs = 30).await else {
+        return;
+    };
+    s.wait_serving().await;
+    s.tenant("acme").await;
+    let (tx, _import) = crate::import::open_import(&s, crate::import::options(userdir::pb::ImportMode::Upsert)).await;
+    let mut watch = s
+        .health
+        .clone()
+        .watch(HealthCheckRequest { service: String::new() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(watch.message().await.unwrap().unwrap().status, SERVING);
+    // The server starts draining; the open import keeps it from stopping.
+    assert!(!s.shut_down_within(Duration::from_millis(50)).await);
+    let next = tokio::time::timeout(Duration::from_secs(5), watch.message()).await;
+    assert_eq!(next.unwrap().unwrap().unwrap().status, NOT_SERVING);
+    let end = tokio::time::timeout(Duration::from_secs(5), watch.message()).await;
+    assert!(
+        matches!(end, Ok(Ok(None))),
+        "the watch went on after the shutdown began: {end:?}"
+    );
+    drop(tx);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_shutdown_ends_health_watches() {
+    shutdown_ends_health_watches(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_shutdown_ends_health_watches() {
+    shutdown_ends_health_watches(Backend::Postgres).await;
+}

@@ -434,8 +434,11 @@ impl<R: TenantRepository + UserRepository + ImportRepository> Importer<R> {
             return;
         }
         // Writes still running are abandoned: a transaction in progress rolls
-        // back (or has committed), and its rows were never reported.
-        self.writer = None;
+        // back (or has committed), and its rows were never reported. The job
+        // records the end only once that is settled.
+        if let Some(writer) = self.writer.take() {
+            writer.abandon().await;
+        }
         self.staged.clear();
         self.job.state = state;
         self.job.end_time = Some(Timestamp::now());

@@ -69,6 +69,15 @@ impl Writer {
         }
     }
 
+    /// Abandons what is not written and waits until the task has stopped:
+    /// a transaction in progress has rolled back (or committed, when its
+    /// commit was already on its way), so what the import wrote is settled
+    /// before its job records the end.
+    pub(super) async fn abandon(mut self) {
+        self.task.abort();
+        let _ = (&mut self.task).await;
+    }
+
     /// Whether plans are being written or wait for their results to be taken.
     pub(super) fn busy(&self) -> bool {
         self.outstanding > 0

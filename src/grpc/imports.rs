@@ -124,8 +124,8 @@ where
                 let err = DomainError::Conflict {
                     reason: "IMPORT_END_MISSING",
                     message: "the request stream closed without an end message, so the file may be cut short: \
-                              the import was cancelled. Rows already reported stay committed, nothing after them \
-                              was written. Send an end message after the last data"
+                              the import was cancelled. Rows reported stay committed, nothing else was written. \
+                              Send an end message after the last data"
                         .into(),
                 };
                 return stop(importer, tx, ImportState::Cancelled, err).await;
@@ -190,7 +190,8 @@ where
             if send_results(tx, results).await {
                 return true;
             }
-            importer
+            // Nobody listens for what the writer still commits.
+            let _ = importer
                 .end(ImportState::Cancelled, Some("the client went away".into()))
                 .await;
             false
@@ -215,7 +216,11 @@ async fn stop<R>(importer: &mut Importer<R>, tx: &ImportSender, state: ImportSta
 where
     R: TenantRepository + UserRepository + ImportRepository,
 {
-    importer.end(state, Some(err.to_string())).await;
+    // Rows the writer still committed are reported before the error.
+    let written = importer.end(state, Some(err.to_string())).await;
+    if !send_results(tx, written).await {
+        return;
+    }
     let job = importer.job();
     let c = &job.counts;
     let committed = c.created + c.updated + c.deleted;

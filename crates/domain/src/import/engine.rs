@@ -376,7 +376,7 @@ impl<R: TenantRepository + UserRepository + ImportRepository> Importer<R> {
         if self.job.options.mode == ImportMode::FullSync {
             results.extend(self.delete_absent().await?);
         }
-        self.end(ImportState::Succeeded, None).await;
+        results.extend(self.end(ImportState::Succeeded, None).await);
         Ok(results)
     }
 
@@ -429,15 +429,19 @@ impl<R: TenantRepository + UserRepository + ImportRepository> Importer<R> {
 
     /// Records how the import ended (FAILED or CANCELLED with `error`) and
     /// releases the FULL_SYNC lock. Never fails: the job record is best effort.
-    pub async fn end(&mut self, state: ImportState, error: Option<String>) {
+    /// What the writer was already handed is committed first, and its
+    /// results are returned (to be reported when someone still listens): the
+    /// job then counts every row written, and nothing is written after it.
+    pub async fn end(&mut self, state: ImportState, error: Option<String>) -> Vec<RowResult> {
         if self.job.state != ImportState::Running {
-            return;
+            return Vec::new();
         }
-        // Writes still running are abandoned: a transaction in progress rolls
-        // back (or has committed), and its rows were never reported. The job
-        // records the end only once that is settled.
+        let mut results = Vec::new();
         if let Some(writer) = self.writer.take() {
-            writer.abandon().await;
+            let groups = writer.settle().await;
+            results = self.complete_groups(groups);
+            // Rows that lost a race would run again; the import is over.
+            self.pending.clear();
         }
         self.staged.clear();
         self.job.state = state;
@@ -449,6 +453,7 @@ impl<R: TenantRepository + UserRepository + ImportRepository> Importer<R> {
             tracing::warn!(error = %e, job = %self.job.resource_name(), "could not record the end of an import job");
         }
         self.sync_lock.release(&*self.repo).await;
+        results
     }
 
     /// Stages a batch, so that its lookup runs while the next batches are

@@ -32,6 +32,8 @@ use crate::tenant::TenantId;
 
 /// At most this many creates and updates per transaction (a plan is never split).
 pub const GROUP_ROWS: usize = 20_000;
+/// How long an import that ended waits for its writer to finish.
+const SETTLE_WITHIN: std::time::Duration = std::time::Duration::from_secs(10);
 /// Plans handed over but not yet written: bounds the users held in memory
 /// and how far the decisions run ahead of the database (at 1M new users on
 /// SQLite, 4 kept the writer as busy as 8, with 5-10 MiB less peak RSS).
@@ -43,7 +45,8 @@ pub(super) type Written = Vec<(Plan, Vec<RepoResult<()>>)>;
 /// The writer task of one import. Dropping it abandons what is not written:
 /// a transaction in progress rolls back.
 pub(super) struct Writer {
-    plans: mpsc::Sender<Plan>,
+    /// `None` once the import ended: the task writes what it has and stops.
+    plans: Option<mpsc::Sender<Plan>>,
     done: mpsc::UnboundedReceiver<RepoResult<Written>>,
     /// Plans handed over whose results were not taken back yet.
     outstanding: usize,
@@ -62,20 +65,37 @@ impl Writer {
         let (finished, done) = mpsc::unbounded_channel();
         let task = tokio::spawn(run(repo, tenant, job, inbox, finished));
         Self {
-            plans,
+            plans: Some(plans),
             done,
             outstanding: 0,
             task,
         }
     }
 
-    /// Abandons what is not written and waits until the task has stopped:
-    /// a transaction in progress has rolled back (or committed, when its
-    /// commit was already on its way), so what the import wrote is settled
-    /// before its job records the end.
-    pub(super) async fn abandon(mut self) {
-        self.task.abort();
+    /// Takes no more plans and waits until the task has written what it was
+    /// handed and stopped (at most [`SETTLE_WITHIN`]; then what is left is
+    /// abandoned and a transaction in progress rolls back); returns the
+    /// groups committed meanwhile. A commit cannot be called back once it is
+    /// on its way to the database, so an import that ends lets its last
+    /// transactions land, reports them, and records the job after them: the
+    /// job's counts are final and nothing of the import is written later.
+    pub(super) async fn settle(mut self) -> Vec<Written> {
+        self.plans = None;
+        let mut groups = Vec::new();
+        let collect = async {
+            // The channel closes when the task has stopped.
+            while let Some(group) = self.done.recv().await {
+                match group {
+                    Ok(group) => groups.push(group),
+                    Err(_) => break,
+                }
+            }
+        };
+        if tokio::time::timeout(SETTLE_WITHIN, collect).await.is_err() {
+            self.task.abort();
+        }
         let _ = (&mut self.task).await;
+        groups
     }
 
     /// Whether plans are being written or wait for their results to be taken.
@@ -85,7 +105,7 @@ impl Writer {
 
     /// Whether a plan can be handed over without waiting.
     pub(super) fn has_room(&self) -> bool {
-        self.plans.capacity() > 0
+        self.plans.as_ref().is_some_and(|p| p.capacity() > 0)
     }
 
     /// Hands a plan over; returns the groups committed meanwhile. Waits for
@@ -95,7 +115,11 @@ impl Writer {
         while let Ok(group) = self.done.try_recv() {
             finished.push(self.taken(group)?);
         }
-        if self.plans.send(plan).await.is_err() {
+        let sent = match &self.plans {
+            Some(plans) => plans.send(plan).await.is_ok(),
+            None => false,
+        };
+        if !sent {
             // The task stopped: its error, if it sent one, says why.
             while let Ok(group) = self.done.try_recv() {
                 group?;

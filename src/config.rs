@@ -93,6 +93,16 @@ pub struct Config {
     /// that opens more waits for one to finish.
     #[arg(long, env = "USERDIR_MAX_CONCURRENT_STREAMS", default_value_t = 100)]
     pub max_concurrent_streams: u32,
+    /// PEM certificate (chain) the server presents: with `--tls-key`, the
+    /// server speaks only TLS.
+    #[arg(long, env = "USERDIR_TLS_CERT")]
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// PEM private key of `--tls-cert`.
+    #[arg(long, env = "USERDIR_TLS_KEY")]
+    pub tls_key: Option<std::path::PathBuf>,
+    /// PEM CA certificate(s): clients must present a certificate it signed (mTLS).
+    #[arg(long, env = "USERDIR_TLS_CLIENT_CA", requires = "tls_cert")]
+    pub tls_client_ca: Option<std::path::PathBuf>,
     /// Seconds between HTTP/2 keepalive pings on an idle connection (0 = off);
     /// a peer that does not answer one within 20 s is disconnected.
     #[arg(long, env = "USERDIR_HTTP2_KEEPALIVE_SECS", default_value_t = 30)]
@@ -139,6 +149,9 @@ impl std::fmt::Debug for Config {
             .field("max_exports_per_tenant", &self.max_exports_per_tenant)
             .field("max_concurrent_streams", &self.max_concurrent_streams)
             .field("http2_keepalive_secs", &self.http2_keepalive_secs)
+            .field("tls_cert", &self.tls_cert)
+            .field("tls_key", &self.tls_key)
+            .field("tls_client_ca", &self.tls_client_ca)
             .finish()
     }
 }
@@ -167,6 +180,9 @@ impl Config {
             max_exports_per_tenant: None,
             max_concurrent_streams: 100,
             http2_keepalive_secs: 30,
+            tls_cert: None,
+            tls_key: None,
+            tls_client_ca: None,
         }
     }
 

@@ -10,3 +10,4 @@ pub mod grpc;
 pub mod pb;
 pub mod server;
 pub mod telemetry;
+pub mod tls;

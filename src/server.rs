@@ -46,6 +46,8 @@ pub enum ServeError {
     Transport(#[from] tonic::transport::Error),
     #[error("cannot read the service's keys: {0}")]
     Keys(userdir_domain::DomainError),
+    #[error("TLS: {0}")]
+    Tls(#[from] crate::tls::TlsError),
     #[error("the database schema is behind this version (pending: {0}); run `userdir migrate` first")]
     MigrationsPending(String),
 }
@@ -53,6 +55,8 @@ pub enum ServeError {
 /// Opens the database (creating and migrating it, unless `--no-migrate`),
 /// binds, and serves until `shutdown` resolves.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ServeError> {
+    // A TLS setting that cannot work is named before anything starts.
+    crate::tls::server_tls(&config)?;
     let url = redact_url(&config.database_url);
     let database = |source| ServeError::Database {
         url: url.clone(),
@@ -77,7 +81,14 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         addr: config.listen,
         source,
     })?;
-    tracing::info!(%addr, database = %url, backend = ?store.backend(), "userdir listening");
+    tracing::info!(
+        %addr,
+        database = %url,
+        backend = ?store.backend(),
+        tls = config.tls_cert.is_some(),
+        client_certificates = config.tls_client_ca.is_some(),
+        "userdir listening"
+    );
     serve(listener, store.clone(), &config, shutdown).await?;
     if let Err(e) = store.close().await {
         tracing::warn!(error = %e, "closing the database pool failed");
@@ -174,7 +185,11 @@ pub async fn serve(
         tokio::time::sleep(Duration::from_secs(1)).await;
     };
 
-    let server = Server::builder()
+    let mut builder = Server::builder();
+    if let Some(tls) = crate::tls::server_tls(config)? {
+        builder = builder.tls_config(tls)?;
+    }
+    let server = builder
         // Many calls at once on one connection wait for each other at the
         // client, not in the server's memory; an idle peer that vanished is
         // noticed by the keepalive pings.

@@ -1,7 +1,9 @@
 //! What the `import` and `export` commands share: the server address, the
 //! tenant, and errors an operator can act on.
 
-use tonic::transport::{Channel, Endpoint};
+use std::path::PathBuf;
+
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
 use crate::pb::user_directory_client::UserDirectoryClient;
 
@@ -23,33 +25,99 @@ pub fn tenant_parent(tenant: &str) -> Result<String, String> {
     Ok(format!("tenants/{id}"))
 }
 
-/// Connects to `server`, saying what is wrong and what to type when it cannot.
-pub async fn connect(server: &str) -> Result<UserDirectoryClient<Channel>, String> {
-    let scheme = server.split_once("://").map(|(s, _)| s.to_ascii_lowercase());
-    match scheme.as_deref() {
-        Some("http") => {}
-        Some("https") => {
-            // Never fall back to plaintext for an https:// address.
-            return Err(format!(
-                "--server {server}: this build of userdir has no TLS yet, and an https:// address is never \
-                 contacted in plaintext; use http://... for a server without TLS"
-            ));
-        }
-        _ => {
-            return Err(format!(
-                "--server {server:?} has no scheme; write http://{server} (a URL, as USERDIR_SERVER too)"
-            ));
+/// How a command reaches the server.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ServerArgs {
+    /// Server address: `http://HOST:PORT`, or `https://HOST:PORT` for TLS
+    /// (never tried in plaintext).
+    #[arg(long, env = "USERDIR_SERVER", default_value = "http://127.0.0.1:50051")]
+    pub server: String,
+    /// PEM CA certificate that signed the server's certificate (https);
+    /// without it, the system's trusted roots.
+    #[arg(long, env = "USERDIR_CA_CERT")]
+    pub ca_cert: Option<PathBuf>,
+    /// PEM certificate this client presents, for a server that requires
+    /// client certificates (with `--client-key`).
+    #[arg(long, env = "USERDIR_CLIENT_CERT", requires = "client_key")]
+    pub client_cert: Option<PathBuf>,
+    /// PEM private key of `--client-cert`.
+    #[arg(long, env = "USERDIR_CLIENT_KEY", requires = "client_cert")]
+    pub client_key: Option<PathBuf>,
+}
+
+impl ServerArgs {
+    /// Plaintext to `server`, with no TLS settings.
+    pub fn plain(server: impl Into<String>) -> Self {
+        Self {
+            server: server.into(),
+            ca_cert: None,
+            client_cert: None,
+            client_key: None,
         }
     }
-    let endpoint = Endpoint::from_shared(server.to_owned()).map_err(|e| format!("--server {server:?}: {e}"))?;
+}
+
+/// Connects to the server, saying what is wrong and what to type when it cannot.
+pub async fn connect(args: &ServerArgs) -> Result<UserDirectoryClient<Channel>, String> {
+    let server = &args.server;
+    let scheme = server.split_once("://").map(|(s, _)| s.to_ascii_lowercase());
+    let tls = match scheme.as_deref() {
+        Some("http") => {
+            if args.ca_cert.is_some() || args.client_cert.is_some() {
+                return Err(format!(
+                    "--server {server} is plaintext (http://) but TLS settings were given; write https://..."
+                ));
+            }
+            false
+        }
+        Some("https") => true,
+        _ => {
+            return Err(format!(
+                "--server {server:?} has no scheme; write http://{server} or https://{server} (a URL, as \
+                 USERDIR_SERVER too)"
+            ));
+        }
+    };
+    let mut endpoint = Endpoint::from_shared(server.clone()).map_err(|e| format!("--server {server:?}: {e}"))?;
+    if tls {
+        // An https:// address is only ever contacted over TLS.
+        endpoint = endpoint
+            .tls_config(client_tls(args)?)
+            .map_err(|e| format!("--server {server}: TLS settings: {}", causes(&e)))?;
+    }
     let channel = endpoint.connect().await.map_err(|e| {
         format!(
-            "cannot reach the userdir server at {server}: {}. Is `userdir serve` running there? \
+            "cannot reach the userdir server at {server}: {}. Is `userdir serve` running there{}? \
              (--server or USERDIR_SERVER picks another)",
-            causes(&e)
+            causes(&e),
+            if tls {
+                " with TLS, and is --ca-cert the CA that signed its certificate"
+            } else {
+                ""
+            }
         )
     })?;
     Ok(UserDirectoryClient::new(channel).max_decoding_message_size(64 << 20))
+}
+
+/// The client's TLS settings: the CA to trust (or the system's roots) and
+/// the client certificate, if any.
+fn client_tls(args: &ServerArgs) -> Result<ClientTlsConfig, String> {
+    let read = |what: &'static str, path: &PathBuf, expected: &'static str| {
+        crate::tls::read_pem(what, path, expected).map_err(|e| e.to_string())
+    };
+    let mut tls = ClientTlsConfig::new();
+    tls = match &args.ca_cert {
+        Some(ca) => tls.ca_certificate(Certificate::from_pem(read("--ca-cert", ca, "CERTIFICATE")?)),
+        None => tls.with_native_roots(),
+    };
+    if let (Some(cert), Some(key)) = (&args.client_cert, &args.client_key) {
+        tls = tls.identity(Identity::from_pem(
+            read("--client-cert", cert, "CERTIFICATE")?,
+            read("--client-key", key, "PRIVATE KEY")?,
+        ));
+    }
+    Ok(tls)
 }
 
 /// An error and its causes, innermost last ("transport error: connection refused").
@@ -106,16 +174,20 @@ mod tests {
 
     #[tokio::test]
     async fn servers_without_a_scheme_or_down_are_explained() {
-        let err = connect("127.0.0.1:50051").await.unwrap_err();
+        let err = connect(&ServerArgs::plain("127.0.0.1:50051")).await.unwrap_err();
         assert!(err.contains("write http://127.0.0.1:50051"), "{err}");
-        let err = connect("https://127.0.0.1:1").await.unwrap_err();
-        assert!(err.contains("never"), "{err}");
+        let mut tls_on_http = ServerArgs::plain("http://127.0.0.1:1");
+        tls_on_http.ca_cert = Some("ca.pem".into());
+        let err = connect(&tls_on_http).await.unwrap_err();
+        assert!(err.contains("write https://"), "{err}");
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
             .unwrap()
             .port();
-        let err = connect(&format!("http://127.0.0.1:{port}")).await.unwrap_err();
+        let err = connect(&ServerArgs::plain(format!("http://127.0.0.1:{port}")))
+            .await
+            .unwrap_err();
         assert!(err.contains("refused") && err.contains("userdir serve"), "{err}");
     }
 }

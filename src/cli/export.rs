@@ -57,9 +57,8 @@ pub struct ExportArgs {
     /// Shift-JIS: write `?` for characters it cannot hold instead of failing.
     #[arg(long)]
     pub replace_unmappable: bool,
-    /// Server address.
-    #[arg(long, env = "USERDIR_SERVER", default_value = "http://127.0.0.1:50051")]
-    pub server: String,
+    #[command(flatten)]
+    pub server: super::common::ServerArgs,
 }
 
 pub async fn run(args: ExportArgs) -> ExitCode {

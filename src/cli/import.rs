@@ -87,9 +87,8 @@ pub struct ImportArgs {
     /// Map a file header to a field: `--map 氏名=display_name`; `--map 備考=` ignores a column.
     #[arg(long = "map", value_name = "HEADER=FIELD")]
     pub mappings: Vec<String>,
-    /// Server address.
-    #[arg(long, env = "USERDIR_SERVER", default_value = "http://127.0.0.1:50051")]
-    pub server: String,
+    #[command(flatten)]
+    pub server: super::common::ServerArgs,
     /// Who runs the import, recorded with the job (any text, 山田 too).
     #[arg(long, env = "USERDIR_ACTOR")]
     pub actor: Option<String>,
@@ -293,8 +292,9 @@ async fn import(args: &ImportArgs) -> Result<Ended, String> {
         sender.abort();
         eprintln!(
             "userdir import: interrupted. {rows} rows were reported before Ctrl-C, {written} of them written \
-             (they stay); nothing after them was written. {job_label} is CANCELLED. Run the same import again to \
-             finish: rows already imported come back UNCHANGED."
+             (they stay); rows the server was committing at that moment may be written too ({job_label}, \
+             CANCELLED, counts every row written). Run the same import again to finish: rows already imported \
+             come back UNCHANGED."
         );
         return Ok(Ended::Interrupted);
     };

@@ -13,4 +13,5 @@ mod ops;
 mod promises;
 mod safety;
 mod tenants;
+mod tls;
 mod users;

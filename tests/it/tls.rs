@@ -1,0 +1,184 @@
+//! TLS on the gRPC listener: a server started in-process with a certificate
+//! from a CA generated here (rcgen), reached over real TCP by a tonic client
+//! that trusts that CA, and by the CLI's connection code; plaintext and
+//! untrusted clients are refused; with `--tls-client-ca` a client
+//! certificate is required.
+
+use std::path::{Path, PathBuf};
+
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
+use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
+use userdir::cli::common::{ServerArgs, connect};
+use userdir::config::Config;
+use userdir::pb::tenant_admin_client::TenantAdminClient;
+use userdir::pb::{CreateTenantRequest, Tenant};
+
+/// A CA, a server certificate for 127.0.0.1 and localhost, and a client
+/// certificate, as PEM files in `dir`.
+struct Pki {
+    ca: PathBuf,
+    server_cert: PathBuf,
+    server_key: PathBuf,
+    client_cert: PathBuf,
+    client_key: PathBuf,
+}
+
+fn pki(dir: &Path) -> Pki {
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    ca_params.distinguished_name.push(DnType::CommonName, "userdir test CA");
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca_params, &ca_key);
+    let leaf = |names: Vec<String>, cn: &str| {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(names).unwrap();
+        params.distinguished_name.push(DnType::CommonName, cn);
+        let cert = params.signed_by(&key, &issuer).unwrap();
+        (cert.pem(), key.serialize_pem())
+    };
+    let (server_cert, server_key) = leaf(vec!["127.0.0.1".into(), "localhost".into()], "userdir");
+    let (client_cert, client_key) = leaf(vec!["ops.example.com".into()], "ops");
+    let write = |name: &str, pem: &str| {
+        let path = dir.join(name);
+        std::fs::write(&path, pem).unwrap();
+        path
+    };
+    Pki {
+        ca: write("ca.pem", &ca_cert.pem()),
+        server_cert: write("server.pem", &server_cert),
+        server_key: write("server.key", &server_key),
+        client_cert: write("client.pem", &client_cert),
+        client_key: write("client.key", &client_key),
+    }
+}
+
+/// Starts `serve` on 127.0.0.1:0 with TLS over a fresh SQLite file; returns the port.
+async fn tls_server(dir: &Path, pki: &Pki, client_ca: bool) -> (u16, tokio::sync::oneshot::Sender<()>) {
+    let url = format!("sqlite://{}?mode=rwc", dir.join("userdir.db").display());
+    let mut config = Config::for_test(url);
+    config.tls_cert = Some(pki.server_cert.clone());
+    config.tls_key = Some(pki.server_key.clone());
+    config.tls_client_ca = client_ca.then(|| pki.ca.clone());
+    let store = userdir_store::Store::open(&config.store_options()).await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        userdir::server::serve(listener, store, &config, async {
+            let _ = stopped.await;
+        })
+        .await
+        .unwrap();
+    });
+    (port, stop)
+}
+
+async fn create_tenant(channel: tonic::transport::Channel, id: &str) -> Result<(), tonic::Status> {
+    TenantAdminClient::new(channel)
+        .create_tenant(CreateTenantRequest {
+            tenant_id: id.into(),
+            tenant: Some(Tenant {
+                display_name: id.into(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .map(|_| ())
+}
+
+fn trusting(pki: &Pki) -> ClientTlsConfig {
+    ClientTlsConfig::new().ca_certificate(Certificate::from_pem(std::fs::read(&pki.ca).unwrap()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_server_serves_trusting_clients_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = pki(dir.path());
+    let (port, _stop) = tls_server(dir.path(), &pki, false).await;
+    let url = format!("https://127.0.0.1:{port}");
+    // A client that trusts the CA: the call goes through.
+    let channel = Endpoint::from_shared(url.clone())
+        .unwrap()
+        .tls_config(trusting(&pki))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    create_tenant(channel, "acme").await.unwrap();
+    // The CLI's connection, with --ca-cert: the same.
+    let mut args = ServerArgs::plain(url.clone());
+    args.ca_cert = Some(pki.ca.clone());
+    connect(&args).await.unwrap();
+    // Without the CA (the system's roots do not know it): refused, never
+    // retried in plaintext.
+    let err = connect(&ServerArgs::plain(url.clone())).await.unwrap_err();
+    assert!(err.contains("TLS") || err.contains("certificate"), "{err}");
+    // A plaintext client gets nothing from a TLS listener.
+    let plain = Endpoint::from_shared(format!("http://127.0.0.1:{port}")).unwrap();
+    let refused = match plain.connect().await {
+        Ok(channel) => create_tenant(channel, "beta").await.is_err(),
+        Err(_) => true,
+    };
+    assert!(refused, "a plaintext client was served by the TLS listener");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_certificates_are_required_with_a_client_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = pki(dir.path());
+    let (port, _stop) = tls_server(dir.path(), &pki, true).await;
+    let url = format!("https://127.0.0.1:{port}");
+    // Without a client certificate: refused.
+    let without = match Endpoint::from_shared(url.clone())
+        .unwrap()
+        .tls_config(trusting(&pki))
+        .unwrap()
+        .connect()
+        .await
+    {
+        Ok(channel) => create_tenant(channel, "acme").await.is_err(),
+        Err(_) => true,
+    };
+    assert!(without, "a client without a certificate was served");
+    // With one the CA signed: served, through the CLI's connection too.
+    let identity = Identity::from_pem(
+        std::fs::read(&pki.client_cert).unwrap(),
+        std::fs::read(&pki.client_key).unwrap(),
+    );
+    let channel = Endpoint::from_shared(url.clone())
+        .unwrap()
+        .tls_config(trusting(&pki).identity(identity))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    create_tenant(channel, "acme").await.unwrap();
+    let mut args = ServerArgs::plain(url);
+    args.ca_cert = Some(pki.ca.clone());
+    args.client_cert = Some(pki.client_cert.clone());
+    args.client_key = Some(pki.client_key.clone());
+    connect(&args).await.unwrap();
+}
+
+#[tokio::test]
+async fn half_or_wrong_tls_settings_are_named_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = pki(dir.path());
+    let mut config = Config::for_test("sqlite::memory:");
+    config.tls_cert = Some(pki.server_cert.clone());
+    let err = userdir::tls::server_tls(&config).unwrap_err().to_string();
+    assert!(err.contains("--tls-cert and --tls-key go together"), "{err}");
+    // Certificate and key swapped.
+    config.tls_cert = Some(pki.server_key.clone());
+    config.tls_key = Some(pki.server_cert.clone());
+    let err = userdir::tls::server_tls(&config).unwrap_err().to_string();
+    assert!(
+        err.contains("--tls-cert") && err.contains("no PEM CERTIFICATE"),
+        "{err}"
+    );
+    config.tls_cert = Some(dir.path().join("missing.pem"));
+    let err = userdir::tls::server_tls(&config).unwrap_err().to_string();
+    assert!(err.contains("cannot read --tls-cert"), "{err}");
+}

@@ -10,6 +10,7 @@ mod jobs;
 mod limits;
 mod list;
 mod ops;
+mod pg_tls;
 mod promises;
 mod safety;
 mod tenants;

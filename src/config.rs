@@ -103,6 +103,10 @@ pub struct Config {
     /// PEM CA certificate(s): clients must present a certificate it signed (mTLS).
     #[arg(long, env = "USERDIR_TLS_CLIENT_CA", requires = "tls_cert")]
     pub tls_client_ca: Option<std::path::PathBuf>,
+    /// Seconds between checks of the TLS files for a rotated certificate
+    /// (SIGHUP reloads at once).
+    #[arg(long, env = "USERDIR_TLS_RELOAD_SECS", default_value_t = 10)]
+    pub tls_reload_secs: u64,
     /// Seconds between HTTP/2 keepalive pings on an idle connection (0 = off);
     /// a peer that does not answer one within 20 s is disconnected.
     #[arg(long, env = "USERDIR_HTTP2_KEEPALIVE_SECS", default_value_t = 30)]
@@ -152,6 +156,7 @@ impl std::fmt::Debug for Config {
             .field("tls_cert", &self.tls_cert)
             .field("tls_key", &self.tls_key)
             .field("tls_client_ca", &self.tls_client_ca)
+            .field("tls_reload_secs", &self.tls_reload_secs)
             .finish()
     }
 }
@@ -183,6 +188,7 @@ impl Config {
             tls_cert: None,
             tls_key: None,
             tls_client_ca: None,
+            tls_reload_secs: 10,
         }
     }
 

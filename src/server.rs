@@ -185,11 +185,11 @@ pub async fn serve(
         tokio::time::sleep(Duration::from_secs(1)).await;
     };
 
-    let mut builder = Server::builder();
-    if let Some(tls) = crate::tls::server_tls(config)? {
-        builder = builder.tls_config(tls)?;
-    }
-    let server = builder
+    let tls = crate::tls::server_tls(config)?;
+    let reloader = tls
+        .as_ref()
+        .map(|tls| tls.spawn_reloader(Duration::from_secs(config.tls_reload_secs.max(1))));
+    let router = Server::builder()
         // Many calls at once on one connection wait for each other at the
         // client, not in the server's memory; an idle peer that vanished is
         // noticed by the keepalive pings.
@@ -206,14 +206,20 @@ pub async fn serve(
             closing_rx,
             config.export_stall_timeout(),
         )))
-        .add_service(TenantAdminServer::new(TenantAdminService::new(directory)))
-        .serve_with_incoming_shutdown(incoming(listener), graceful);
+        .add_service(TenantAdminServer::new(TenantAdminService::new(directory)));
+    let server: std::pin::Pin<Box<dyn Future<Output = Result<(), tonic::transport::Error>> + Send>> = match &tls {
+        Some(tls) => Box::pin(router.serve_with_incoming_shutdown(tls.incoming(incoming(listener)), graceful)),
+        None => Box::pin(router.serve_with_incoming_shutdown(incoming(listener), graceful)),
+    };
     let result = tokio::select! {
         result = server => result,
         () = grace_over => Ok(()),
     };
     probe.abort();
     sweeper.abort();
+    if let Some(reloader) = reloader {
+        reloader.abort();
+    }
     Ok(result?)
 }
 

@@ -61,6 +61,7 @@ async fn tls_server(dir: &Path, pki: &Pki, client_ca: bool) -> (u16, tokio::sync
     config.tls_cert = Some(pki.server_cert.clone());
     config.tls_key = Some(pki.server_key.clone());
     config.tls_client_ca = client_ca.then(|| pki.ca.clone());
+    config.tls_reload_secs = 1;
     let store = userdir_store::Store::open(&config.store_options()).await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -181,4 +182,63 @@ async fn half_or_wrong_tls_settings_are_named_at_start() {
     config.tls_cert = Some(dir.path().join("missing.pem"));
     let err = userdir::tls::server_tls(&config).unwrap_err().to_string();
     assert!(err.contains("cannot read --tls-cert"), "{err}");
+}
+
+/// cert-manager rotates the certificate files: within the reload interval
+/// new connections get the new certificate (a client that trusts only the
+/// new CA gets in, one that trusts only the old one no longer does), and a
+/// connection opened before goes on working.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotated_certificates_are_served_without_dropping_connections() {
+    let dir = tempfile::tempdir().unwrap();
+    let old = pki(dir.path());
+    let next_dir = tempfile::tempdir().unwrap();
+    let next = pki(next_dir.path());
+    let (port, _stop) = tls_server(dir.path(), &old, false).await;
+    let url = format!("https://127.0.0.1:{port}");
+    let connect_trusting = |pki: &Pki| {
+        let endpoint = Endpoint::from_shared(url.clone())
+            .unwrap()
+            .tls_config(trusting(pki))
+            .unwrap();
+        async move { endpoint.connect().await }
+    };
+    let open = connect_trusting(&old).await.unwrap();
+    create_tenant(open.clone(), "acme").await.unwrap();
+    // Rotate: the files now hold a certificate of another CA.
+    std::fs::copy(&next.server_cert, &old.server_cert).unwrap();
+    std::fs::copy(&next.server_key, &old.server_key).unwrap();
+    let mut rotated = false;
+    for _ in 0..50 {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        if let Ok(channel) = connect_trusting(&next).await
+            && create_tenant(channel, "beta").await.is_ok()
+        {
+            rotated = true;
+            break;
+        }
+    }
+    assert!(rotated, "the rotated certificate was never served");
+    let stale = match connect_trusting(&old).await {
+        Ok(channel) => create_tenant(channel, "gamma").await.is_err(),
+        Err(_) => true,
+    };
+    assert!(stale, "a new connection still got the old certificate");
+    // The connection opened before the rotation still works.
+    create_tenant(open, "delta").await.unwrap();
+}
+
+#[tokio::test]
+async fn a_broken_rotation_keeps_the_certificate_in_use() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = pki(dir.path());
+    let mut config = Config::for_test("sqlite::memory:");
+    config.tls_cert = Some(pki.server_cert.clone());
+    config.tls_key = Some(pki.server_key.clone());
+    let tls = userdir::tls::server_tls(&config).unwrap().unwrap();
+    assert!(!tls.reload(false).unwrap(), "nothing changed, nothing reloaded");
+    // A key that does not belong to the certificate: refused, the old pair stays.
+    std::fs::copy(&pki.client_key, &pki.server_key).unwrap();
+    let err = tls.reload(true).unwrap_err().to_string();
+    assert!(err.contains("--tls-key"), "{err}");
 }

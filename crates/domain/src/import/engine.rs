@@ -449,10 +449,12 @@ impl<R: TenantRepository + UserRepository + ImportRepository> Importer<R> {
         if let Some(error) = error {
             self.job.error = error;
         }
+        // The lock goes first: once the job says it ended, the tenant's next
+        // FULL_SYNC may start.
+        self.sync_lock.release(&*self.repo).await;
         if let Err(e) = self.repo.update_import_job(&self.job).await {
             tracing::warn!(error = %e, job = %self.job.resource_name(), "could not record the end of an import job");
         }
-        self.sync_lock.release(&*self.repo).await;
         results
     }
 

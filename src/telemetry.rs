@@ -15,7 +15,12 @@ use crate::config::LogFormat;
 pub fn init(format: LogFormat) {
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,sea_orm_migration=warn"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(false);
+    // Colour codes only for a person at a terminal, never into a log file or collector.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .with_ansi(ansi);
     // try_init: tests install it more than once.
     let _ = match format {
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
@@ -55,15 +60,34 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: http::Request<ReqBody>) -> Self::Future {
+    fn call(&mut self, mut req: http::Request<ReqBody>) -> Self::Future {
+        // The caller's request id (a sane one), or a new one; echoed in the
+        // response headers and in the log line, so one call can be followed
+        // from the client's logs to ours.
+        let request_id = req
+            .headers()
+            .get(REQUEST_ID)
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
+            .map_or_else(|| uuid::Uuid::now_v7().to_string(), str::to_owned);
+        if let Ok(value) = http::HeaderValue::from_str(&request_id) {
+            req.headers_mut().insert(REQUEST_ID, value);
+        }
+        let method = req.uri().path().to_owned();
         let mut record = RpcRecord {
-            method: req.uri().path().to_owned(),
+            // Probes and reflection are frequent and uninteresting: DEBUG.
+            quiet: method.starts_with("/grpc.health.") || method.starts_with("/grpc.reflection."),
+            method,
+            request_id: request_id.clone(),
             start: Instant::now(),
             logged: false,
         };
         let fut = self.inner.call(req);
         Box::pin(async move {
-            let response = fut.await?;
+            let mut response = fut.await?;
+            if let Ok(value) = http::HeaderValue::from_str(&request_id) {
+                response.headers_mut().insert(REQUEST_ID, value);
+            }
             let (parts, body) = response.into_parts();
             // Errors before any message come "trailers-only": status in the headers.
             if let Some(code) = grpc_status(&parts.headers) {
@@ -78,8 +102,14 @@ fn grpc_status(headers: &http::HeaderMap) -> Option<i32> {
     headers.get("grpc-status")?.to_str().ok()?.parse().ok()
 }
 
+/// The request id header, taken from the caller or made here.
+pub const REQUEST_ID: &str = "x-request-id";
+
 struct RpcRecord {
     method: String,
+    request_id: String,
+    /// Logged at DEBUG when it went well (health probes, reflection).
+    quiet: bool,
     start: Instant,
     logged: bool,
 }
@@ -91,11 +121,15 @@ impl RpcRecord {
         }
         let status = tonic::Code::from_i32(code);
         let latency_ms = self.start.elapsed().as_secs_f64() * 1000.0;
+        let (method, request_id) = (&self.method, &self.request_id);
         match status {
-            tonic::Code::Ok | tonic::Code::NotFound | tonic::Code::AlreadyExists | tonic::Code::InvalidArgument => {
-                tracing::info!(method = %self.method, status = ?status, latency_ms, "rpc")
+            tonic::Code::Ok if self.quiet => {
+                tracing::debug!(%method, status = ?status, latency_ms, %request_id, "rpc")
             }
-            _ => tracing::warn!(method = %self.method, status = ?status, latency_ms, "rpc"),
+            tonic::Code::Ok | tonic::Code::NotFound | tonic::Code::AlreadyExists | tonic::Code::InvalidArgument => {
+                tracing::info!(%method, status = ?status, latency_ms, %request_id, "rpc")
+            }
+            _ => tracing::warn!(%method, status = ?status, latency_ms, %request_id, "rpc"),
         }
     }
 }
@@ -105,7 +139,13 @@ impl Drop for RpcRecord {
         if !self.logged {
             self.logged = true;
             let latency_ms = self.start.elapsed().as_secs_f64() * 1000.0;
-            tracing::info!(method = %self.method, status = "CANCELLED_BY_CLIENT", latency_ms, "rpc");
+            tracing::info!(
+                method = %self.method,
+                status = "CANCELLED_BY_CLIENT",
+                latency_ms,
+                request_id = %self.request_id,
+                "rpc"
+            );
         }
     }
 }

@@ -59,6 +59,11 @@ impl ServerArgs {
 
 /// Connects to the server, saying what is wrong and what to type when it cannot.
 pub async fn connect(args: &ServerArgs) -> Result<UserDirectoryClient<Channel>, String> {
+    Ok(UserDirectoryClient::new(channel(args).await?).max_decoding_message_size(64 << 20))
+}
+
+/// A connection to the server (TLS for `https://`), or what to do when there is none.
+pub async fn channel(args: &ServerArgs) -> Result<Channel, String> {
     let server = &args.server;
     let scheme = server.split_once("://").map(|(s, _)| s.to_ascii_lowercase());
     let tls = match scheme.as_deref() {
@@ -97,7 +102,7 @@ pub async fn connect(args: &ServerArgs) -> Result<UserDirectoryClient<Channel>, 
             }
         )
     })?;
-    Ok(UserDirectoryClient::new(channel).max_decoding_message_size(64 << 20))
+    Ok(channel)
 }
 
 /// The client's TLS settings: the CA to trust (or the system's roots) and

@@ -2,6 +2,7 @@
 
 pub mod common;
 pub mod export;
+pub mod health;
 pub mod import;
 
 use clap::{Parser, Subcommand};
@@ -27,6 +28,9 @@ pub enum Command {
     Import(import::ImportArgs),
     /// Export users from a running server to a CSV file.
     Export(export::ExportArgs),
+    /// Ask a running server whether it is SERVING (exit 0) or not (exit 1),
+    /// for a container HEALTHCHECK.
+    Health(health::HealthArgs),
 }
 
 /// Resolves on SIGTERM or Ctrl-C.

@@ -200,7 +200,34 @@ async fn export_cli_to_stdout_and_flags_it_names(s: TestServer) {
     assert!(!Path::new("-").exists());
 }
 
+/// `userdir health`, as a container HEALTHCHECK runs it: SERVING and exit 0
+/// from a running server, exit 1 (with a reason) where none answers.
+async fn health_cli_for_a_healthcheck(s: TestServer) {
+    s.wait_serving().await;
+    let out = userdir(args(&["health", "--server", &format!("http://{}", s.addr)])).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout).trim(), "SERVING");
+    let out = userdir(args(&[
+        "health",
+        "--server",
+        &format!("http://{}", s.addr),
+        "--service",
+        "userdir.v1.UserDirectory",
+    ]))
+    .await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let out = userdir(args(&["health", "--server", &format!("http://127.0.0.1:{port}")])).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("cannot reach"), "{}", text(&out.stderr));
+}
+
 crate::on_both_backends!(
     import_cli_as_an_operator_meets_it,
-    export_cli_to_stdout_and_flags_it_names
+    export_cli_to_stdout_and_flags_it_names,
+    health_cli_for_a_healthcheck
 );

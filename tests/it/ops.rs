@@ -323,3 +323,45 @@ async fn sqlite_shutdown_ends_health_watches() {
 async fn postgres_shutdown_ends_health_watches() {
     shutdown_ends_health_watches(Backend::Postgres).await;
 }
+
+/// Every call carries a request id: the caller's (`x-request-id`), or one
+/// the server makes; it comes back in the response headers (and is in the
+/// server's log line for the call).
+async fn request_ids_are_echoed(backend: Backend) {
+    let Some(s) = spawn_with(backend, |_| {}).await else {
+        return;
+    };
+    let call = |id: Option<&str>| {
+        let mut req = tonic::Request::new(userdir::pb::ListTenantsRequest::default());
+        if let Some(id) = id {
+            req.metadata_mut().insert("x-request-id", id.parse().unwrap());
+        }
+        let mut tenants = s.tenants.clone();
+        async move {
+            let response = tenants.list_tenants(req).await.unwrap();
+            response
+                .metadata()
+                .get("x-request-id")
+                .map(|v| v.to_str().unwrap().to_owned())
+                .unwrap_or_default()
+        }
+    };
+    assert_eq!(call(Some("batch-7f3a")).await, "batch-7f3a");
+    let made = call(None).await;
+    assert!(uuid::Uuid::parse_str(&made).is_ok(), "{made:?}");
+    assert_ne!(made, call(None).await);
+    // One too long to be an id is replaced, not echoed.
+    let long = "x".repeat(200);
+    let replaced = call(Some(&long)).await;
+    assert!(uuid::Uuid::parse_str(&replaced).is_ok(), "{replaced:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_request_ids_are_echoed() {
+    request_ids_are_echoed(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_request_ids_are_echoed() {
+    request_ids_are_echoed(Backend::Postgres).await;
+}

@@ -70,8 +70,9 @@ where
             .and_then(|v| v.to_str().ok())
             .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
             .map_or_else(|| uuid::Uuid::now_v7().to_string(), str::to_owned);
-        if let Ok(value) = http::HeaderValue::from_str(&request_id) {
-            req.headers_mut().insert(REQUEST_ID, value);
+        let header = http::HeaderValue::from_str(&request_id).ok();
+        if let Some(value) = &header {
+            req.headers_mut().insert(REQUEST_ID, value.clone());
         }
         let method = req.uri().path().to_owned();
         let mut record = RpcRecord {
@@ -85,7 +86,7 @@ where
         let fut = self.inner.call(req);
         Box::pin(async move {
             let mut response = fut.await?;
-            if let Ok(value) = http::HeaderValue::from_str(&request_id) {
+            if let Some(value) = header {
                 response.headers_mut().insert(REQUEST_ID, value);
             }
             let (parts, body) = response.into_parts();

@@ -857,19 +857,35 @@ pub(crate) async fn open_import(
     tokio::sync::mpsc::Sender<ImportUsersRequest>,
     tonic::Streaming<userdir::pb::ImportUsersResponse>,
 ) {
+    try_open_import(s, opts, None).await.expect("import started")
+}
+
+/// [`open_import`], with the caller's deadline if any, returning the status
+/// the server refused it with (the options were read, the response headers
+/// came back: a started import holds its place under the caps).
+pub(crate) async fn try_open_import(
+    s: &TestServer,
+    opts: ImportOptions,
+    deadline: Option<std::time::Duration>,
+) -> Result<
+    (
+        tokio::sync::mpsc::Sender<ImportUsersRequest>,
+        tonic::Streaming<userdir::pb::ImportUsersResponse>,
+    ),
+    tonic::Status,
+> {
     let (tx, rx) = tokio::sync::mpsc::channel(4);
     tx.send(ImportUsersRequest {
         payload: Some(Payload::Options(opts)),
     })
     .await
     .unwrap();
-    let stream = s
-        .users
-        .clone()
-        .import_users(tokio_stream::wrappers::ReceiverStream::new(rx))
-        .await
-        .unwrap();
-    (tx, stream.into_inner())
+    let mut request = tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(rx));
+    if let Some(deadline) = deadline {
+        request.set_timeout(deadline);
+    }
+    let stream = s.users.clone().import_users(request).await?;
+    Ok((tx, stream.into_inner()))
 }
 
 /// The import jobs of tenant acme, newest first (one page).

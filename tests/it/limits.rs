@@ -14,7 +14,7 @@ use userdir::pb::{
 };
 
 use crate::common::{Backend, TestServer, reason, spawn_with};
-use crate::import::{end, open_import, options, seed_users};
+use crate::import::{end, open_import, options, seed_users, try_open_import};
 
 fn import_options(tenant: &str) -> userdir::pb::ImportOptions {
     userdir::pb::ImportOptions {
@@ -23,8 +23,7 @@ fn import_options(tenant: &str) -> userdir::pb::ImportOptions {
     }
 }
 
-/// Starts an import of `tenant` (options sent, response headers received:
-/// the import holds its slot) and returns its request sender and stream.
+/// Starts an import of `tenant`, or the status it was refused with.
 async fn hold_import(
     s: &TestServer,
     tenant: &str,
@@ -35,18 +34,7 @@ async fn hold_import(
     ),
     tonic::Status,
 > {
-    let (tx, rx) = tokio::sync::mpsc::channel(4);
-    tx.send(ImportUsersRequest {
-        payload: Some(Payload::Options(import_options(tenant))),
-    })
-    .await
-    .unwrap();
-    let stream = s
-        .users
-        .clone()
-        .import_users(tokio_stream::wrappers::ReceiverStream::new(rx))
-        .await?;
-    Ok((tx, stream.into_inner()))
+    try_open_import(s, import_options(tenant), None).await
 }
 
 /// Ends an import and reads it to its summary.
@@ -98,7 +86,7 @@ async fn imports_over_their_caps_are_refused(backend: Backend) {
     let refused = hold_import(&s, "acme").await.unwrap_err();
     assert_refused(&refused, "TOO_MANY_IMPORTS");
     assert!(
-        refused.message().contains("tenant acme already runs 1 imports"),
+        refused.message().contains("tenant acme already runs 1 import ("),
         "{refused:?}"
     );
     let (beta_tx, beta) = hold_import(&s, "beta").await.unwrap();
@@ -352,20 +340,14 @@ async fn import_deadline_ends_the_import(backend: Backend) {
         return;
     };
     s.tenant("acme").await;
-    let (tx, rx) = tokio::sync::mpsc::channel(4);
-    tx.send(ImportUsersRequest {
-        payload: Some(Payload::Options(options(ImportMode::FullSync))),
-    })
-    .await
-    .unwrap();
+    let (tx, mut stream) = try_open_import(&s, options(ImportMode::FullSync), Some(Duration::from_secs(1)))
+        .await
+        .unwrap();
     tx.send(ImportUsersRequest {
         payload: Some(Payload::Chunk(b"name,email\nA,a@example.com\n".to_vec())),
     })
     .await
     .unwrap();
-    let mut req = tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(rx));
-    req.set_timeout(Duration::from_secs(1));
-    let mut stream = s.users.clone().import_users(req).await.unwrap().into_inner();
     let mut reported = 0;
     let ended = loop {
         match stream.message().await {

@@ -7,11 +7,12 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
 use userdir_domain::repo::TenantRepository;
 use userdir_domain::tenant::{Tenant, TenantId, TenantSettings};
 use userdir_domain::text::Timestamp;
 use userdir_store::{Store, StoreOptions};
+
+use crate::common::pki::TestCa;
 
 /// A PostgreSQL cluster of the test's own, stopped when dropped.
 struct Cluster {
@@ -51,26 +52,18 @@ fn uid_gid(user: &str) -> Option<(u32, u32)> {
 
 /// Writes a CA and a server certificate for 127.0.0.1 into `dir`.
 fn certificates(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    ca_params
-        .distinguished_name
-        .push(DnType::CommonName, "userdir test PostgreSQL CA");
-    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
-    let issuer = Issuer::new(ca_params, &ca_key);
-    let key = KeyPair::generate().unwrap();
-    let mut params = CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()]).unwrap();
-    params.distinguished_name.push(DnType::CommonName, "127.0.0.1");
-    let cert = params.signed_by(&key, &issuer).unwrap();
-    let ca = dir.join("ca.pem");
-    let crt = dir.join("server.crt");
-    let pem_key = dir.join("server.key");
-    std::fs::write(&ca, ca_cert.pem()).unwrap();
-    std::fs::write(&crt, cert.pem()).unwrap();
-    std::fs::write(&pem_key, key.serialize_pem()).unwrap();
-    (ca, crt, pem_key)
+    let ca = TestCa::new("userdir test PostgreSQL CA");
+    let (cert, key) = ca.issue(&["127.0.0.1", "localhost"], "127.0.0.1");
+    let write = |name: &str, pem: &str| {
+        let path = dir.join(name);
+        std::fs::write(&path, pem).unwrap();
+        path
+    };
+    (
+        write("ca.pem", ca.pem()),
+        write("server.crt", &cert),
+        write("server.key", &key),
+    )
 }
 
 /// Starts the cluster, or `None` where this machine cannot (not root, no

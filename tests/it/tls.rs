@@ -6,12 +6,13 @@
 
 use std::path::{Path, PathBuf};
 
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
 use userdir::cli::common::{ServerArgs, connect};
 use userdir::config::Config;
 use userdir::pb::tenant_admin_client::TenantAdminClient;
 use userdir::pb::{CreateTenantRequest, Tenant};
+
+use crate::common::pki::TestCa;
 
 /// A CA, a server certificate for 127.0.0.1 and localhost, and a client
 /// certificate, as PEM files in `dir`.
@@ -24,29 +25,16 @@ struct Pki {
 }
 
 fn pki(dir: &Path) -> Pki {
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    ca_params.distinguished_name.push(DnType::CommonName, "userdir test CA");
-    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
-    let issuer = Issuer::new(ca_params, &ca_key);
-    let leaf = |names: Vec<String>, cn: &str| {
-        let key = KeyPair::generate().unwrap();
-        let mut params = CertificateParams::new(names).unwrap();
-        params.distinguished_name.push(DnType::CommonName, cn);
-        let cert = params.signed_by(&key, &issuer).unwrap();
-        (cert.pem(), key.serialize_pem())
-    };
-    let (server_cert, server_key) = leaf(vec!["127.0.0.1".into(), "localhost".into()], "userdir");
-    let (client_cert, client_key) = leaf(vec!["ops.example.com".into()], "ops");
+    let ca = TestCa::new("userdir test CA");
+    let (server_cert, server_key) = ca.issue(&["127.0.0.1", "localhost"], "userdir");
+    let (client_cert, client_key) = ca.issue(&["ops.example.com"], "ops");
     let write = |name: &str, pem: &str| {
         let path = dir.join(name);
         std::fs::write(&path, pem).unwrap();
         path
     };
     Pki {
-        ca: write("ca.pem", &ca_cert.pem()),
+        ca: write("ca.pem", ca.pem()),
         server_cert: write("server.pem", &server_cert),
         server_key: write("server.key", &server_key),
         client_cert: write("client.pem", &client_cert),
@@ -228,7 +216,10 @@ async fn rotated_certificates_are_served_without_dropping_connections() {
     create_tenant(open, "delta").await.unwrap();
 }
 
-#[tokio::test]
+/// A rotation that leaves files that do not load (here a key of another
+/// certificate) is refused and logged: the server goes on serving the pair it
+/// had, to new connections too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broken_rotation_keeps_the_certificate_in_use() {
     let dir = tempfile::tempdir().unwrap();
     let pki = pki(dir.path());
@@ -237,8 +228,31 @@ async fn a_broken_rotation_keeps_the_certificate_in_use() {
     config.tls_key = Some(pki.server_key.clone());
     let tls = userdir::tls::server_tls(&config).unwrap().unwrap();
     assert!(!tls.reload(false).unwrap(), "nothing changed, nothing reloaded");
-    // A key that does not belong to the certificate: refused, the old pair stays.
+    let (port, _stop) = tls_server(dir.path(), &pki, false).await;
+    let connect = || async {
+        Endpoint::from_shared(format!("https://127.0.0.1:{port}"))
+            .unwrap()
+            .tls_config(trusting(&pki))
+            .unwrap()
+            .connect()
+            .await
+    };
+    // The server is up with the good pair before the files break.
+    let mut up = None;
+    for _ in 0..50 {
+        if let Ok(channel) = connect().await {
+            up = Some(channel);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    create_tenant(up.expect("the TLS server started"), "acme")
+        .await
+        .unwrap();
     std::fs::copy(&pki.client_key, &pki.server_key).unwrap();
     let err = tls.reload(true).unwrap_err().to_string();
-    assert!(err.contains("--tls-key"), "{err}");
+    assert!(err.contains("--tls-key") && err.contains("does not match"), "{err}");
+    // The running server's reloader (every second) met the same files.
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    create_tenant(connect().await.unwrap(), "beta").await.unwrap();
 }

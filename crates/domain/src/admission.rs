@@ -61,11 +61,13 @@ pub enum StreamKind {
 }
 
 impl StreamKind {
-    fn plural(self) -> &'static str {
-        match self {
-            Self::Import => "imports",
-            Self::Export => "exports",
-        }
+    /// `n imports`, `1 import`.
+    fn count(self, n: u32) -> String {
+        let noun = match self {
+            Self::Import => "import",
+            Self::Export => "export",
+        };
+        format!("{n} {noun}{}", if n == 1 { "" } else { "s" })
     }
 
     fn reason(self) -> &'static str {
@@ -128,15 +130,14 @@ impl Admission {
         let mine = counts.per_tenant.get(tenant).copied().unwrap_or(0);
         let refusal = if mine >= cap.per_tenant {
             Some(format!(
-                "tenant {tenant} already runs {mine} {} (at most {} at once per tenant)",
-                kind.plural(),
+                "tenant {tenant} already runs {} (at most {} at once per tenant)",
+                kind.count(mine),
                 cap.per_tenant
             ))
         } else if counts.total >= cap.total {
             Some(format!(
-                "the server already runs {} {} (at most {} at once)",
-                counts.total,
-                kind.plural(),
+                "the server already runs {} (at most {} at once)",
+                kind.count(counts.total),
                 cap.total
             ))
         } else {

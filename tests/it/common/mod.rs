@@ -17,6 +17,7 @@ use userdir::pb::{CreateTenantRequest, CreateUserRequest, Tenant, User};
 use userdir_store::Store;
 
 pub mod pgproxy;
+pub mod pki;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Backend {

@@ -111,6 +111,11 @@ pub struct Config {
     /// a peer that does not answer one within 20 s is disconnected.
     #[arg(long, env = "USERDIR_HTTP2_KEEPALIVE_SECS", default_value_t = 30)]
     pub http2_keepalive_secs: u64,
+    /// Address of a Prometheus text endpoint (`GET /metrics`, plain HTTP) on
+    /// a port of its own; off when not given. OTLP metrics and traces follow
+    /// the standard `OTEL_EXPORTER_OTLP_ENDPOINT` instead.
+    #[arg(long, env = "USERDIR_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// Settings of `userdir migrate`: just the database.
@@ -157,6 +162,7 @@ impl std::fmt::Debug for Config {
             .field("tls_key", &self.tls_key)
             .field("tls_client_ca", &self.tls_client_ca)
             .field("tls_reload_secs", &self.tls_reload_secs)
+            .field("metrics_listen", &self.metrics_listen)
             .finish()
     }
 }
@@ -189,6 +195,7 @@ impl Config {
             tls_key: None,
             tls_client_ca: None,
             tls_reload_secs: 10,
+            metrics_listen: None,
         }
     }
 

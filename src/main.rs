@@ -29,15 +29,23 @@ async fn main() -> ExitCode {
     };
     match cli.command {
         Command::Serve(config) => {
-            userdir::telemetry::init(config.log_format);
-            match userdir::server::run(config, shutdown_signal()).await {
+            let telemetry = match userdir::telemetry::init(config.log_format) {
+                Ok(telemetry) => telemetry,
+                Err(e) => {
+                    eprintln!("userdir: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let code = match userdir::server::run(config, shutdown_signal()).await {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!(error = %e, "userdir failed");
                     eprintln!("userdir: {e}");
                     ExitCode::FAILURE
                 }
-            }
+            };
+            telemetry.shutdown();
+            code
         }
         Command::Migrate(args) => match userdir::server::migrate(&args).await {
             Ok(()) => ExitCode::SUCCESS,

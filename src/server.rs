@@ -26,6 +26,7 @@ use crate::pb;
 use crate::pb::tenant_admin_server::TenantAdminServer;
 use crate::pb::user_directory_server::UserDirectoryServer;
 use crate::telemetry::RpcLogLayer;
+use crate::telemetry::metrics;
 
 /// Services whose health is reported, besides the overall `""`.
 const SERVICES: [&str; 2] = ["userdir.v1.UserDirectory", "userdir.v1.TenantAdmin"];
@@ -50,6 +51,8 @@ pub enum ServeError {
     Tls(#[from] crate::tls::TlsError),
     #[error("the database schema is behind this version (pending: {0}); run `userdir migrate` first")]
     MigrationsPending(String),
+    #[error("telemetry: {0}")]
+    Telemetry(#[from] crate::telemetry::TelemetryError),
 }
 
 /// Opens the database (creating and migrating it, unless `--no-migrate`),
@@ -135,8 +138,13 @@ pub async fn serve(
     config: &Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
-    let reporter = HealthReporter::new();
-    set_health(&reporter, ServingStatus::NotServing).await;
+    let serving = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (metrics, metrics_runtime) = metrics::start(config.metrics_listen, &store, Arc::clone(&serving)).await?;
+    let reporter = Health {
+        reporter: HealthReporter::new(),
+        serving,
+    };
+    reporter.set(ServingStatus::NotServing).await;
     let (stop_probe, probe_stopped) = watch::channel(false);
     let probe = tokio::spawn(probe_database(
         store.clone(),
@@ -162,7 +170,7 @@ pub async fn serve(
     // the connections still open (stalled readers, health watches) close.
     let (shutting_down, mut shutdown_started) = watch::channel(false);
     let health_service = HealthServer::new(ClosingHealth::new(
-        HealthService::from_health_reporter(reporter.clone()),
+        HealthService::from_health_reporter(reporter.reporter.clone()),
         shutdown_started.clone(),
     ));
     let (closing_tx, closing_rx) = watch::channel(false);
@@ -171,7 +179,7 @@ pub async fn serve(
         tracing::info!("shutting down: draining in-flight calls");
         let _ = shutting_down.send(true);
         let _ = stop_probe.send(true);
-        set_health(&shutdown_reporter, ServingStatus::NotServing).await;
+        shutdown_reporter.set(ServingStatus::NotServing).await;
     };
     let grace = config.shutdown_grace();
     let grace_over = async move {
@@ -196,7 +204,7 @@ pub async fn serve(
         .max_concurrent_streams(config.max_concurrent_streams.max(1))
         .http2_keepalive_interval(config.http2_keepalive())
         .http2_keepalive_timeout(Some(Duration::from_secs(20)))
-        .layer(RpcLogLayer)
+        .layer(RpcLogLayer::new(metrics.clone()))
         .layer(DeadlineLayer)
         .add_service(health_service)
         .add_service(reflection_v1)
@@ -205,6 +213,7 @@ pub async fn serve(
             directory.clone(),
             closing_rx,
             config.export_stall_timeout(),
+            metrics,
         )))
         .add_service(TenantAdminServer::new(TenantAdminService::new(directory)));
     let server: std::pin::Pin<Box<dyn Future<Output = Result<(), tonic::transport::Error>> + Send>> = match &tls {
@@ -220,6 +229,7 @@ pub async fn serve(
     if let Some(reloader) = reloader {
         reloader.abort();
     }
+    metrics_runtime.shutdown();
     Ok(result?)
 }
 
@@ -258,15 +268,26 @@ fn reflection() -> tonic_reflection::server::Builder<'static> {
         .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
 }
 
-async fn set_health(reporter: &HealthReporter, status: ServingStatus) {
-    reporter.set_service_status("", status).await;
-    for service in SERVICES {
-        reporter.set_service_status(service, status).await;
+/// The health service's state, and the same as a flag for the metrics.
+#[derive(Clone)]
+struct Health {
+    reporter: HealthReporter,
+    serving: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Health {
+    async fn set(&self, status: ServingStatus) {
+        self.serving
+            .store(status == ServingStatus::Serving, std::sync::atomic::Ordering::Relaxed);
+        self.reporter.set_service_status("", status).await;
+        for service in SERVICES {
+            self.reporter.set_service_status(service, status).await;
+        }
     }
 }
 
 /// SERVING while the database answers, NOT_SERVING while it does not.
-async fn probe_database(store: Store, reporter: HealthReporter, every: Duration, mut stop: watch::Receiver<bool>) {
+async fn probe_database(store: Store, reporter: Health, every: Duration, mut stop: watch::Receiver<bool>) {
     let mut last: Option<bool> = None;
     loop {
         let up = matches!(
@@ -279,15 +300,13 @@ async fn probe_database(store: Store, reporter: HealthReporter, every: Duration,
             } else {
                 tracing::warn!("database does not answer: NOT_SERVING");
             }
-            set_health(
-                &reporter,
-                if up {
+            reporter
+                .set(if up {
                     ServingStatus::Serving
                 } else {
                     ServingStatus::NotServing
-                },
-            )
-            .await;
+                })
+                .await;
             last = Some(up);
         }
         tokio::select! {

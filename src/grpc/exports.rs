@@ -18,6 +18,8 @@ use super::ending::Ending;
 use super::to_status;
 use crate::pb;
 use crate::pb::export_users_response::Payload;
+use crate::telemetry::metrics::Metrics;
+use tracing::Instrument as _;
 
 /// Users read per page of the snapshot.
 const PAGE: u32 = 1000;
@@ -75,10 +77,15 @@ pub fn spawn_export<S: UserSnapshot>(
     format: ExportFormat,
     mut ending: Ending,
     stall: Duration,
+    metrics: Metrics,
 ) -> mpsc::Receiver<Result<pb::ExportUsersResponse, Status>> {
     let (tx, rx) = mpsc::channel(4);
-    tokio::spawn(async move {
-        let out = Out { tx: &tx, stall };
+    let task = async move {
+        let out = Out {
+            tx: &tx,
+            stall,
+            metrics: &metrics,
+        };
         let work = async {
             match format {
                 ExportFormat::Csv(settings) => export_csv(exporter, settings, &out).await,
@@ -96,7 +103,9 @@ pub fn spawn_export<S: UserSnapshot>(
         if let Err(e) = result {
             let _ = tx.send(Err(to_status(e))).await;
         }
-    });
+    };
+    // Under the call's span: the export's segments are its children.
+    tokio::spawn(task.in_current_span());
     rx
 }
 
@@ -104,6 +113,7 @@ pub fn spawn_export<S: UserSnapshot>(
 struct Out<'a> {
     tx: &'a Sender,
     stall: Duration,
+    metrics: &'a Metrics,
 }
 
 impl Out<'_> {
@@ -126,6 +136,11 @@ impl Out<'_> {
     }
 }
 
+/// The span of one page of an export: encoding it, and sending it on.
+fn segment_span(rows: usize) -> tracing::Span {
+    tracing::info_span!("export.segment", export.rows = rows)
+}
+
 async fn export_csv<S: UserSnapshot>(
     mut exporter: Exporter<S>,
     settings: CsvSettings,
@@ -139,13 +154,16 @@ async fn export_csv<S: UserSnapshot>(
     let mut refused = false;
     writer.header(&mut buf);
     while let Some(users) = exporter.next_page(PAGE).await? {
-        for user in &users {
-            // After a refusal, keep reading only to name the other cells.
-            if !writer.row(user, &mut buf) {
-                refused = true;
+        let segment = segment_span(users.len());
+        segment.in_scope(|| {
+            for user in &users {
+                // After a refusal, keep reading only to name the other cells.
+                if !writer.row(user, &mut buf) {
+                    refused = true;
+                }
+                count += 1;
             }
-            count += 1;
-        }
+        });
         if refused {
             buf.clear();
             if writer.unmappable.len() >= MAX_NAMED {
@@ -153,9 +171,14 @@ async fn export_csv<S: UserSnapshot>(
             }
             continue;
         }
+        out.metrics.export_rows("csv", users.len() as u64);
         if buf.len() >= CHUNK {
             hasher.update(&buf);
-            if !out.send(Payload::Chunk(std::mem::take(&mut buf))).await? {
+            if !out
+                .send(Payload::Chunk(std::mem::take(&mut buf)))
+                .instrument(segment)
+                .await?
+            {
                 return Ok(());
             }
         }
@@ -206,12 +229,21 @@ async fn export_rows<S: UserSnapshot>(mut exporter: Exporter<S>, out: &Out<'_>) 
     let mut hasher = Xxh3Default::new();
     let mut count = 0i64;
     while let Some(users) = exporter.next_page(PAGE).await? {
-        let users: Vec<pb::User> = users.into_iter().map(user_to_pb).collect();
-        for user in &users {
-            hasher.update(&user.encode_to_vec());
-        }
+        let segment = segment_span(users.len());
+        let users: Vec<pb::User> = segment.in_scope(|| {
+            let users: Vec<pb::User> = users.into_iter().map(user_to_pb).collect();
+            for user in &users {
+                hasher.update(&user.encode_to_vec());
+            }
+            users
+        });
         count += users.len() as i64;
-        if !out.send(Payload::Rows(pb::ExportRows { users })).await? {
+        out.metrics.export_rows("rows", users.len() as u64);
+        if !out
+            .send(Payload::Rows(pb::ExportRows { users }))
+            .instrument(segment)
+            .await?
+        {
             return Ok(());
         }
     }

@@ -19,6 +19,8 @@ use super::to_status;
 use crate::pb;
 use crate::pb::import_users_request::Payload;
 use crate::pb::import_users_response::Payload as Out;
+use crate::telemetry::metrics::Metrics;
+use tracing::Instrument as _;
 
 /// How long rows short of a full batch wait for more input before they go
 /// on by themselves (a client that waits for results before sending more).
@@ -30,7 +32,21 @@ const RESPONSE_BUFFER: usize = 4;
 /// 100 KiB, well under the 4 MiB that gRPC clients accept by default.
 const RESULTS_PER_MESSAGE: usize = 1000;
 
-pub type ImportSender = mpsc::Sender<Result<pb::ImportUsersResponse, Status>>;
+/// Where an import's responses go; counts the rows it reports.
+pub struct ImportSender {
+    tx: mpsc::Sender<Result<pb::ImportUsersResponse, Status>>,
+    metrics: Metrics,
+    started: std::time::Instant,
+}
+
+impl ImportSender {
+    async fn send(
+        &self,
+        message: Result<pb::ImportUsersResponse, Status>,
+    ) -> Result<(), mpsc::error::SendError<Result<pb::ImportUsersResponse, Status>>> {
+        self.tx.send(message).await
+    }
+}
 
 /// Reads the options message that must open the stream.
 pub async fn read_options(inbound: &mut Streaming<pb::ImportUsersRequest>) -> Result<(String, ImportOptions), Status> {
@@ -49,12 +65,18 @@ pub fn spawn_import<R>(
     importer: Importer<R>,
     inbound: Streaming<pb::ImportUsersRequest>,
     mut ending: Ending,
+    metrics: Metrics,
 ) -> mpsc::Receiver<Result<pb::ImportUsersResponse, Status>>
 where
     R: TenantRepository + UserRepository + ImportRepository,
 {
     let (tx, rx) = mpsc::channel(RESPONSE_BUFFER);
-    tokio::spawn(async move {
+    let tx = ImportSender {
+        tx,
+        metrics,
+        started: std::time::Instant::now(),
+    };
+    let task = async move {
         let mut importer = importer;
         let run = run_import(&mut importer, inbound, &tx);
         tokio::select! {
@@ -64,7 +86,9 @@ where
             // job says why.
             why = ending.reached() => stop(&mut importer, &tx, ImportState::Cancelled, why).await,
         }
-    });
+    };
+    // Under the call's span: the import's batches are its children.
+    tokio::spawn(task.in_current_span());
     rx
 }
 
@@ -170,6 +194,8 @@ where
             if !send_results(tx, results).await {
                 return;
             }
+            tx.metrics
+                .import_finished(importer.job().counts.rows, tx.started.elapsed());
             let summary = pb::ImportUsersResponse {
                 payload: Some(Out::Summary(job_to_pb(importer.job()))),
             };
@@ -240,6 +266,7 @@ where
 /// Sends row results in messages of at most [`RESULTS_PER_MESSAGE`]; `false`
 /// when the client went away.
 async fn send_results(tx: &ImportSender, results: Vec<RowResult>) -> bool {
+    count_outcomes(&tx.metrics, &results);
     let mut results = results.into_iter().peekable();
     while results.peek().is_some() {
         let results = results.by_ref().take(RESULTS_PER_MESSAGE).map(row_to_pb).collect();
@@ -251,6 +278,35 @@ async fn send_results(tx: &ImportSender, results: Vec<RowResult>) -> bool {
         }
     }
     true
+}
+
+/// Adds reported rows to the metrics, by outcome.
+fn count_outcomes(metrics: &Metrics, results: &[RowResult]) {
+    let mut counts = [0u64; 6];
+    for r in results {
+        counts[r.outcome as usize] += 1;
+    }
+    for outcome in [
+        RowOutcome::Created,
+        RowOutcome::Updated,
+        RowOutcome::Unchanged,
+        RowOutcome::Deleted,
+        RowOutcome::Skipped,
+        RowOutcome::Failed,
+    ] {
+        metrics.import_rows(outcome_name(outcome), counts[outcome as usize]);
+    }
+}
+
+fn outcome_name(outcome: RowOutcome) -> &'static str {
+    match outcome {
+        RowOutcome::Created => "created",
+        RowOutcome::Updated => "updated",
+        RowOutcome::Unchanged => "unchanged",
+        RowOutcome::Deleted => "deleted",
+        RowOutcome::Skipped => "skipped",
+        RowOutcome::Failed => "failed",
+    }
 }
 
 fn row_to_pb(r: RowResult) -> pb::ImportRowResult {

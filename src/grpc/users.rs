@@ -19,6 +19,7 @@ use crate::pb::{
     ImportJob, ImportUsersRequest, ImportUsersResponse, ListImportJobsRequest, ListImportJobsResponse,
     ListUsersRequest, ListUsersResponse, LookupUserRequest, UpdateUserRequest, User,
 };
+use crate::telemetry::metrics::Metrics;
 
 /// Who runs an import, until authentication lands: a header the caller sets.
 const ACTOR_HEADER: &str = "x-userdir-actor";
@@ -34,6 +35,8 @@ pub struct UserDirectoryService {
     closing: tokio::sync::watch::Receiver<bool>,
     /// How long an export may wait for a reader that takes nothing.
     export_stall: std::time::Duration,
+    /// Rows imported and exported, for the metrics.
+    metrics: Metrics,
 }
 
 impl UserDirectoryService {
@@ -41,11 +44,13 @@ impl UserDirectoryService {
         dir: Directory<Store>,
         closing: tokio::sync::watch::Receiver<bool>,
         export_stall: std::time::Duration,
+        metrics: Metrics,
     ) -> Self {
         Self {
             dir,
             closing,
             export_stall,
+            metrics,
         }
     }
 }
@@ -149,6 +154,7 @@ impl UserDirectory for UserDirectoryService {
             importer,
             inbound,
             Ending::new(self.closing.clone(), deadline),
+            self.metrics.clone(),
         )));
         // The job's name comes first, in the response headers, so a client
         // can name it even if the call ends before the summary.
@@ -200,6 +206,7 @@ impl UserDirectory for UserDirectoryService {
             format,
             Ending::new(self.closing.clone(), deadline),
             self.export_stall,
+            self.metrics.clone(),
         ))))
     }
 }

@@ -13,6 +13,7 @@ mod ops;
 mod pg_tls;
 mod promises;
 mod safety;
+mod telemetry;
 mod tenants;
 mod tls;
 mod users;

@@ -90,13 +90,14 @@ impl Store {
     /// so that a row that violates a unique constraint fails alone; creates
     /// take seats in order while there are any. Returns the outcomes and the
     /// users inserted.
+    #[tracing::instrument(name = "db.transaction", skip_all, fields(db.system.name = self.system_name(), db.operation.name = "import_rowwise"))]
     async fn write_rowwise(
         &self,
         tenant: &TenantId,
         job: Uuid,
         writes: &[RowWrite],
     ) -> RepoResult<(Vec<RepoResult<()>>, u64)> {
-        let txn = self.writer().begin().await.map_err(|e| self.db_error(e))?;
+        let txn = self.begin_on(self.writer(), "import_rowwise").await?;
         let seats = lock_seats(&txn, tenant).await?;
         let mut free = seats.free;
         let mut inserted = 0u64;
@@ -187,7 +188,7 @@ pub struct StoreImportWrite {
 impl StoreImportWrite {
     /// Opens the transaction and locks the tenant's seats for it.
     pub(crate) async fn begin(store: &Store, tenant: &TenantId, job: Uuid) -> RepoResult<Self> {
-        let txn = store.writer().begin().await.map_err(|e| store.db_error(e))?;
+        let txn = store.begin_on(store.writer(), "import_write").await?;
         let seats = lock_seats(&txn, tenant).await?;
         Ok(Self {
             store: store.clone(),

@@ -8,7 +8,7 @@ use sea_orm::sea_query::extension::postgres::PgFunc;
 use sea_orm::sea_query::{ArrayType, Expr, Value};
 use sea_orm::{
     ColumnTrait, Condition, ConnectionTrait, DbBackend, EntityTrait, ExprTrait, QueryFilter, QueryOrder, QuerySelect,
-    QueryTrait, TransactionTrait,
+    QueryTrait,
 };
 use userdir_domain::import::{DeleteGuard, ImportJob, ImportState};
 use userdir_domain::repo::{ImportRepository, RepoResult, SyncLock};
@@ -263,6 +263,7 @@ impl ImportRepository for Store {
         self.interactive_waiting()
     }
 
+    #[tracing::instrument(name = "db.transaction", skip_all, fields(db.system.name = self.system_name(), db.operation.name = "delete_absent_users"))]
     async fn delete_absent_users(
         &self,
         tenant: &TenantId,
@@ -272,7 +273,7 @@ impl ImportRepository for Store {
         guard: Option<DeleteGuard>,
         dry_run: bool,
     ) -> RepoResult<Vec<(UserId, String)>> {
-        let txn = self.writer().begin().await.map_err(|e| self.db_error(e))?;
+        let txn = self.begin_on(self.writer(), "delete_absent_users").await?;
         let users = if dry_run {
             let row = tenant::Entity::find_by_id(tenant.as_str())
                 .one(&txn)
@@ -344,6 +345,7 @@ impl ImportRepository for Store {
 mod tests {
     #![allow(clippy::unwrap_used)]
 
+    use sea_orm::TransactionTrait;
     use userdir_domain::email::Email;
     use userdir_domain::repo::ImportWrite;
     use userdir_domain::text::Revision;

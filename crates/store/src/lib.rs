@@ -11,6 +11,7 @@ mod import_jobs;
 mod import_write;
 mod imports;
 pub mod migration;
+mod observe;
 mod packed;
 mod query;
 mod seats;
@@ -25,6 +26,7 @@ use sea_orm_migration::MigratorTrait;
 use userdir_domain::repo::{Ping, RepoResult};
 
 pub use error::db_error;
+pub use observe::{PoolStats, TransactionObserver};
 pub use snapshot::StoreSnapshot;
 
 /// How to open the database.
@@ -83,6 +85,10 @@ pub struct Store {
     /// long exports or a storm of streams is a busy server, not a dead
     /// database, and the probe must not wait behind it.
     probe: DatabaseConnection,
+    /// The request pool's size, for its gauges.
+    max_connections: u32,
+    /// Told how long transactions take to begin (see `observe.rs`).
+    observer: observe::Observer,
 }
 
 /// A single-user write in progress; see [`Store::interactive_write`].
@@ -225,6 +231,8 @@ impl Store {
             checkpointer,
             lock_options,
             probe,
+            max_connections: options.max_connections,
+            observer: Default::default(),
         })
     }
 

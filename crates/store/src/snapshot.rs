@@ -29,6 +29,7 @@ impl SnapshotRepository for Store {
     type Snapshot = StoreSnapshot;
 
     async fn snapshot(&self) -> RepoResult<StoreSnapshot> {
+        let start = std::time::Instant::now();
         let txn = match self.backend() {
             DbBackend::Postgres => self
                 .connection()
@@ -38,6 +39,7 @@ impl SnapshotRepository for Store {
             // SQLite: the first read fixes the snapshot for the transaction.
             _ => self.connection().begin().await.map_err(|e| self.db_error(e))?,
         };
+        self.observed("snapshot", start);
         Ok(StoreSnapshot { txn })
     }
 }

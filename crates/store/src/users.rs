@@ -1,7 +1,7 @@
 //! `UserRepository` on sea-orm.
 
 use sea_orm::sea_query::Expr;
-use sea_orm::{ColumnTrait, Condition, DatabaseTransaction, EntityTrait, ExprTrait, QueryFilter, TransactionTrait};
+use sea_orm::{ColumnTrait, Condition, DatabaseTransaction, EntityTrait, ExprTrait, QueryFilter};
 use userdir_domain::list::UserQuery;
 use userdir_domain::repo::{RepoResult, TenantRepository, UserKey, UserRepository};
 use userdir_domain::tenant::TenantId;
@@ -76,9 +76,10 @@ impl Store {
 }
 
 impl UserRepository for Store {
+    #[tracing::instrument(name = "db.transaction", skip_all, fields(db.system.name = self.system_name(), db.operation.name = "insert_user"))]
     async fn insert_user(&self, user: &User) -> RepoResult<()> {
         let _turn = self.interactive_write();
-        let txn = self.writer().begin().await.map_err(|e| self.db_error(e))?;
+        let txn = self.begin_on(self.writer(), "insert_user").await?;
         // The seat is taken first: that write locks the tenant row (PostgreSQL)
         // or the database (SQLite) before anything is read.
         if !move_seats(&txn, &user.tenant, 1).await? {
@@ -127,6 +128,7 @@ impl UserRepository for Store {
         })
     }
 
+    #[tracing::instrument(name = "db.transaction", skip_all, fields(db.system.name = self.system_name(), db.operation.name = "update_user"))]
     async fn update_user(&self, user: &User, expected: Revision) -> RepoResult<()> {
         let turn = self.interactive_write();
         let result = user::Entity::update_many()
@@ -154,9 +156,10 @@ impl UserRepository for Store {
         })
     }
 
+    #[tracing::instrument(name = "db.transaction", skip_all, fields(db.system.name = self.system_name(), db.operation.name = "delete_user"))]
     async fn delete_user(&self, name: &UserName, expected: Option<Revision>) -> RepoResult<()> {
         let _turn = self.interactive_write();
-        let txn = self.writer().begin().await.map_err(|e| self.db_error(e))?;
+        let txn = self.begin_on(self.writer(), "delete_user").await?;
         let mut delete = user::Entity::delete_many()
             .filter(user::Column::Id.eq(name.id.0))
             .filter(user::Column::TenantId.eq(name.tenant.as_str()));

@@ -52,7 +52,7 @@ pub async fn spawn(backend: Backend) -> Option<TestServer> {
 
 /// Like [`spawn`], letting the test adjust the config (e.g. its database URL).
 pub async fn spawn_with(backend: Backend, adjust: impl FnOnce(&mut Config)) -> Option<TestServer> {
-    userdir::telemetry::init(userdir::config::LogFormat::Text);
+    let _ = userdir::telemetry::init(userdir::config::LogFormat::Text);
     let (mut config, dir, pg_schema) = match backend {
         Backend::Sqlite => {
             let dir = tempfile::tempdir().expect("temp dir");

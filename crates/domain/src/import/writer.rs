@@ -23,6 +23,7 @@ use std::sync::Arc;
 
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
+use tracing::Instrument as _;
 use uuid::Uuid;
 
 use super::plan::Plan;
@@ -63,7 +64,8 @@ impl Writer {
     pub(super) fn spawn<R: ImportRepository>(repo: Arc<R>, tenant: TenantId, job: Uuid) -> Self {
         let (plans, inbox) = mpsc::channel(MAX_QUEUED);
         let (finished, done) = mpsc::unbounded_channel();
-        let task = tokio::spawn(run(repo, tenant, job, inbox, finished));
+        // The import's span (its RPC's) is the parent of each batch's span.
+        let task = tokio::spawn(run(repo, tenant, job, inbox, finished).in_current_span());
         Self {
             plans: Some(plans),
             done,
@@ -159,12 +161,45 @@ async fn run<R: ImportRepository>(
     finished: mpsc::UnboundedSender<RepoResult<Written>>,
 ) {
     while let Some(first) = inbox.recv().await {
-        let written = write_group(&*repo, &tenant, job, first, &mut inbox).await;
+        let span = tracing::info_span!(
+            "import.batch",
+            import.rows = tracing::field::Empty,
+            import.created = tracing::field::Empty,
+            import.updated = tracing::field::Empty,
+            import.failed = tracing::field::Empty,
+        );
+        let written = write_group(&*repo, &tenant, job, first, &mut inbox)
+            .instrument(span.clone())
+            .await;
+        if let Ok(written) = &written {
+            record_batch(&span, written);
+        }
         let failed = written.is_err();
         if finished.send(written).is_err() || failed {
             return;
         }
     }
+}
+
+/// Puts a committed group's counts on its span.
+fn record_batch(span: &tracing::Span, written: &Written) {
+    if span.is_disabled() {
+        return;
+    }
+    let (mut created, mut updated, mut failed) = (0u64, 0u64, 0u64);
+    for (plan, outcomes) in written {
+        for (i, outcome) in outcomes.iter().enumerate() {
+            match (outcome.is_ok(), i < plan.create_count()) {
+                (true, true) => created += 1,
+                (true, false) => updated += 1,
+                (false, _) => failed += 1,
+            }
+        }
+    }
+    span.record("import.rows", created + updated + failed);
+    span.record("import.created", created);
+    span.record("import.updated", updated);
+    span.record("import.failed", failed);
 }
 
 /// Writes `first` and the plans queued behind it in one transaction, for as

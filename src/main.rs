@@ -13,9 +13,19 @@ use userdir::cli::{Cli, Command, shutdown_signal};
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let (args, from_file) = match userdir::config::file::apply(std::env::args_os().collect()) {
+        Ok(applied) => applied,
+        Err(e) => {
+            eprintln!("userdir: {e}");
+            return ExitCode::from(userdir::cli::common::EXIT_USAGE);
+        }
+    };
+    let cli = match Cli::try_parse_from(args) {
         Ok(cli) => cli,
         Err(e) => {
+            if let Some(note) = from_file.explain(&e) {
+                eprintln!("userdir: {note}");
+            }
             // Help and --version are not errors; a bad command line has a
             // code of its own, apart from an import whose rows failed (2).
             let code = if e.use_stderr() {
@@ -28,6 +38,10 @@ async fn main() -> ExitCode {
         }
     };
     match cli.command {
+        Command::Serve(config) if config.print_config => {
+            println!("{config:#?}");
+            ExitCode::SUCCESS
+        }
         Command::Serve(config) => {
             let telemetry = match userdir::telemetry::init(config.log_format) {
                 Ok(telemetry) => telemetry,

@@ -4,6 +4,7 @@
 
 mod cli;
 mod common;
+mod config;
 mod export;
 mod import;
 mod jobs;

@@ -1,5 +1,7 @@
-//! Configuration: one typed struct, defaults in code, `USERDIR_*` environment
-//! overrides, command-line flags over both.
+//! Configuration: one typed struct, defaults in code, an optional TOML file
+//! ([`file`]), `USERDIR_*` environment overrides, command-line flags over all.
+
+pub mod file;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -23,6 +25,13 @@ pub enum LogFormat {
 /// Settings of `userdir serve`.
 #[derive(Clone, Args)]
 pub struct Config {
+    /// TOML file of settings, keyed by these flags' names (`listen = "..."`,
+    /// `database_url = "..."`); flags and `USERDIR_*` variables override it.
+    #[arg(long, env = "USERDIR_CONFIG")]
+    pub config: Option<std::path::PathBuf>,
+    /// Print the settings in effect (secrets hidden) and exit.
+    #[arg(long)]
+    pub print_config: bool,
     /// Address to listen on.
     #[arg(long, env = "USERDIR_LISTEN", default_value = "127.0.0.1:50051")]
     pub listen: SocketAddr,
@@ -121,6 +130,9 @@ pub struct Config {
 /// Settings of `userdir migrate`: just the database.
 #[derive(Clone, Args)]
 pub struct MigrateArgs {
+    /// The TOML file of `serve` (only its database settings are used).
+    #[arg(long, env = "USERDIR_CONFIG")]
+    pub config: Option<std::path::PathBuf>,
     /// Database URL: `sqlite://FILE?mode=rwc` (default) or `postgres://USER@HOST/DB`.
     #[arg(long, env = "USERDIR_DATABASE_URL", default_value = DEFAULT_DATABASE_URL, hide_env_values = true)]
     pub database_url: String,
@@ -138,6 +150,7 @@ impl MigrateArgs {
 impl std::fmt::Debug for Config {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Config")
+            .field("config", &self.config)
             .field("listen", &self.listen)
             .field("database_url", &redact_url(&self.database_url))
             .field("db_max_connections", &self.db_max_connections)
@@ -171,6 +184,8 @@ impl Config {
     /// Settings for tests: an ephemeral port and a fast health probe.
     pub fn for_test(database_url: impl Into<String>) -> Self {
         Self {
+            config: None,
+            print_config: false,
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             database_url: database_url.into(),
             db_max_connections: 8,

@@ -30,6 +30,9 @@ use crate::telemetry::metrics;
 
 /// Services whose health is reported, besides the overall `""`.
 const SERVICES: [&str; 2] = ["userdir.v1.UserDirectory", "userdir.v1.TenantAdmin"];
+/// A health service name that is SERVING while the process runs, for
+/// liveness probes that must not follow the database.
+pub const LIVENESS: &str = "liveness";
 
 /// Why the server could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -145,6 +148,10 @@ pub async fn serve(
         serving,
     };
     reporter.set(ServingStatus::NotServing).await;
+    reporter
+        .reporter
+        .set_service_status(LIVENESS, ServingStatus::Serving)
+        .await;
     let (stop_probe, probe_stopped) = watch::channel(false);
     let probe = tokio::spawn(probe_database(
         store.clone(),
@@ -173,6 +180,10 @@ pub async fn serve(
         HealthService::from_health_reporter(reporter.reporter.clone()),
         shutdown_started.clone(),
     ));
+    let health_port = match config.health_listen {
+        Some(addr) => Some(serve_health(addr, health_service.clone()).await?),
+        None => None,
+    };
     let (closing_tx, closing_rx) = watch::channel(false);
     let graceful = async move {
         shutdown.await;
@@ -226,11 +237,37 @@ pub async fn serve(
     };
     probe.abort();
     sweeper.abort();
+    if let Some(health_port) = health_port {
+        health_port.abort();
+    }
     if let Some(reloader) = reloader {
         reloader.abort();
     }
     metrics_runtime.shutdown();
     Ok(result?)
+}
+
+/// Serves the health service alone, in plaintext, on `addr` (`--health-listen`).
+async fn serve_health(
+    addr: std::net::SocketAddr,
+    health: HealthServer<ClosingHealth>,
+) -> Result<tokio::task::JoinHandle<()>, ServeError> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServeError::Bind { addr, source })?;
+    tracing::info!(
+        addr = %listener.local_addr().unwrap_or(addr),
+        "health endpoint listening (plaintext, grpc.health.v1 only)"
+    );
+    Ok(tokio::spawn(async move {
+        if let Err(e) = Server::builder()
+            .add_service(health)
+            .serve_with_incoming(incoming(listener))
+            .await
+        {
+            tracing::warn!(error = %e, "the health endpoint stopped");
+        }
+    }))
 }
 
 /// Marks import jobs whose server stopped as INTERRUPTED: at start (on

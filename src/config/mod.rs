@@ -125,6 +125,13 @@ pub struct Config {
     /// the standard `OTEL_EXPORTER_OTLP_ENDPOINT` instead.
     #[arg(long, env = "USERDIR_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
+    /// Address of a plaintext port that serves only the gRPC health service
+    /// (no API, no reflection), for probes that cannot speak TLS, such as
+    /// Kubernetes' gRPC probes; off when not given. Service `liveness` there
+    /// (and on the main port) is SERVING while the process runs, whatever
+    /// the database does.
+    #[arg(long, env = "USERDIR_HEALTH_LISTEN")]
+    pub health_listen: Option<SocketAddr>,
 }
 
 /// Settings of `userdir migrate`: just the database.
@@ -176,6 +183,7 @@ impl std::fmt::Debug for Config {
             .field("tls_client_ca", &self.tls_client_ca)
             .field("tls_reload_secs", &self.tls_reload_secs)
             .field("metrics_listen", &self.metrics_listen)
+            .field("health_listen", &self.health_listen)
             .finish()
     }
 }
@@ -211,6 +219,7 @@ impl Config {
             tls_client_ca: None,
             tls_reload_secs: 10,
             metrics_listen: None,
+            health_listen: None,
         }
     }
 

@@ -5,6 +5,7 @@
 mod cli;
 mod common;
 mod config;
+mod deploy;
 mod export;
 mod import;
 mod jobs;

@@ -99,6 +99,8 @@ async fn health_follows_the_database() {
     proxy.set_up(false);
     wait_for(&s, NOT_SERVING).await;
     assert_eq!(s.health_status("userdir.v1.UserDirectory").await, NOT_SERVING);
+    // Liveness does not follow the database: no restarts for an outage.
+    assert_eq!(s.health_status("liveness").await, SERVING);
     let err = s.create(
         "acme",
         userdir::pb::User {
@@ -364,4 +366,72 @@ async fn sqlite_request_ids_are_echoed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_request_ids_are_echoed() {
     request_ids_are_echoed(Backend::Postgres).await;
+}
+
+/// `--health-listen`: a plaintext port with the health service alone (for
+/// kubelet's gRPC probes, which cannot speak TLS): `""` follows the
+/// database, `liveness` the process; the API and reflection are not there.
+async fn health_port_serves_probes_only(backend: Backend) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let Some(s) = spawn_with(backend, |c| {
+        c.health_listen = Some(std::net::SocketAddr::from(([127, 0, 0, 1], port)));
+    })
+    .await
+    else {
+        return;
+    };
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{port}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
+    for service in ["", "liveness", "userdir.v1.UserDirectory", "userdir.v1.TenantAdmin"] {
+        let status = health
+            .check(tonic_health::pb::HealthCheckRequest {
+                service: service.into(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .status;
+        assert_eq!(status, SERVING, "{service:?}");
+    }
+    assert_eq!(s.health_status("liveness").await, SERVING, "on the main port too");
+    let err = userdir::pb::tenant_admin_client::TenantAdminClient::new(channel.clone())
+        .list_tenants(userdir::pb::ListTenantsRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unimplemented, "no API on the health port");
+    let mut reflection = v1::server_reflection_client::ServerReflectionClient::new(channel);
+    let err = reflection
+        .server_reflection_info(tokio_stream::iter(vec![v1::ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(v1::server_reflection_request::MessageRequest::ListServices(
+                String::new(),
+            )),
+        }]))
+        .await;
+    let refused = match err {
+        Err(status) => status.code() == tonic::Code::Unimplemented,
+        Ok(response) => {
+            let mut stream = response.into_inner();
+            matches!(stream.message().await, Err(status) if status.code() == tonic::Code::Unimplemented)
+        }
+    };
+    assert!(refused, "no reflection on the health port");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_health_port_serves_probes_only() {
+    health_port_serves_probes_only(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_health_port_serves_probes_only() {
+    health_port_serves_probes_only(Backend::Postgres).await;
 }

@@ -8,6 +8,7 @@ pub mod config;
 pub mod deadline;
 pub mod grpc;
 pub mod pb;
+pub mod peer;
 pub mod server;
 pub mod telemetry;
 pub mod tls;

@@ -25,6 +25,7 @@ use crate::grpc::users::UserDirectoryService;
 use crate::pb;
 use crate::pb::tenant_admin_server::TenantAdminServer;
 use crate::pb::user_directory_server::UserDirectoryServer;
+use crate::peer::PeerIdentityLayer;
 use crate::telemetry::RpcLogLayer;
 use crate::telemetry::metrics;
 
@@ -215,6 +216,7 @@ pub async fn serve(
         .max_concurrent_streams(config.max_concurrent_streams.max(1))
         .http2_keepalive_interval(config.http2_keepalive())
         .http2_keepalive_timeout(Some(Duration::from_secs(20)))
+        .layer(PeerIdentityLayer)
         .layer(RpcLogLayer::new(metrics.clone()))
         .layer(DeadlineLayer)
         .add_service(health_service)

@@ -5,7 +5,7 @@
 //! to new connections without a restart and without dropping the open
 //! ones; a file that does not load keeps the certificate in use and is
 //! logged. The peer's certificate chain reaches each request
-//! (`tonic::Request::peer_certs`).
+//! (`tonic::Request::peer_certs`), and its identity ([`crate::peer`]).
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};

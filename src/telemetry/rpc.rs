@@ -97,6 +97,7 @@ where
             trace_id = Some(parent.span().span_context().trace_id().to_string());
         }
         let rpc_method = RpcMethod::from_path(&method);
+        let peer = crate::peer::PeerIdentity::of(&req);
         self.metrics.rpc_active(&rpc_method, 1);
         let mut record = RpcRecord {
             quiet,
@@ -104,6 +105,7 @@ where
             rpc_method,
             request_id: request_id.clone(),
             trace_id,
+            peer,
             span: span.clone(),
             metrics: self.metrics.clone(),
             start: Instant::now(),
@@ -183,6 +185,8 @@ struct RpcRecord {
     request_id: String,
     /// The trace this call belongs to: ours when spans are on, else the caller's.
     trace_id: Option<String>,
+    /// The client certificate's identity (mTLS).
+    peer: Option<std::sync::Arc<crate::peer::PeerIdentity>>,
     span: tracing::Span,
     metrics: Metrics,
     /// Logged at DEBUG when it went well (health probes, reflection).
@@ -206,14 +210,15 @@ impl RpcRecord {
             self.span.record("otel.status_code", "ERROR");
         }
         let (method, request_id, trace_id) = (&self.method, &self.request_id, self.trace_id.as_deref());
+        let peer = self.peer.as_deref().map(|p| p.subject.as_str());
         match status {
             tonic::Code::Ok if self.quiet => {
-                tracing::debug!(%method, status = ?status, latency_ms, %request_id, trace_id, "rpc")
+                tracing::debug!(%method, status = ?status, latency_ms, %request_id, trace_id, peer, "rpc")
             }
             tonic::Code::Ok | tonic::Code::NotFound | tonic::Code::AlreadyExists | tonic::Code::InvalidArgument => {
-                tracing::info!(%method, status = ?status, latency_ms, %request_id, trace_id, "rpc")
+                tracing::info!(%method, status = ?status, latency_ms, %request_id, trace_id, peer, "rpc")
             }
-            _ => tracing::warn!(%method, status = ?status, latency_ms, %request_id, trace_id, "rpc"),
+            _ => tracing::warn!(%method, status = ?status, latency_ms, %request_id, trace_id, peer, "rpc"),
         }
     }
 }
@@ -233,6 +238,7 @@ impl Drop for RpcRecord {
                 latency_ms = elapsed * 1000.0,
                 request_id = %self.request_id,
                 trace_id = self.trace_id.as_deref(),
+                peer = self.peer.as_deref().map(|p| p.subject.as_str()),
                 "rpc"
             );
         }

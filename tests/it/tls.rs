@@ -256,3 +256,69 @@ async fn a_broken_rotation_keeps_the_certificate_in_use() {
     tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
     create_tenant(connect().await.unwrap(), "beta").await.unwrap();
 }
+
+/// With client certificates, each request carries the certificate's
+/// identity: the RPC log line of a `userdir serve` process names its subject.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_client_certificate_subject_reaches_the_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = pki(dir.path());
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let log = dir.path().join("userdir.log");
+    let path = |p: &PathBuf| p.display().to_string();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_userdir"))
+        .args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--log-format",
+            "json",
+        ])
+        .args([
+            "--database-url",
+            &format!("sqlite://{}?mode=rwc", dir.path().join("u.db").display()),
+        ])
+        .args([
+            "--tls-cert",
+            &path(&pki.server_cert),
+            "--tls-key",
+            &path(&pki.server_key),
+        ])
+        .args(["--tls-client-ca", &path(&pki.ca)])
+        .env("RUST_LOG", "info")
+        .stdout(std::fs::File::create(&log).unwrap())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let identity = Identity::from_pem(
+        std::fs::read(&pki.client_cert).unwrap(),
+        std::fs::read(&pki.client_key).unwrap(),
+    );
+    let mut created = false;
+    for _ in 0..200 {
+        if let Ok(endpoint) = Endpoint::from_shared(format!("https://127.0.0.1:{port}"))
+            .unwrap()
+            .tls_config(trusting(&pki).identity(identity.clone()))
+            && let Ok(channel) = endpoint.connect().await
+            && create_tenant(channel, "acme").await.is_ok()
+        {
+            created = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(created, "the mTLS call never went through: {text}");
+    let line = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|l| l["method"] == "/userdir.v1.TenantAdmin/CreateTenant")
+        .unwrap_or_else(|| panic!("no CreateTenant line in {text}"));
+    assert_eq!(line["peer"], "CN=ops", "{line}");
+}

@@ -120,7 +120,7 @@ where
             let (parts, body) = response.into_parts();
             // Errors before any message come "trailers-only": status in the headers.
             if let Some(code) = grpc_status(&parts.headers) {
-                record.log(code);
+                record.log(code, &parts.headers);
             }
             Ok(http::Response::from_parts(parts, LoggedBody { inner: body, record }))
         })
@@ -129,6 +129,17 @@ where
 
 fn grpc_status(headers: &http::HeaderMap) -> Option<i32> {
     headers.get("grpc-status")?.to_str().ok()?.parse().ok()
+}
+
+/// The `ErrorInfo.reason` of a failed call's status details, for the log line.
+fn error_reason(code: i32, headers: &http::HeaderMap) -> Option<String> {
+    use tonic_types::StatusExt as _;
+    if code == 0 || !headers.contains_key("grpc-status-details-bin") {
+        return None;
+    }
+    let status = tonic::Status::from_header_map(headers)?;
+    let reason = status.get_details_error_info()?.reason;
+    (!reason.is_empty()).then_some(reason)
 }
 
 /// The request id header, taken from the caller or made here.
@@ -196,7 +207,7 @@ struct RpcRecord {
 }
 
 impl RpcRecord {
-    fn log(&mut self, code: i32) {
+    fn log(&mut self, code: i32, headers: &http::HeaderMap) {
         if std::mem::replace(&mut self.logged, true) {
             return;
         }
@@ -211,14 +222,16 @@ impl RpcRecord {
         }
         let (method, request_id, trace_id) = (&self.method, &self.request_id, self.trace_id.as_deref());
         let peer = self.peer.as_deref().map(|p| p.subject.as_str());
+        let reason = error_reason(code, headers);
+        let reason = reason.as_deref();
         match status {
             tonic::Code::Ok if self.quiet => {
                 tracing::debug!(%method, status = ?status, latency_ms, %request_id, trace_id, peer, "rpc")
             }
             tonic::Code::Ok | tonic::Code::NotFound | tonic::Code::AlreadyExists | tonic::Code::InvalidArgument => {
-                tracing::info!(%method, status = ?status, latency_ms, %request_id, trace_id, peer, "rpc")
+                tracing::info!(%method, status = ?status, reason, latency_ms, %request_id, trace_id, peer, "rpc")
             }
-            _ => tracing::warn!(%method, status = ?status, latency_ms, %request_id, trace_id, peer, "rpc"),
+            _ => tracing::warn!(%method, status = ?status, reason, latency_ms, %request_id, trace_id, peer, "rpc"),
         }
     }
 }
@@ -263,9 +276,10 @@ impl<B: Body> Body for LoggedBody<B> {
         // Work done while the response streams (an export's pages) belongs to the call's span.
         let polled = this.record.span.clone().in_scope(|| this.inner.poll_frame(cx));
         if let Poll::Ready(Some(Ok(frame))) = &polled
-            && let Some(code) = frame.trailers_ref().and_then(grpc_status)
+            && let Some(trailers) = frame.trailers_ref()
+            && let Some(code) = grpc_status(trailers)
         {
-            this.record.log(code);
+            this.record.log(code, trailers);
         }
         polled
     }

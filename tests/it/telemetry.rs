@@ -346,6 +346,21 @@ async fn spans_metrics_and_logs_reach_the_operator(s: TestServer) {
         .metadata_mut()
         .insert("x-request-id", "req-telemetry-1".parse().unwrap());
     users.create_user(create).await.unwrap();
+    // The same address again: refused, and the log line says why.
+    let mut again = tonic::Request::new(CreateUserRequest {
+        parent: "tenants/acme".into(),
+        user: Some(User {
+            email: "TRACED@example.com".into(),
+            display_name: "Again".into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    again
+        .metadata_mut()
+        .insert("x-request-id", "req-telemetry-2".parse().unwrap());
+    let err = users.create_user(again).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::AlreadyExists);
 
     let csv = "name,email\nAnn,ann@example.com\nBob,bob@example.com\nCy,not-an-email\n";
     let messages = vec![
@@ -401,7 +416,21 @@ async fn spans_metrics_and_logs_reach_the_operator(s: TestServer) {
     })
     .await;
     let by_name = |name: &str| spans.iter().filter(|s| s.name == name).cloned().collect::<Vec<_>>();
-    let create = &by_name("userdir.v1.UserDirectory/CreateUser")[0];
+    let creates = by_name("userdir.v1.UserDirectory/CreateUser");
+    let code = |s: &Span| attrs(&s.attributes).get("rpc.grpc.status_code").cloned();
+    let create = creates
+        .iter()
+        .find(|s| code(s).as_deref() == Some("0"))
+        .expect("the CreateUser that succeeded");
+    let refused = creates
+        .iter()
+        .find(|s| code(s).as_deref() == Some("6"))
+        .expect("the CreateUser refused ALREADY_EXISTS");
+    // A client's mistake is not the server's error (the RPC conventions).
+    assert_ne!(
+        refused.status.as_ref().map(|s| s.code),
+        Some(opentelemetry_proto::tonic::trace::v1::status::StatusCode::Error as i32)
+    );
     assert_eq!(hex(&create.trace_id), TRACE_ID, "the caller's trace");
     assert_eq!(
         hex(&create.parent_span_id),
@@ -495,7 +524,11 @@ async fn spans_metrics_and_logs_reach_the_operator(s: TestServer) {
     let sample = |name: &str, label: (&str, &str)| {
         samples
             .iter()
-            .find(|(n, l, _)| n == name && l.get(label.0).map(String::as_str) == Some(label.1))
+            .find(|(n, l, _)| {
+                n == name
+                    && l.get(label.0).map(String::as_str) == Some(label.1)
+                    && l.get("rpc_grpc_status_code").is_none_or(|c| c == "0")
+            })
             .map(|(_, _, v)| *v)
     };
     assert_eq!(sample("userdir_import_rows_total", ("outcome", "created")), Some(2.0));
@@ -518,10 +551,17 @@ async fn spans_metrics_and_logs_reach_the_operator(s: TestServer) {
     let line = log
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .find(|l| l["method"] == "/userdir.v1.UserDirectory/CreateUser")
+        .find(|l| l["request_id"] == "req-telemetry-1")
         .unwrap_or_else(|| panic!("no CreateUser line in {log}"));
     assert_eq!(line["request_id"], "req-telemetry-1", "{line}");
     assert_eq!(line["trace_id"], TRACE_ID, "{line}");
+    let refused = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|l| l["request_id"] == "req-telemetry-2")
+        .unwrap_or_else(|| panic!("no line for the refused call in {log}"));
+    assert_eq!(refused["status"], "AlreadyExists", "{refused}");
+    assert_eq!(refused["reason"], "EMAIL_ALREADY_EXISTS", "{refused}");
 }
 
 crate::on_both_backends!(spans_metrics_and_logs_reach_the_operator);

@@ -282,19 +282,15 @@ async fn send_results(tx: &ImportSender, results: Vec<RowResult>) -> bool {
 
 /// Adds reported rows to the metrics, by outcome.
 fn count_outcomes(metrics: &Metrics, results: &[RowResult]) {
-    let mut counts = [0u64; 6];
+    let mut counts: Vec<(RowOutcome, u64)> = Vec::new();
     for r in results {
-        counts[r.outcome as usize] += 1;
+        match counts.iter_mut().find(|(outcome, _)| *outcome == r.outcome) {
+            Some((_, n)) => *n += 1,
+            None => counts.push((r.outcome, 1)),
+        }
     }
-    for outcome in [
-        RowOutcome::Created,
-        RowOutcome::Updated,
-        RowOutcome::Unchanged,
-        RowOutcome::Deleted,
-        RowOutcome::Skipped,
-        RowOutcome::Failed,
-    ] {
-        metrics.import_rows(outcome_name(outcome), counts[outcome as usize]);
+    for (outcome, n) in counts {
+        metrics.import_rows(outcome_name(outcome), n);
     }
 }
 

@@ -16,8 +16,8 @@ use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use tracing_subscriber::filter::{FilterExt as _, LevelFilter, Targets};
-use tracing_subscriber::layer::{Context, Filter};
 use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::layer::{Context, Filter};
 use tracing_subscriber::util::SubscriberInitExt as _;
 use tracing_subscriber::{EnvFilter, Layer, Registry};
 
@@ -242,7 +242,11 @@ mod tests {
         }
         let telemetry = super::init(crate::config::LogFormat::Text);
         assert!(matches!(telemetry, Ok(ref t) if !t.traces_on()));
-        assert!(LevelFilter::current() <= LevelFilter::INFO, "{}", LevelFilter::current());
+        assert!(
+            LevelFilter::current() <= LevelFilter::INFO,
+            "{}",
+            LevelFilter::current()
+        );
         assert!(tracing::info_span!("rpc").is_disabled());
         assert!(!tracing::enabled!(tracing::Level::DEBUG));
         assert!(tracing::enabled!(tracing::Level::INFO));

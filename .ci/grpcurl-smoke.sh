@@ -107,7 +107,8 @@ echo "== grpcurl smoke test over TLS"
     -extfile server.ext 2>/dev/null
 )
 USERDIR_LISTEN=127.0.0.1:$PORT USERDIR_DATABASE_URL="sqlite://$WORK/tls.db?mode=rwc" \
-  "$BIN" serve --tls-cert "$WORK/server.pem" --tls-key "$WORK/server.key" > "$WORK/server-tls.log" 2>&1 &
+  "$BIN" serve --tls-cert "$WORK/server.pem" --tls-key "$WORK/server.key" \
+  --health-listen "127.0.0.1:$((PORT + 1))" --metrics-listen "127.0.0.1:$((PORT + 2))" > "$WORK/server-tls.log" 2>&1 &
 SERVER_PID=$!
 tls_ok=0
 for _ in $(seq 1 100); do
@@ -130,6 +131,15 @@ PATH="$WORK/bin:$PATH" grpcurl -cacert "$WORK/ca.pem" -d '{"tenant_id": "acme", 
 if "$BIN" export --server "https://127.0.0.1:$PORT" --tenant acme -o "$WORK/untrusted.csv" > "$WORK/untrusted.txt" 2>&1; then
   echo "userdir export trusted a server its roots do not know"; failed=1
 fi
+# The plaintext health-only port for probes, and the Prometheus endpoint.
+"$BIN" health --server "http://127.0.0.1:$((PORT + 1))" --service liveness > /dev/null \
+  || { echo "no liveness on the health port"; failed=1; }
+"$BIN" health --server "http://127.0.0.1:$((PORT + 1))" > /dev/null || { echo "userdir health on the health port failed"; failed=1; }
+if PATH="$WORK/bin:$PATH" grpcurl -plaintext 127.0.0.1:$((PORT + 1)) list >/dev/null 2>&1; then
+  echo "the health port serves reflection"; failed=1
+fi
+curl -sf "http://127.0.0.1:$((PORT + 2))/metrics" | grep -q '^rpc_server_call_duration_seconds_count{.*rpc_method="CreateTenant"' \
+  || { echo "no CreateTenant in the Prometheus scrape"; failed=1; }
 kill -TERM "$SERVER_PID"; wait "$SERVER_PID" || true
 SERVER_PID=
 if [[ $failed != 0 ]]; then

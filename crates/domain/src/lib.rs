@@ -2,6 +2,7 @@
 //! the seeds, the list/filter language and the repository traits the store
 //! implements. No database, gRPC or protobuf code lives here.
 
+pub mod access;
 pub mod admission;
 pub mod csvfmt;
 pub mod directory;

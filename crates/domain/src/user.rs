@@ -181,7 +181,7 @@ impl ProfileField {
         Self::ALL.into_iter().find(|f| f.name() == name)
     }
 
-    fn index(self) -> usize {
+    pub(crate) fn index(self) -> usize {
         self as usize
     }
 

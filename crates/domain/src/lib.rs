@@ -4,6 +4,7 @@
 
 pub mod access;
 pub mod admission;
+pub mod apikey;
 pub mod csvfmt;
 pub mod directory;
 pub mod email;

@@ -9,6 +9,7 @@ mod deploy;
 mod export;
 mod import;
 mod jobs;
+mod keys;
 mod limits;
 mod list;
 mod ops;

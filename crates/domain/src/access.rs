@@ -68,6 +68,16 @@ impl Scopes {
         Self(scopes.iter().fold(0, |bits, s| bits | Self::bit(*s)))
     }
 
+    /// The set as bits, for storage.
+    pub fn bits(self) -> u8 {
+        self.0
+    }
+
+    /// From storage; bits of no scope are dropped.
+    pub fn from_bits(bits: u8) -> Self {
+        Self(bits & Self::ALL.0)
+    }
+
     pub fn has(self, scope: Scope) -> bool {
         self.0 & Self::bit(scope) != 0
     }

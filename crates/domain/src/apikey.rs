@@ -12,9 +12,40 @@ use sha2::{Digest as _, Sha256};
 use subtle::ConstantTimeEq as _;
 use uuid::Uuid;
 
+use crate::access::Scopes;
+use crate::tenant::TenantId;
+use crate::text::Timestamp;
+
 /// The prefix of every key.
 pub const PREFIX: &str = "udk_";
 const SECRET_BYTES: usize = 32;
+
+/// A key as the service keeps it: who it is for, what it may do, and the
+/// hash of its secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiKey {
+    pub id: Uuid,
+    /// A name for people (`ci-import`, `console`), 1 to 100 characters.
+    pub name: String,
+    /// The one tenant it reaches, or `None` for every tenant (an operator's key).
+    pub tenant: Option<TenantId>,
+    pub scopes: Scopes,
+    /// May send `x-userdir-acting-user` to act for a user of its tenant.
+    pub act_as_users: bool,
+    pub create_time: Timestamp,
+    pub expire_time: Option<Timestamp>,
+    /// Written at most about once a minute.
+    pub last_used_time: Option<Timestamp>,
+    pub revoke_time: Option<Timestamp>,
+    pub hash: SecretHash,
+}
+
+impl ApiKey {
+    /// Whether the key may be used at `now`: not revoked, not expired.
+    pub fn live_at(&self, now: Timestamp) -> bool {
+        self.revoke_time.is_none() && self.expire_time.is_none_or(|expiry| now < expiry)
+    }
+}
 
 /// A new key: its id and secret. Shown once; never logged (its `Debug`
 /// prints the id only).

@@ -6,6 +6,7 @@ use std::future::Future;
 
 use uuid::Uuid;
 
+use crate::apikey::ApiKey;
 use crate::error::DomainError;
 use crate::import::{DeleteGuard, ImportJob};
 use crate::list::UserQuery;
@@ -56,6 +57,18 @@ pub trait UserRepository: Send + Sync + 'static {
         query: &UserQuery,
         limit: u32,
     ) -> impl Future<Output = RepoResult<Vec<User>>> + Send;
+}
+
+/// API keys: only their hashes are stored.
+pub trait ApiKeyRepository: Send + Sync + 'static {
+    /// A new key; its id is new.
+    fn insert_api_key(&self, key: &ApiKey) -> impl Future<Output = RepoResult<()>> + Send;
+    /// Every key, revoked ones too (the caller filters), oldest first.
+    fn list_api_keys(&self) -> impl Future<Output = RepoResult<Vec<ApiKey>>> + Send;
+    /// Marks a key revoked at `at`; `false` when no such key, or revoked already.
+    fn revoke_api_key(&self, id: Uuid, at: Timestamp) -> impl Future<Output = RepoResult<bool>> + Send;
+    /// Records when keys were last used (a later time only).
+    fn touch_api_keys(&self, used: &[(Uuid, Timestamp)]) -> impl Future<Output = RepoResult<()>> + Send;
 }
 
 /// Liveness of the database, for health checks.

@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use crate::entity::{tenant, user};
 
-fn corrupt(what: &str, detail: impl std::fmt::Display) -> DomainError {
+pub(crate) fn corrupt(what: &str, detail: impl std::fmt::Display) -> DomainError {
     DomainError::storage(format!("stored {what} is unreadable: {detail}"))
 }
 

@@ -2,6 +2,7 @@
 //! through sea-orm. Implements the domain's repository traits; the rules stay
 //! in the domain crate.
 
+mod api_keys;
 mod bulk_insert;
 mod checkpoint;
 mod convert;

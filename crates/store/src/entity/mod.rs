@@ -1,5 +1,6 @@
 //! sea-orm entities: the tables exactly as migrated.
 
+pub mod api_key;
 pub mod import_deletion;
 pub mod import_job;
 pub mod service_key;

@@ -8,6 +8,7 @@ mod m20261123_000003_users_tenant_fk;
 mod m20261202_000004_email_keys;
 mod m20261202_000005_import_job_lease;
 pub(crate) mod m20261202_000006_service_keys;
+mod m20261202_000007_api_keys;
 
 pub struct Migrator;
 
@@ -21,6 +22,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261202_000004_email_keys::Migration),
             Box::new(m20261202_000005_import_job_lease::Migration),
             Box::new(m20261202_000006_service_keys::Migration),
+            Box::new(m20261202_000007_api_keys::Migration),
         ]
     }
 }

@@ -1,0 +1,24 @@
+//! `api_keys`: one row per API key, its secret only as a SHA-256 (hex).
+
+use sea_orm::entity::prelude::*;
+
+#[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+#[sea_orm(table_name = "api_keys")]
+pub struct Model {
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub id: Uuid,
+    pub name: String,
+    pub tenant_id: Option<String>,
+    pub scopes: i32,
+    pub act_as_users: bool,
+    pub create_time: i64,
+    pub expire_time: Option<i64>,
+    pub last_used_time: Option<i64>,
+    pub revoke_time: Option<i64>,
+    pub secret_hash: String,
+}
+
+#[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+pub enum Relation {}
+
+impl ActiveModelBehavior for ActiveModel {}

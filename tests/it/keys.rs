@@ -1,0 +1,84 @@
+//! API keys in the database (the groundwork of the callers' issue): what is
+//! stored is the SHA-256 of each secret, never the secret; revocation and
+//! last use are recorded; on both backends.
+
+use sea_orm::EntityTrait;
+use userdir_domain::access::{Scope, Scopes};
+use userdir_domain::apikey::{ApiKey, NewApiKey, PresentedKey};
+use userdir_domain::repo::ApiKeyRepository;
+use userdir_domain::tenant::TenantId;
+use userdir_domain::text::Timestamp;
+use userdir_store::Store;
+
+use crate::common::TestServer;
+
+async fn keys_are_stored_as_hashes_and_revoked(s: TestServer) {
+    let store = Store::connect(&s.store_options).await.unwrap();
+    let now = Timestamp::now();
+    let made = NewApiKey::generate().unwrap();
+    let token = made.token();
+    let key = ApiKey {
+        id: made.id,
+        name: "ci-import".into(),
+        tenant: Some(TenantId::parse("tenant", "acme").unwrap()),
+        scopes: Scopes::of(&[Scope::Read, Scope::Import]),
+        act_as_users: true,
+        create_time: now,
+        expire_time: None,
+        last_used_time: None,
+        revoke_time: None,
+        hash: made.hash(),
+    };
+    store.insert_api_key(&key).await.unwrap();
+    let operator = NewApiKey::generate().unwrap();
+    let operator_key = ApiKey {
+        id: operator.id,
+        name: "bootstrap".into(),
+        tenant: None,
+        scopes: Scopes::ALL,
+        act_as_users: false,
+        create_time: Timestamp::from_unix_micros(now.unix_micros() + 1),
+        expire_time: Some(Timestamp::from_unix_micros(now.unix_micros() + 60_000_000)),
+        last_used_time: None,
+        revoke_time: None,
+        hash: operator.hash(),
+    };
+    store.insert_api_key(&operator_key).await.unwrap();
+
+    let listed = store.list_api_keys().await.unwrap();
+    assert_eq!(listed, vec![key.clone(), operator_key.clone()]);
+    let presented = PresentedKey::parse(&token).unwrap();
+    assert!(listed[0].hash.matches(&presented.hash));
+    assert!(listed[1].live_at(now));
+    assert!(!listed[1].live_at(Timestamp::from_unix_micros(now.unix_micros() + 61_000_000)));
+
+    // Nothing of the secret is in the table: only its hash.
+    let rows = format!(
+        "{:?}",
+        userdir_store::entity::api_key::Entity::find()
+            .all(store.connection())
+            .await
+            .unwrap()
+    );
+    let secret = &token[4 + 33..4 + 33 + 43];
+    assert!(!rows.contains(secret) && !rows.contains(&token), "{rows}");
+    assert!(rows.contains(&made.hash().to_hex()));
+
+    // Last use moves forward only.
+    let later = Timestamp::from_unix_micros(now.unix_micros() + 5_000_000);
+    store.touch_api_keys(&[(key.id, later)]).await.unwrap();
+    store.touch_api_keys(&[(key.id, now)]).await.unwrap();
+    let listed = store.list_api_keys().await.unwrap();
+    assert_eq!(listed[0].last_used_time, Some(later));
+
+    // Revoked once.
+    assert!(store.revoke_api_key(key.id, later).await.unwrap());
+    assert!(!store.revoke_api_key(key.id, later).await.unwrap());
+    assert!(!store.revoke_api_key(uuid::Uuid::now_v7(), later).await.unwrap());
+    let listed = store.list_api_keys().await.unwrap();
+    assert_eq!(listed[0].revoke_time, Some(later));
+    assert!(!listed[0].live_at(now));
+    store.close().await.unwrap();
+}
+
+crate::on_both_backends!(keys_are_stored_as_hashes_and_revoked);

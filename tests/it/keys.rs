@@ -81,4 +81,82 @@ async fn keys_are_stored_as_hashes_and_revoked(s: TestServer) {
     store.close().await.unwrap();
 }
 
-crate::on_both_backends!(keys_are_stored_as_hashes_and_revoked);
+/// Two servers' key rings on one database: a key works on both, a wrong
+/// secret under its id does not, and once revoked through one it stops on
+/// the other at its next refresh; last uses are written in batches.
+async fn a_revoked_key_stops_on_every_replica(s: TestServer) {
+    use std::sync::Arc;
+    use userdir_domain::access::TenantScope;
+    use userdir_domain::keyring::{AuthError, KeyRing};
+
+    let (one, two) = (
+        Arc::new(Store::connect(&s.store_options).await.unwrap()),
+        Arc::new(Store::connect(&s.store_options).await.unwrap()),
+    );
+    let now = Timestamp::now();
+    let made = NewApiKey::generate().unwrap();
+    one.insert_api_key(&ApiKey {
+        id: made.id,
+        name: "svc".into(),
+        tenant: Some(TenantId::parse("tenant", "acme").unwrap()),
+        scopes: Scopes::of(&[Scope::Read]),
+        act_as_users: false,
+        create_time: now,
+        expire_time: None,
+        last_used_time: None,
+        revoke_time: None,
+        hash: made.hash(),
+    })
+    .await
+    .unwrap();
+    let ring_one = KeyRing::load(Arc::clone(&one)).await.unwrap();
+    let ring_two = KeyRing::load(Arc::clone(&two)).await.unwrap();
+    let token = made.token();
+    for ring in [&ring_one, &ring_two] {
+        let caller = ring.authenticate(&token, now).unwrap();
+        assert_eq!(
+            caller.tenants,
+            TenantScope::One(TenantId::parse("tenant", "acme").unwrap())
+        );
+        assert!(caller.scopes.has(Scope::Read) && !caller.scopes.has(Scope::Write));
+        assert_eq!(caller.principal, format!("apikey:{}", made.id.simple()));
+    }
+    // A well-formed key whose secret is not the one stored under its id:
+    // unknown, like any wrong key.
+    let (presented, stored) = (NewApiKey::generate().unwrap(), NewApiKey::generate().unwrap());
+    one.insert_api_key(&ApiKey {
+        id: presented.id,
+        name: "other".into(),
+        tenant: None,
+        scopes: Scopes::ALL,
+        act_as_users: false,
+        create_time: now,
+        expire_time: None,
+        last_used_time: None,
+        revoke_time: None,
+        hash: stored.hash(),
+    })
+    .await
+    .unwrap();
+    ring_one.refresh().await.unwrap();
+    assert_eq!(ring_one.authenticate(&presented.token(), now), Err(AuthError::Unknown));
+    assert!(matches!(
+        ring_one.authenticate("udk_nope", now),
+        Err(AuthError::Malformed(_))
+    ));
+    ring_one.flush_last_used().await.unwrap();
+    let listed = one.list_api_keys().await.unwrap();
+    let svc = listed.iter().find(|k| k.id == made.id).unwrap();
+    assert_eq!(svc.last_used_time, Some(now));
+
+    // Revoked through one replica's store: the other refuses it after its refresh.
+    assert!(one.revoke_api_key(made.id, Timestamp::now()).await.unwrap());
+    assert!(ring_two.authenticate(&token, now).is_ok(), "until the refresh");
+    ring_two.refresh().await.unwrap();
+    assert_eq!(ring_two.authenticate(&token, now), Err(AuthError::Revoked));
+}
+
+crate::on_both_backends!(
+    keys_are_stored_as_hashes_and_revoked,
+    a_revoked_key_stops_on_every_replica
+);

@@ -12,6 +12,7 @@ pub mod error;
 pub mod export;
 pub mod filter;
 pub mod import;
+pub mod keyring;
 pub mod list;
 pub mod page_token;
 pub mod repo;

@@ -31,7 +31,7 @@ const ROWS_PER_SECOND_BUCKETS: [f64; 10] = [
     100.0, 500.0, 1_000.0, 5_000.0, 10_000.0, 25_000.0, 50_000.0, 75_000.0, 100_000.0, 200_000.0,
 ];
 
-/// The instruments, cheap to clone. [`Metrics::none`] records nothing.
+/// The instruments, cheap to clone.
 #[derive(Clone)]
 pub struct Metrics(Arc<Instruments>);
 
@@ -90,11 +90,6 @@ impl Metrics {
                 .with_boundaries(SECONDS_BUCKETS.to_vec())
                 .build(),
         }))
-    }
-
-    /// Instruments that record nothing (benchmarks, tools).
-    pub fn none() -> Self {
-        Self::new(&SdkMeterProvider::builder().build().meter("userdir"))
     }
 
     /// One RPC answered.

@@ -32,6 +32,8 @@ pub fn to_status_with(err: DomainError, context: &str, extra: &[(&str, String)])
         }
         DomainError::DeadlineExceeded { .. } => Code::DeadlineExceeded,
         DomainError::Storage(_) => Code::Internal,
+        DomainError::Unauthenticated { .. } => Code::Unauthenticated,
+        DomainError::PermissionDenied { .. } => Code::PermissionDenied,
     };
     let mut details = ErrorDetails::new();
     let mut metadata = HashMap::new();
@@ -71,6 +73,9 @@ pub fn to_status_with(err: DomainError, context: &str, extra: &[(&str, String)])
         DomainError::Busy { retry_after, .. } => {
             details.set_retry_info(Some(*retry_after));
         }
+        DomainError::PermissionDenied { permission, .. } => {
+            metadata.insert("permission".to_owned(), (*permission).to_owned());
+        }
         _ => {}
     }
     for (key, value) in extra {
@@ -93,5 +98,34 @@ fn cap(text: &str, max: usize) -> String {
     match text.char_indices().nth(max) {
         None => text.to_owned(),
         Some((end, _)) => format!("{}… ({} more characters)", &text[..end], text[end..].chars().count()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use tonic::Code;
+    use tonic_types::StatusExt as _;
+    use userdir_domain::DomainError;
+
+    #[test]
+    fn callers_refused_get_their_codes_and_the_missing_permission() {
+        let status = super::to_status(DomainError::PermissionDenied {
+            permission: "users.delete",
+            message: "the caller may not users.delete in tenants/acme".into(),
+        });
+        assert_eq!(status.code(), Code::PermissionDenied);
+        let info = status.get_details_error_info().unwrap();
+        assert_eq!(info.reason, "MISSING_PERMISSION");
+        assert_eq!(
+            info.metadata.get("permission").map(String::as_str),
+            Some("users.delete")
+        );
+        let status = super::to_status(DomainError::Unauthenticated {
+            message: "no credential".into(),
+        });
+        assert_eq!(status.code(), Code::Unauthenticated);
+        assert_eq!(status.get_details_error_info().unwrap().reason, "UNAUTHENTICATED");
     }
 }

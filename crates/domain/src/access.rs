@@ -22,6 +22,7 @@
 //! whose tenant scope does not cover the tenant is told the tenant does not
 //! exist (no existence oracle).
 
+use crate::error::{DomainError, ResourceKind};
 use crate::tenant::TenantId;
 use crate::user::{ProfileField, UserId, UserMask};
 
@@ -202,6 +203,45 @@ impl Denied {
             Denied::Missing(_) => "MISSING_PERMISSION",
             Denied::SelfAction => "SELF_ACTION_FORBIDDEN",
             Denied::OwnerProtected => "OWNER_PROTECTED",
+        }
+    }
+}
+
+impl Denied {
+    /// The error a caller gets, for `action` in `tenant`.
+    pub fn into_error(self, tenant: &TenantId, action: Action<'_>) -> DomainError {
+        match self {
+            Denied::TenantNotFound => DomainError::NotFound {
+                kind: ResourceKind::Tenant,
+                name: tenant.resource_name(),
+            },
+            Denied::Missing(permission) => DomainError::PermissionDenied {
+                permission,
+                message: format!(
+                    "the caller may not {permission} in {}: the credential's scopes or the acting user's role \
+                     do not allow it",
+                    tenant.resource_name()
+                ),
+            },
+            Denied::SelfAction => DomainError::Precondition {
+                reason: self.reason(),
+                message: format!(
+                    "nobody may {} themselves: ask another administrator",
+                    match action {
+                        Action::DeleteUser => "delete",
+                        Action::SetRole(_) => "change the role of",
+                        _ => "disable",
+                    }
+                ),
+            },
+            Denied::OwnerProtected => DomainError::Precondition {
+                reason: self.reason(),
+                message: format!(
+                    "the owner of {} cannot be deleted, disabled, demoted or edited by another user; the owner \
+                     first hands the role on (TransferTenantOwnership)",
+                    tenant.resource_name()
+                ),
+            },
         }
     }
 }
@@ -417,6 +457,32 @@ mod tests {
             let got = decide(&caller(Some(role), caps, Scopes::ALL), &tenant(), action, target);
             assert_eq!(got, expected, "row {i}: {role:?} {caps:?} {action:?} on {target:?}");
         }
+    }
+
+    /// Each refusal becomes the error the API answers with.
+    #[test]
+    fn refusals_become_errors() {
+        let t = tenant();
+        let err = Denied::Missing("users.delete").into_error(&t, Action::DeleteUser);
+        assert_eq!(err.reason(), "MISSING_PERMISSION");
+        assert!(matches!(
+            err,
+            DomainError::PermissionDenied {
+                permission: "users.delete",
+                ..
+            }
+        ));
+        let err = Denied::TenantNotFound.into_error(&t, Action::ListUsers);
+        assert_eq!(
+            err.reason(),
+            "TENANT_NOT_FOUND",
+            "exactly as a tenant that does not exist"
+        );
+        let err = Denied::SelfAction.into_error(&t, Action::DeleteUser);
+        assert_eq!(err.reason(), "SELF_ACTION_FORBIDDEN");
+        assert!(err.to_string().contains("delete"), "{err}");
+        let err = Denied::OwnerProtected.into_error(&t, Action::DeleteUser);
+        assert_eq!(err.reason(), "OWNER_PROTECTED");
     }
 
     /// The credential bounds everything: its tenant (else the tenant "does

@@ -77,6 +77,13 @@ pub enum DomainError {
     /// another replica or once it is back.
     #[error("the server is shutting down; retry on another replica or once it is back")]
     ShuttingDown,
+    /// No credential, or one that is not valid (UNAUTHENTICATED).
+    #[error("{message}")]
+    Unauthenticated { message: String },
+    /// The caller may see the tenant but lacks `permission` (PERMISSION_DENIED
+    /// `MISSING_PERMISSION`, the permission in the error's metadata).
+    #[error("{message}")]
+    PermissionDenied { permission: &'static str, message: String },
     /// The database cannot be reached right now; retrying later may work.
     #[error("database unavailable: {0}")]
     Unavailable(#[source] BoxError),
@@ -149,6 +156,8 @@ impl DomainError {
             Self::Unavailable(_) => "DATABASE_UNAVAILABLE",
             Self::StorageFull(_) => "STORAGE_FULL",
             Self::ShuttingDown => "SERVER_SHUTTING_DOWN",
+            Self::Unauthenticated { .. } => "UNAUTHENTICATED",
+            Self::PermissionDenied { .. } => "MISSING_PERMISSION",
             Self::Storage(_) => "STORAGE_FAILURE",
         }
     }

@@ -29,6 +29,12 @@ pub enum AuthError {
     Expired,
 }
 
+impl From<AuthError> for crate::error::DomainError {
+    fn from(e: AuthError) -> Self {
+        Self::Unauthenticated { message: e.to_string() }
+    }
+}
+
 /// Keys by id, and the last uses not yet written.
 pub struct KeyRing<R> {
     repo: Arc<R>,

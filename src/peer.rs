@@ -63,13 +63,18 @@ impl<S> Layer<S> for PeerIdentityLayer {
     type Service = PeerIdentityService<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        PeerIdentityService { inner }
+        PeerIdentityService { inner, last: None }
     }
 }
 
 #[derive(Clone, Debug)]
 pub struct PeerIdentityService<S> {
     inner: S,
+    /// The last certificate read and its identity: the calls of one
+    /// connection present the same certificate, which is then parsed once,
+    /// not on every call (a comparison of its bytes stays correct whatever
+    /// connection the service serves).
+    last: Option<(Vec<u8>, Arc<PeerIdentity>)>,
 }
 
 impl<S, B> Service<http::Request<B>> for PeerIdentityService<S>
@@ -85,13 +90,23 @@ where
     }
 
     fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
-        let identity = request
+        let chain = request
             .extensions()
             .get::<TlsConnectInfo<TcpConnectInfo>>()
-            .and_then(TlsConnectInfo::peer_certs)
-            .and_then(|chain| chain.first().and_then(|leaf| PeerIdentity::from_der(leaf)));
-        if let Some(identity) = identity {
-            request.extensions_mut().insert(Arc::new(identity));
+            .and_then(TlsConnectInfo::peer_certs);
+        if let Some(leaf) = chain.as_deref().and_then(|c| c.first()) {
+            let known = match &self.last {
+                Some((der, identity)) if der.as_slice() == leaf.as_ref() => Some(Arc::clone(identity)),
+                _ => None,
+            };
+            let identity = known.or_else(|| {
+                let identity = Arc::new(PeerIdentity::from_der(leaf)?);
+                self.last = Some((leaf.to_vec(), Arc::clone(&identity)));
+                Some(identity)
+            });
+            if let Some(identity) = identity {
+                request.extensions_mut().insert(identity);
+            }
         }
         self.inner.call(request)
     }

@@ -263,11 +263,7 @@ async fn a_broken_rotation_keeps_the_certificate_in_use() {
 async fn the_client_certificate_subject_reaches_the_request() {
     let dir = tempfile::tempdir().unwrap();
     let pki = pki(dir.path());
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = crate::common::free_port();
     let log = dir.path().join("userdir.log");
     let path = |p: &PathBuf| p.display().to_string();
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_userdir"))
@@ -298,27 +294,34 @@ async fn the_client_certificate_subject_reaches_the_request() {
         std::fs::read(&pki.client_cert).unwrap(),
         std::fs::read(&pki.client_key).unwrap(),
     );
-    let mut created = false;
+    let mut channel = None;
     for _ in 0..200 {
         if let Ok(endpoint) = Endpoint::from_shared(format!("https://127.0.0.1:{port}"))
             .unwrap()
             .tls_config(trusting(&pki).identity(identity.clone()))
-            && let Ok(channel) = endpoint.connect().await
-            && create_tenant(channel, "acme").await.is_ok()
+            && let Ok(connected) = endpoint.connect().await
+            && create_tenant(connected.clone(), "acme").await.is_ok()
         {
-            created = true;
+            channel = Some(connected);
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
+    // A second call on the same connection carries the identity too.
+    let second = match &channel {
+        Some(channel) => create_tenant(channel.clone(), "beta").await,
+        None => Ok(()),
+    };
     let _ = child.kill();
     let _ = child.wait();
     let text = std::fs::read_to_string(&log).unwrap();
-    assert!(created, "the mTLS call never went through: {text}");
-    let line = text
+    assert!(channel.is_some(), "the mTLS call never went through: {text}");
+    second.unwrap();
+    let peers: Vec<serde_json::Value> = text
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .find(|l| l["method"] == "/userdir.v1.TenantAdmin/CreateTenant")
-        .unwrap_or_else(|| panic!("no CreateTenant line in {text}"));
-    assert_eq!(line["peer"], "CN=ops", "{line}");
+        .filter(|l| l["method"] == "/userdir.v1.TenantAdmin/CreateTenant" && l["status"] == "Ok")
+        .map(|l| l["peer"].clone())
+        .collect();
+    assert_eq!(peers, ["CN=ops", "CN=ops"], "{text}");
 }

@@ -19,6 +19,23 @@ use userdir_store::Store;
 pub mod pgproxy;
 pub mod pki;
 
+/// A port nothing listens on right now, for a process the test starts.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind an ephemeral port")
+        .local_addr()
+        .expect("local addr")
+        .port()
+}
+
+/// The first JSON log line (`--log-format json`) that `wanted` accepts.
+pub fn json_log_line(log: &str, wanted: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+    log.lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|l| wanted(l))
+        .unwrap_or_else(|| panic!("no such log line in:\n{log}"))
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Backend {
     Sqlite,

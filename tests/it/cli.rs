@@ -61,11 +61,7 @@ async fn import_cli_as_an_operator_meets_it(s: TestServer) {
         "{}",
         text(&out.stderr)
     );
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = crate::common::free_port();
     let down = format!("http://127.0.0.1:{port}");
     let out = userdir(args(&[
         "import", "--tenant", "acme", "--mode", "upsert", "--server", &down, &file,
@@ -216,11 +212,7 @@ async fn health_cli_for_a_healthcheck(s: TestServer) {
     ]))
     .await;
     assert!(out.status.success(), "{}", text(&out.stderr));
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = crate::common::free_port();
     let out = userdir(args(&["health", "--server", &format!("http://127.0.0.1:{port}")])).await;
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("cannot reach"), "{}", text(&out.stderr));

@@ -8,7 +8,7 @@ use std::time::Duration;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_client::HealthClient;
 
-use crate::common::TestServer;
+use crate::common::{TestServer, free_port};
 
 /// Runs `userdir args...` with `env` set (and no `USERDIR_*` of the test's own).
 async fn userdir(args: &[&str], env: &[(&str, &str)]) -> Output {
@@ -27,14 +27,6 @@ async fn userdir(args: &[&str], env: &[(&str, &str)]) -> Output {
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// A server whose listen address and database come only from a file serves.

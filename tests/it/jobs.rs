@@ -22,11 +22,7 @@ struct Victim {
 
 impl Victim {
     async fn start(s: &TestServer) -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = crate::common::free_port();
         let o = &s.store_options;
         let mut child = Command::new(env!("CARGO_BIN_EXE_userdir"))
             .args(["serve", "--listen", &format!("127.0.0.1:{port}")])

@@ -372,11 +372,7 @@ async fn postgres_request_ids_are_echoed() {
 /// kubelet's gRPC probes, which cannot speak TLS): `""` follows the
 /// database, `liveness` the process; the API and reflection are not there.
 async fn health_port_serves_probes_only(backend: Backend) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = crate::common::free_port();
     let Some(s) = spawn_with(backend, |c| {
         c.health_listen = Some(std::net::SocketAddr::from(([127, 0, 0, 1], port)));
     })

@@ -106,11 +106,7 @@ fn start_cluster() -> Option<Cluster> {
         .output()
         .unwrap();
     assert!(out.status.success(), "initdb: {}", String::from_utf8_lossy(&out.stderr));
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = crate::common::free_port();
     let conf = format!(
         "\nlisten_addresses = '127.0.0.1'\nport = {port}\nunix_socket_directories = '{}'\nssl = on\n\
          ssl_cert_file = '{}'\nssl_key_file = '{}'\nfsync = off\n",

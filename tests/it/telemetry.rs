@@ -30,7 +30,7 @@ use userdir::pb::{
     ImportUsersRequest, Tenant, User,
 };
 
-use crate::common::TestServer;
+use crate::common::{TestServer, free_port, json_log_line};
 
 /// What the collector received.
 #[derive(Clone, Default)]
@@ -153,14 +153,6 @@ fn string_attr(list: &[KeyValue], key: &str) -> Option<String> {
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// A `userdir serve` process on the test server's database, exporting to `collector`.
@@ -482,14 +474,10 @@ async fn spans_metrics_and_logs_reach_the_operator(s: TestServer) {
         .map(|seg| attrs(&seg.attributes)["export.rows"].parse::<i64>().unwrap())
         .sum();
     assert_eq!(rows, 3, "the export's segments carry its rows");
+    let names = collector.service_names.lock().unwrap().clone();
     assert!(
-        collector
-            .service_names
-            .lock()
-            .unwrap()
-            .iter()
-            .all(|n| n == "userdir-under-test"),
-        "OTEL_SERVICE_NAME names the service"
+        !names.is_empty() && names.iter().all(|n| n == "userdir-under-test"),
+        "OTEL_SERVICE_NAME names the service: {names:?}"
     );
 
     // OTLP metrics.
@@ -548,18 +536,10 @@ async fn spans_metrics_and_logs_reach_the_operator(s: TestServer) {
 
     // The log line of CreateUser: its request id and the caller's trace id.
     let log = server.log_text();
-    let line = log
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .find(|l| l["request_id"] == "req-telemetry-1")
-        .unwrap_or_else(|| panic!("no CreateUser line in {log}"));
-    assert_eq!(line["request_id"], "req-telemetry-1", "{line}");
+    let line = json_log_line(&log, |l| l["request_id"] == "req-telemetry-1");
+    assert_eq!(line["method"], "/userdir.v1.UserDirectory/CreateUser", "{line}");
     assert_eq!(line["trace_id"], TRACE_ID, "{line}");
-    let refused = log
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .find(|l| l["request_id"] == "req-telemetry-2")
-        .unwrap_or_else(|| panic!("no line for the refused call in {log}"));
+    let refused = json_log_line(&log, |l| l["request_id"] == "req-telemetry-2");
     assert_eq!(refused["status"], "AlreadyExists", "{refused}");
     assert_eq!(refused["reason"], "EMAIL_ALREADY_EXISTS", "{refused}");
 }

@@ -229,7 +229,7 @@ impl Denied {
                     "nobody may {} themselves: ask another administrator",
                     match action {
                         Action::DeleteUser => "delete",
-                        Action::SetRole(_) => "change the role of",
+                        Action::SetRole(_) => "demote",
                         _ => "disable",
                     }
                 ),
@@ -480,7 +480,9 @@ mod tests {
         );
         let err = Denied::SelfAction.into_error(&t, Action::DeleteUser);
         assert_eq!(err.reason(), "SELF_ACTION_FORBIDDEN");
-        assert!(err.to_string().contains("delete"), "{err}");
+        assert!(err.to_string().contains("delete themselves"), "{err}");
+        let err = Denied::SelfAction.into_error(&t, Action::SetRole(TenantRole::Member));
+        assert!(err.to_string().contains("demote themselves"), "{err}");
         let err = Denied::OwnerProtected.into_error(&t, Action::DeleteUser);
         assert_eq!(err.reason(), "OWNER_PROTECTED");
     }

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use prost::Message;
 
 const PROTOS: &[&str] = &[
+    "userdir/v1/api_keys.proto",
     "userdir/v1/tenants.proto",
     "userdir/v1/users.proto",
     "userdir/v1/import.proto",

@@ -29,11 +29,14 @@ sed -n '/<!-- grpcurl-examples:start -->/,/<!-- grpcurl-examples:end -->/p' "$RO
   | grep -v -e '^<!--' -e '^```' > "$WORK/examples.sh"
 [[ -s $WORK/examples.sh ]] || { echo "no grpcurl examples found in README.md"; exit 1; }
 
-run_against() { # label database-url [pg-schema]
-  local label=$1 url=$2 schema=${3:-}
+run_against() { # label database-url [pg-schema [operator-key-hash]]
+  local label=$1 url=$2 schema=${3:-} operator=${4:-}
   echo "== grpcurl smoke test on $label"
-  USERDIR_LISTEN=127.0.0.1:$PORT USERDIR_DATABASE_URL=$url USERDIR_PG_SCHEMA=$schema \
-    "$BIN" serve > "$WORK/server-$label.log" 2>&1 &
+  # On SQLite the first start saves its operator key in $WORK (beside the
+  # database), where the README's examples read it; PostgreSQL is given
+  # the hash of a key `userdir keys generate` made.
+  env ${operator:+USERDIR_OPERATOR_KEY=$operator} USERDIR_LISTEN=127.0.0.1:$PORT USERDIR_DATABASE_URL=$url \
+    USERDIR_PG_SCHEMA=$schema "$BIN" serve > "$WORK/server-$label.log" 2>&1 &
   SERVER_PID=$!
   for _ in $(seq 1 100); do
     if PATH="$WORK/bin:$PATH" grpcurl -plaintext 127.0.0.1:$PORT grpc.health.v1.Health/Check 2>/dev/null | grep -q SERVING; then
@@ -52,6 +55,12 @@ run_against() { # label database-url [pg-schema]
     '"outcome": "IMPORT_OUTCOME_CREATED"' '"state": "IMPORT_JOB_STATE_SUCCEEDED"'
   )
   local missing=0
+  export USERDIR_API_KEY; USERDIR_API_KEY=$(cat "$WORK/userdir.operator-key")
+  # Without a key: refused, and the key never appears in the server's log.
+  if PATH="$WORK/bin:$PATH" grpcurl -plaintext -d '{}' 127.0.0.1:$PORT userdir.v1.TenantAdmin/ListTenants > "$WORK/nokey-$label.txt" 2>&1; then
+    echo "a call without a key was served ($label)"; missing=1
+  fi
+  grep -q 'Unauthenticated' "$WORK/nokey-$label.txt" || { cat "$WORK/nokey-$label.txt"; echo "no UNAUTHENTICATED without a key ($label)"; missing=1; }
   for e in "${expect[@]}"; do
     grep -qF -- "$e" "$WORK/out-$label.txt" || { echo "MISSING in grpcurl output ($label): $e"; missing=1; }
   done
@@ -78,6 +87,8 @@ run_against() { # label database-url [pg-schema]
   kill -TERM "$SERVER_PID"; wait "$SERVER_PID" || { echo "server did not exit cleanly on SIGTERM"; missing=1; }
   SERVER_PID=
   grep -q 'userdir stopped' "$WORK/server-$label.log" || { echo "no graceful stop in the server log"; missing=1; }
+  grep -v '^  *udk_' "$WORK/server-$label.log" | grep -q "${USERDIR_API_KEY:40}" \
+    && { echo "the operator key's secret is in the server log beyond its one-time banner ($label)"; missing=1; }
   if [[ $missing != 0 ]]; then
     echo "--- server log ($label)"; cat "$WORK/server-$label.log"; exit 1
   fi
@@ -88,7 +99,9 @@ run_against sqlite "sqlite://$WORK/smoke.db?mode=rwc"
 if [[ -n ${USERDIR_SMOKE_PG_URL:-} ]]; then
   schema="smoke_$$"
   psql "$USERDIR_SMOKE_PG_URL" -qc "DROP SCHEMA IF EXISTS $schema CASCADE; CREATE SCHEMA $schema"
-  run_against postgres "$USERDIR_SMOKE_PG_URL" "$schema"
+  "$BIN" keys generate > "$WORK/generated" 2>/dev/null
+  head -1 "$WORK/generated" > "$WORK/userdir.operator-key"
+  run_against postgres "$USERDIR_SMOKE_PG_URL" "$schema" "$(sed -n 2p "$WORK/generated")"
   psql "$USERDIR_SMOKE_PG_URL" -qc "DROP SCHEMA IF EXISTS $schema CASCADE"
 fi
 
@@ -119,12 +132,13 @@ for _ in $(seq 1 100); do
 done
 failed=0
 [[ $tls_ok == 1 ]] || { echo "grpcurl -cacert never saw SERVING"; failed=1; }
+export USERDIR_API_KEY; USERDIR_API_KEY=$(cat "$WORK/userdir.operator-key")
 PATH="$WORK/bin:$PATH" grpcurl -cacert "$WORK/ca.pem" 127.0.0.1:$PORT list | grep -q userdir.v1.UserDirectory \
   || { echo "grpcurl -cacert list failed"; failed=1; }
 if PATH="$WORK/bin:$PATH" grpcurl -plaintext 127.0.0.1:$PORT list >/dev/null 2>&1; then
   echo "a plaintext grpcurl was served by the TLS listener"; failed=1
 fi
-PATH="$WORK/bin:$PATH" grpcurl -cacert "$WORK/ca.pem" -d '{"tenant_id": "acme", "tenant": {"display_name": "Acme"}}' \
+PATH="$WORK/bin:$PATH" grpcurl -cacert "$WORK/ca.pem" -H "authorization: Bearer $USERDIR_API_KEY" -d '{"tenant_id": "acme", "tenant": {"display_name": "Acme"}}' \
   127.0.0.1:$PORT userdir.v1.TenantAdmin/CreateTenant > /dev/null || { echo "CreateTenant over TLS failed"; failed=1; }
 "$BIN" export --server "https://127.0.0.1:$PORT" --ca-cert "$WORK/ca.pem" --tenant acme -o "$WORK/tls-export.csv" \
   > "$WORK/tls-export.txt" 2>&1 || { cat "$WORK/tls-export.txt"; echo "userdir export over TLS failed"; failed=1; }

@@ -25,9 +25,12 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+use support::{authed, connect, operator_key};
 
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -200,10 +203,7 @@ fn raw_postgres_schema(csv: &Path, url: &str, schema: &str) -> f64 {
 /// Streams `csv` into the server and times every row's result.
 async fn import(addr: &str, csv: &Path) -> Run {
     let bytes = std::fs::read(csv).unwrap();
-    let mut users = UserDirectoryClient::connect(addr.to_owned())
-        .await
-        .unwrap()
-        .max_decoding_message_size(64 << 20);
+    let mut users = UserDirectoryClient::new(connect(addr).await).max_decoding_message_size(64 << 20);
     let (tx, rx) = mpsc::channel(8);
     let options = ImportOptions {
         parent: "tenants/bench".into(),
@@ -301,10 +301,7 @@ fn raw_dump(backend: &str, url: &str, schema: &str) -> f64 {
 
 /// Exports every user of the bench tenant: (seconds, time to the first message, users).
 async fn export(addr: &str, rows: bool) -> (f64, Duration, u64) {
-    let mut users = UserDirectoryClient::connect(addr.to_owned())
-        .await
-        .unwrap()
-        .max_decoding_message_size(64 << 20);
+    let mut users = UserDirectoryClient::new(connect(addr).await).max_decoding_message_size(64 << 20);
     let format = if rows {
         userdir::pb::ExportFormat::Rows
     } else {
@@ -334,6 +331,7 @@ fn start_server(bin: &str, url: &str, schema: &str, port: u16) -> Child {
         .env("USERDIR_LISTEN", format!("127.0.0.1:{port}"))
         .env("USERDIR_DATABASE_URL", url)
         .env("USERDIR_PG_SCHEMA", schema)
+        .env("USERDIR_OPERATOR_KEY", operator_key())
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .spawn()
@@ -343,10 +341,14 @@ fn start_server(bin: &str, url: &str, schema: &str, port: u16) -> Child {
 }
 
 /// Waits until the server accepts connections.
-async fn wait_ready(addr: &str) -> TenantAdminClient<tonic::transport::Channel> {
+async fn wait_ready(addr: &str) -> TenantAdminClient<userdir::client::AuthedChannel> {
     for _ in 0..100 {
-        if let Ok(admin) = TenantAdminClient::connect(addr.to_owned()).await {
-            return admin;
+        if let Ok(channel) = tonic::transport::Channel::from_shared(addr.to_owned())
+            .unwrap()
+            .connect()
+            .await
+        {
+            return TenantAdminClient::new(authed(channel));
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

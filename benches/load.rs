@@ -21,15 +21,21 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+use support::{authed, operator_key};
 
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Endpoint;
+
+/// A connection calling as the operator.
+type Channel = userdir::client::AuthedChannel;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_client::HealthClient;
 use tonic_types::StatusExt;
@@ -118,6 +124,7 @@ async fn start(db: &Db, port: u16) -> Server {
         .env("USERDIR_LISTEN", format!("127.0.0.1:{port}"))
         .env("USERDIR_DATABASE_URL", &db.url)
         .env("USERDIR_PG_SCHEMA", &db.schema)
+        .env("USERDIR_OPERATOR_KEY", operator_key())
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .spawn()
@@ -140,12 +147,14 @@ async fn start(db: &Db, port: u16) -> Server {
 }
 
 async fn channel(addr: &str) -> Channel {
-    Endpoint::from_shared(addr.to_owned())
-        .unwrap()
-        .tcp_nodelay(true)
-        .connect()
-        .await
-        .unwrap()
+    authed(
+        Endpoint::from_shared(addr.to_owned())
+            .unwrap()
+            .tcp_nodelay(true)
+            .connect()
+            .await
+            .unwrap(),
+    )
 }
 
 async fn create_tenant(ch: &Channel, id: &str) {

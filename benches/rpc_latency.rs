@@ -8,11 +8,15 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+
 use std::time::{Duration, Instant};
+use support::{authed, operator_key};
 
 use sea_orm::{ConnectionTrait, Database};
 use tokio::net::TcpListener;
-use tonic::transport::Channel;
+/// A connection calling as the operator.
+type Channel = userdir::client::AuthedChannel;
 use userdir::config::Config;
 use userdir::pb::tenant_admin_client::TenantAdminClient;
 use userdir::pb::user_directory_client::UserDirectoryClient;
@@ -37,6 +41,7 @@ fn stats(mut samples: Vec<Duration>) -> Stats {
 }
 
 async fn start(config: Config) -> (Channel, tokio::sync::oneshot::Sender<()>) {
+    let config = config.with_operator_key(operator_key());
     let store = Store::open(&config.store_options()).await.expect("open database");
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -48,12 +53,12 @@ async fn start(config: Config) -> (Channel, tokio::sync::oneshot::Sender<()>) {
         .await
         .unwrap();
     });
-    let channel = Channel::from_shared(format!("http://{addr}"))
+    let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))
         .unwrap()
         .connect()
         .await
         .unwrap();
-    (channel, tx)
+    (authed(channel), tx)
 }
 
 async fn measure(label: &str, channel: Channel, n: usize) {

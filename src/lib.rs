@@ -3,7 +3,9 @@
 //! The server crate: generated protobuf code ([`pb`]), thin gRPC translators
 //! ([`grpc`]), the server assembly ([`server`]), configuration and telemetry.
 
+pub mod auth;
 pub mod cli;
+pub mod client;
 pub mod config;
 pub mod deadline;
 pub mod grpc;

@@ -71,5 +71,6 @@ async fn main() -> ExitCode {
         Command::Import(args) => userdir::cli::import::run(args).await,
         Command::Export(args) => userdir::cli::export::run(args).await,
         Command::Health(args) => userdir::cli::health::run(args).await,
+        Command::Keys(args) => userdir::cli::keys::run(args).await,
     }
 }

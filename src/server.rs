@@ -17,12 +17,15 @@ use userdir_domain::page_token::PageTokens;
 use userdir_domain::repo::Ping;
 use userdir_store::Store;
 
+use crate::auth::{Auth, AuthLayer};
 use crate::config::{Config, redact_url};
 use crate::deadline::DeadlineLayer;
+use crate::grpc::api_keys::ApiKeysService;
 use crate::grpc::health::ClosingHealth;
 use crate::grpc::tenants::TenantAdminService;
 use crate::grpc::users::UserDirectoryService;
 use crate::pb;
+use crate::pb::api_keys_server::ApiKeysServer;
 use crate::pb::tenant_admin_server::TenantAdminServer;
 use crate::pb::user_directory_server::UserDirectoryServer;
 use crate::peer::PeerIdentityLayer;
@@ -30,7 +33,11 @@ use crate::telemetry::RpcLogLayer;
 use crate::telemetry::metrics;
 
 /// Services whose health is reported, besides the overall `""`.
-const SERVICES: [&str; 2] = ["userdir.v1.UserDirectory", "userdir.v1.TenantAdmin"];
+const SERVICES: [&str; 3] = [
+    "userdir.v1.UserDirectory",
+    "userdir.v1.TenantAdmin",
+    "userdir.v1.ApiKeys",
+];
 /// A health service name that is SERVING while the process runs, for
 /// liveness probes that must not follow the database.
 pub const LIVENESS: &str = "liveness";
@@ -57,6 +64,8 @@ pub enum ServeError {
     MigrationsPending(String),
     #[error("telemetry: {0}")]
     Telemetry(#[from] crate::telemetry::TelemetryError),
+    #[error("operator key: {0}")]
+    OperatorKey(String),
 }
 
 /// Opens the database (creating and migrating it, unless `--no-migrate`),
@@ -166,10 +175,16 @@ pub async fn serve(
 
     let sqlite = store.backend() == sea_orm::DbBackend::Sqlite;
     let key = store.page_token_key().await.map_err(ServeError::Keys)?;
-    let directory = Directory::new(Arc::new(store))
+    let store = Arc::new(store);
+    let directory = Directory::new(Arc::clone(&store))
         .with_import_limits(config.import_limits())
         .with_stream_limits(config.stream_limits())
         .with_page_tokens(PageTokens::new(&key));
+    bootstrap_operator_key(&directory, config).await?;
+    let auth = Auth::load(Arc::clone(&store), config.reflection_open())
+        .await
+        .map_err(ServeError::Keys)?;
+    let key_keeper = tokio::spawn(Arc::clone(&auth).maintain(config.key_refresh(), Duration::from_secs(60)));
     let sweeper = tokio::spawn(sweep_import_jobs(directory.clone(), sqlite));
     let shutdown_reporter = reporter.clone();
     // Shutdown: NOT_SERVING at once and in-flight calls drain; when the
@@ -219,6 +234,7 @@ pub async fn serve(
         .layer(PeerIdentityLayer)
         .layer(RpcLogLayer::new(metrics.clone()))
         .layer(DeadlineLayer)
+        .layer(AuthLayer::new(Arc::clone(&auth)))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
@@ -228,7 +244,8 @@ pub async fn serve(
             config.export_stall_timeout(),
             metrics,
         )))
-        .add_service(TenantAdminServer::new(TenantAdminService::new(directory)));
+        .add_service(TenantAdminServer::new(TenantAdminService::new(directory.clone())))
+        .add_service(ApiKeysServer::new(ApiKeysService::new(directory, Arc::clone(&auth))));
     let server: std::pin::Pin<Box<dyn Future<Output = Result<(), tonic::transport::Error>> + Send>> = match &tls {
         Some(tls) => Box::pin(router.serve_with_incoming_shutdown(tls.incoming(incoming(listener)), graceful)),
         None => Box::pin(router.serve_with_incoming_shutdown(incoming(listener), graceful)),
@@ -239,6 +256,8 @@ pub async fn serve(
     };
     probe.abort();
     sweeper.abort();
+    key_keeper.abort();
+    auth.flush().await;
     if let Some(health_port) = health_port {
         health_port.abort();
     }
@@ -247,6 +266,82 @@ pub async fn serve(
     }
     metrics_runtime.shutdown();
     Ok(result?)
+}
+
+/// Makes sure an operator can get in (see `Directory::bootstrap_operator_key`):
+/// stores the configured operator key, or on a first start without one,
+/// makes one, prints it once and saves it owner-only beside the SQLite file.
+async fn bootstrap_operator_key(directory: &Directory<Store>, config: &Config) -> Result<(), ServeError> {
+    use userdir_domain::keys::{Bootstrap, key_resource_name};
+    let configured = config.configured_operator_key().map_err(ServeError::OperatorKey)?;
+    let path = config.operator_key_path();
+    if configured.is_none() && path.is_none() {
+        // PostgreSQL (or memory): replicas share the database, and a key
+        // printed by one of them would be lost in its logs.
+        let present = directory
+            .has_live_operator_key()
+            .await
+            .map_err(|e| ServeError::OperatorKey(e.to_string()))?;
+        if !present {
+            return Err(ServeError::OperatorKey(
+                "the database holds no operator key and none is configured: set USERDIR_OPERATOR_KEY (or \
+                 --operator-key-file) to a key or its hash, made with `userdir keys generate`"
+                    .to_owned(),
+            ));
+        }
+        return Ok(());
+    }
+    match directory
+        .bootstrap_operator_key(configured)
+        .await
+        .map_err(|e| ServeError::OperatorKey(e.to_string()))?
+    {
+        Bootstrap::Configured { id, created } => {
+            tracing::info!(key = %key_resource_name(id), stored_now = created, "operator key from the configuration")
+        }
+        Bootstrap::ConfiguredRevoked { id } => tracing::error!(
+            key = %key_resource_name(id),
+            "the configured operator key was revoked: it opens nothing; configure another (userdir keys generate)"
+        ),
+        Bootstrap::Present => {}
+        Bootstrap::Generated(created) => {
+            let Some(path) = path else {
+                return Err(ServeError::OperatorKey("nowhere to save a generated key".to_owned()));
+            };
+            save_owner_only(&path, &created.token).map_err(|e| {
+                ServeError::OperatorKey(format!("cannot save the new operator key to {}: {e}", path.display()))
+            })?;
+            tracing::warn!(
+                key = %key_resource_name(created.key.id),
+                file = %path.display(),
+                "first start: an operator key was made and saved owner-only; it is shown once on standard error"
+            );
+            eprintln!(
+                "\n  userdir: the first operator key of this installation (shown once, saved to {}):\n\n    \
+                 {}\n\n  Send it as `authorization: Bearer <key>`; make narrower keys with `userdir keys create`.\n",
+                path.display(),
+                created.token
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Writes `text` to `path` readable by its owner only (0600), replacing a
+/// stale file through a rename so no reader sees half a key.
+fn save_owner_only(path: &std::path::Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let tmp = path.with_extension("tmp");
+    let _ = std::fs::remove_file(&tmp);
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(&tmp)?;
+    file.write_all(text.as_bytes())?;
+    file.write_all(b"\n")?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, path)
 }
 
 /// Serves the health service alone, in plaintext, on `addr` (`--health-listen`).

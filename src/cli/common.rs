@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
+use crate::client::{AuthedChannel, BearerAuth, authed};
 use crate::pb::user_directory_client::UserDirectoryClient;
 
 /// Exit status of a command line that could not be parsed (sysexits' EX_USAGE).
@@ -43,6 +44,11 @@ pub struct ServerArgs {
     /// PEM private key of `--client-cert`.
     #[arg(long, env = "USERDIR_CLIENT_KEY", requires = "client_cert")]
     pub client_key: Option<PathBuf>,
+    /// The API key to call with (`udk_...`); better given as USERDIR_API_KEY,
+    /// which stays out of the shell history and the process list. A fresh
+    /// SQLite install saves its first operator key to `userdir.operator-key`.
+    #[arg(long, env = "USERDIR_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
 }
 
 impl ServerArgs {
@@ -53,13 +59,27 @@ impl ServerArgs {
             ca_cert: None,
             client_cert: None,
             client_key: None,
+            api_key: None,
         }
+    }
+
+    /// The same, calling with `key`.
+    #[must_use]
+    pub fn with_api_key(mut self, key: impl Into<String>) -> Self {
+        self.api_key = Some(key.into());
+        self
     }
 }
 
 /// Connects to the server, saying what is wrong and what to type when it cannot.
-pub async fn connect(args: &ServerArgs) -> Result<UserDirectoryClient<Channel>, String> {
-    Ok(UserDirectoryClient::new(channel(args).await?).max_decoding_message_size(64 << 20))
+pub async fn connect(args: &ServerArgs) -> Result<UserDirectoryClient<AuthedChannel>, String> {
+    Ok(UserDirectoryClient::new(authed_channel(args).await?).max_decoding_message_size(64 << 20))
+}
+
+/// A connection whose calls carry `--api-key`.
+pub async fn authed_channel(args: &ServerArgs) -> Result<AuthedChannel, String> {
+    let auth = BearerAuth::new(args.api_key.as_deref()).map_err(|e| format!("--api-key: {e}"))?;
+    Ok(authed(channel(args).await?, auth))
 }
 
 /// A connection to the server (TLS for `https://`), or what to do when there is none.
@@ -149,6 +169,10 @@ pub fn describe_status(status: &tonic::Status) -> String {
         text.push_str(&format!(" [{}]", info.reason));
     }
     let hint = match status.code() {
+        tonic::Code::Unauthenticated => {
+            " (give an API key: USERDIR_API_KEY=udk_... or --api-key; a fresh SQLite install saved its first one \
+             to userdir.operator-key)"
+        }
         tonic::Code::Unavailable if status.message().contains("transport") || status.message().is_empty() => {
             " (the server is unreachable or went away; is `userdir serve` running?)"
         }

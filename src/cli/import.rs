@@ -89,9 +89,6 @@ pub struct ImportArgs {
     pub mappings: Vec<String>,
     #[command(flatten)]
     pub server: super::common::ServerArgs,
-    /// Who runs the import, recorded with the job (any text, 山田 too).
-    #[arg(long, env = "USERDIR_ACTOR")]
-    pub actor: Option<String>,
     /// Where to write failed rows; default `<file>.errors.csv` next to the file.
     #[arg(long)]
     pub errors: Option<PathBuf>,
@@ -215,19 +212,7 @@ async fn import(args: &ImportArgs) -> Result<Ended, String> {
         Ok::<(), std::io::Error>(())
     });
 
-    let mut request = tonic::Request::new(ReceiverStream::new(rx));
-    if let Some(actor) = &args.actor {
-        // Any name: ASCII in the plain header, anything else as UTF-8 in the binary one.
-        match actor.parse() {
-            Ok(value) if actor.bytes().all(|b| b.is_ascii_graphic() || b == b' ') => {
-                request.metadata_mut().insert("x-userdir-actor", value);
-            }
-            _ => {
-                let value = tonic::metadata::MetadataValue::from_bytes(actor.as_bytes());
-                request.metadata_mut().insert_bin("x-userdir-actor-bin", value);
-            }
-        }
-    }
+    let request = tonic::Request::new(ReceiverStream::new(rx));
     let started = Instant::now();
     let mut failures: BTreeMap<u64, Failure> = BTreeMap::new();
     let mut rows = 0u64;

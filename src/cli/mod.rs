@@ -4,6 +4,7 @@ pub mod common;
 pub mod export;
 pub mod health;
 pub mod import;
+pub mod keys;
 
 use clap::{Parser, Subcommand};
 
@@ -31,6 +32,8 @@ pub enum Command {
     /// Ask a running server whether it is SERVING (exit 0) or not (exit 1),
     /// for a container HEALTHCHECK.
     Health(health::HealthArgs),
+    /// Make, list and revoke API keys; generate an operator key.
+    Keys(keys::KeysArgs),
 }
 
 /// Resolves on SIGTERM or Ctrl-C.

@@ -7,6 +7,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
+
+pub use crate::auth::ReflectionAccess;
 use userdir_domain::admission::{Cap, StreamLimits};
 
 /// The default embedded database: a SQLite file in the working directory,
@@ -132,6 +134,31 @@ pub struct Config {
     /// the database does.
     #[arg(long, env = "USERDIR_HEALTH_LISTEN")]
     pub health_listen: Option<SocketAddr>,
+    /// The installation's operator key (every tenant, every scope): the key
+    /// itself (`udk_...`) or its hash (`udkh_...`, as `userdir keys generate`
+    /// prints both), stored at start if it is not yet. Without it and with
+    /// no operator key stored, the first start on SQLite makes one, prints it
+    /// once and saves it beside the database file (`userdir.operator-key`,
+    /// owner-only).
+    #[arg(
+        long,
+        env = "USERDIR_OPERATOR_KEY",
+        hide_env_values = true,
+        conflicts_with = "operator_key_file"
+    )]
+    pub operator_key: Option<String>,
+    /// A file holding the operator key or its hash (a mounted Secret).
+    #[arg(long, env = "USERDIR_OPERATOR_KEY_FILE")]
+    pub operator_key_file: Option<std::path::PathBuf>,
+    /// Who may use gRPC reflection: `loopback` (default: open when listening
+    /// on a loopback address, else a credential is needed), `open`, or
+    /// `authenticated`.
+    #[arg(long, env = "USERDIR_REFLECTION", value_enum, default_value_t = ReflectionAccess::Loopback)]
+    pub reflection: ReflectionAccess,
+    /// Milliseconds between re-reads of the API keys: a key revoked on any
+    /// replica stops working on this one within this time.
+    #[arg(long, env = "USERDIR_KEY_REFRESH_MS", default_value_t = 2000)]
+    pub key_refresh_ms: u64,
 }
 
 /// Settings of `userdir migrate`: just the database.
@@ -184,6 +211,10 @@ impl std::fmt::Debug for Config {
             .field("tls_reload_secs", &self.tls_reload_secs)
             .field("metrics_listen", &self.metrics_listen)
             .field("health_listen", &self.health_listen)
+            .field("operator_key", &self.operator_key.as_ref().map(|_| "***"))
+            .field("operator_key_file", &self.operator_key_file)
+            .field("reflection", &self.reflection)
+            .field("key_refresh_ms", &self.key_refresh_ms)
             .finish()
     }
 }
@@ -220,7 +251,71 @@ impl Config {
             tls_reload_secs: 10,
             metrics_listen: None,
             health_listen: None,
+            operator_key: None,
+            operator_key_file: None,
+            reflection: ReflectionAccess::Loopback,
+            key_refresh_ms: 200,
         }
+    }
+
+    /// The same, with `key` as the operator key.
+    #[must_use]
+    pub fn with_operator_key(mut self, key: impl Into<String>) -> Self {
+        self.operator_key = Some(key.into());
+        self
+    }
+
+    /// How often the API keys are re-read.
+    pub fn key_refresh(&self) -> Duration {
+        Duration::from_millis(self.key_refresh_ms.max(50))
+    }
+
+    /// Whether reflection needs no credential on this server.
+    pub fn reflection_open(&self) -> bool {
+        match self.reflection {
+            ReflectionAccess::Open => true,
+            ReflectionAccess::Authenticated => false,
+            ReflectionAccess::Loopback => self.listen.ip().is_loopback(),
+        }
+    }
+
+    /// The configured operator key (`--operator-key` or the file), read and
+    /// parsed; the error names the setting, never the value.
+    pub fn configured_operator_key(&self) -> Result<Option<userdir_domain::keys::ConfiguredKey>, String> {
+        let text = match (&self.operator_key, &self.operator_key_file) {
+            (Some(key), _) => key.clone(),
+            (None, Some(path)) => std::fs::read_to_string(path)
+                .map_err(|e| format!("cannot read --operator-key-file {}: {e}", path.display()))?,
+            (None, None) => return Ok(None),
+        };
+        let from = if self.operator_key.is_some() {
+            "--operator-key (USERDIR_OPERATOR_KEY)".to_owned()
+        } else {
+            format!(
+                "--operator-key-file {}",
+                self.operator_key_file
+                    .as_deref()
+                    .unwrap_or_else(|| std::path::Path::new(""))
+                    .display()
+            )
+        };
+        userdir_domain::keys::ConfiguredKey::parse(&text)
+            .map(Some)
+            .map_err(|e| format!("{from}: {e}"))
+    }
+
+    /// Where a generated operator key is saved: beside the SQLite file
+    /// (none for PostgreSQL or an in-memory database).
+    pub fn operator_key_path(&self) -> Option<std::path::PathBuf> {
+        let rest = self.database_url.strip_prefix("sqlite://")?;
+        let file = rest.split('?').next().unwrap_or(rest);
+        if file.is_empty() || file.contains(":memory:") {
+            return None;
+        }
+        let dir = std::path::Path::new(file)
+            .parent()
+            .unwrap_or_else(|| std::path::Path::new(""));
+        Some(dir.join("userdir.operator-key"))
     }
 
     /// The caps on imports and exports running at once: flags where given,

@@ -1,5 +1,6 @@
 //! gRPC services: thin translators between protobuf and the domain.
 
+pub mod api_keys;
 mod convert;
 pub mod ending;
 pub mod exports;
@@ -10,3 +11,8 @@ pub mod tenants;
 pub mod users;
 
 pub use status::to_status;
+
+/// The caller of a request (see [`crate::auth`]), as the handler's error.
+pub fn caller<T>(request: &tonic::Request<T>) -> Result<std::sync::Arc<userdir_domain::access::Caller>, tonic::Status> {
+    crate::auth::caller_of(request).map_err(to_status)
+}

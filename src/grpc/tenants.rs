@@ -5,7 +5,7 @@ use userdir_domain::Directory;
 use userdir_store::Store;
 
 use super::convert::{mask_paths, tenant_settings, tenant_to_pb};
-use super::to_status;
+use super::{caller, to_status};
 use crate::pb::tenant_admin_server::TenantAdmin;
 use crate::pb::{
     CreateTenantRequest, GetTenantRequest, ListTenantsRequest, ListTenantsResponse, Tenant, UpdateTenantRequest,
@@ -24,20 +24,22 @@ impl TenantAdminService {
 #[tonic::async_trait]
 impl TenantAdmin for TenantAdminService {
     async fn create_tenant(&self, request: Request<CreateTenantRequest>) -> Result<Response<Tenant>, Status> {
+        let caller = caller(&request)?;
         let req = request.into_inner();
         let settings = tenant_settings(req.tenant.unwrap_or_default());
         let tenant = self
             .dir
-            .create_tenant(&req.tenant_id, settings)
+            .create_tenant(&caller, &req.tenant_id, settings)
             .await
             .map_err(to_status)?;
         Ok(Response::new(tenant_to_pb(tenant)))
     }
 
     async fn get_tenant(&self, request: Request<GetTenantRequest>) -> Result<Response<Tenant>, Status> {
+        let caller = caller(&request)?;
         let tenant = self
             .dir
-            .get_tenant(&request.into_inner().name)
+            .get_tenant(&caller, &request.into_inner().name)
             .await
             .map_err(to_status)?;
         Ok(Response::new(tenant_to_pb(tenant)))
@@ -47,10 +49,11 @@ impl TenantAdmin for TenantAdminService {
         &self,
         request: Request<ListTenantsRequest>,
     ) -> Result<Response<ListTenantsResponse>, Status> {
+        let caller = caller(&request)?;
         let req = request.into_inner();
         let page = self
             .dir
-            .list_tenants(req.page_size, &req.page_token)
+            .list_tenants(&caller, req.page_size, &req.page_token)
             .await
             .map_err(to_status)?;
         Ok(Response::new(ListTenantsResponse {
@@ -60,12 +63,19 @@ impl TenantAdmin for TenantAdminService {
     }
 
     async fn update_tenant(&self, request: Request<UpdateTenantRequest>) -> Result<Response<Tenant>, Status> {
+        let caller = caller(&request)?;
         let req = request.into_inner();
         let tenant = req.tenant.unwrap_or_default();
         let (name, etag) = (tenant.name.clone(), tenant.etag.clone());
         let updated = self
             .dir
-            .update_tenant(&name, tenant_settings(tenant), &mask_paths(req.update_mask), &etag)
+            .update_tenant(
+                &caller,
+                &name,
+                tenant_settings(tenant),
+                &mask_paths(req.update_mask),
+                &etag,
+            )
             .await
             .map_err(to_status)?;
         Ok(Response::new(tenant_to_pb(updated)))

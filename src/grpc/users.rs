@@ -10,7 +10,7 @@ use super::convert::{mask_paths, user_input, user_to_pb};
 use super::ending::Ending;
 use super::exports::{export_format, spawn_export};
 use super::imports::{job_to_pb, read_options, spawn_import};
-use super::to_status;
+use super::{caller, to_status};
 use crate::deadline::Deadline;
 use crate::pb::lookup_user_request::Key;
 use crate::pb::user_directory_server::UserDirectory;
@@ -21,10 +21,6 @@ use crate::pb::{
 };
 use crate::telemetry::metrics::Metrics;
 
-/// Who runs an import, until authentication lands: a header the caller sets.
-const ACTOR_HEADER: &str = "x-userdir-actor";
-/// The same, UTF-8 in a binary header, for names that are not ASCII.
-const ACTOR_BIN_HEADER: &str = "x-userdir-actor-bin";
 /// Response header of ImportUsers: the name of the import's job.
 pub const IMPORT_JOB_HEADER: &str = "x-userdir-import-job";
 
@@ -61,45 +57,64 @@ impl UserDirectory for UserDirectoryService {
     type ExportUsersStream = ReceiverStream<Result<ExportUsersResponse, Status>>;
 
     async fn create_user(&self, request: Request<CreateUserRequest>) -> Result<Response<User>, Status> {
+        let caller = caller(&request)?;
         let req = request.into_inner();
         let input = user_input(req.user.unwrap_or_default()).map_err(to_status)?;
         let user = self
             .dir
-            .create_user(&req.parent, input, req.validate_only)
+            .create_user(&caller, &req.parent, input, req.validate_only)
             .await
             .map_err(to_status)?;
         Ok(Response::new(user_to_pb(user)))
     }
 
     async fn get_user(&self, request: Request<GetUserRequest>) -> Result<Response<User>, Status> {
-        let user = self.dir.get_user(&request.into_inner().name).await.map_err(to_status)?;
+        let caller = caller(&request)?;
+        let user = self
+            .dir
+            .get_user(&caller, &request.into_inner().name)
+            .await
+            .map_err(to_status)?;
         Ok(Response::new(user_to_pb(user)))
     }
 
     async fn update_user(&self, request: Request<UpdateUserRequest>) -> Result<Response<User>, Status> {
+        let caller = caller(&request)?;
         let req = request.into_inner();
         let user = req.user.unwrap_or_default();
         let (name, etag) = (user.name.clone(), user.etag.clone());
         let input = user_input(user).map_err(to_status)?;
         let updated = self
             .dir
-            .update_user(&name, input, &mask_paths(req.update_mask), &etag)
+            .update_user(&caller, &name, input, &mask_paths(req.update_mask), &etag)
             .await
             .map_err(to_status)?;
         Ok(Response::new(user_to_pb(updated)))
     }
 
     async fn delete_user(&self, request: Request<DeleteUserRequest>) -> Result<Response<()>, Status> {
+        let caller = caller(&request)?;
         let req = request.into_inner();
-        self.dir.delete_user(&req.name, &req.etag).await.map_err(to_status)?;
+        self.dir
+            .delete_user(&caller, &req.name, &req.etag)
+            .await
+            .map_err(to_status)?;
         Ok(Response::new(()))
     }
 
     async fn list_users(&self, request: Request<ListUsersRequest>) -> Result<Response<ListUsersResponse>, Status> {
+        let caller = caller(&request)?;
         let req = request.into_inner();
         let page = self
             .dir
-            .list_users(&req.parent, &req.filter, &req.order_by, req.page_size, &req.page_token)
+            .list_users(
+                &caller,
+                &req.parent,
+                &req.filter,
+                &req.order_by,
+                req.page_size,
+                &req.page_token,
+            )
             .await
             .map_err(to_status)?;
         Ok(Response::new(ListUsersResponse {
@@ -109,6 +124,7 @@ impl UserDirectory for UserDirectoryService {
     }
 
     async fn lookup_user(&self, request: Request<LookupUserRequest>) -> Result<Response<User>, Status> {
+        let caller = caller(&request)?;
         let req = request.into_inner();
         let key = match req.key {
             Some(Key::Email(email)) => UserKey::EmailKey(email),
@@ -120,7 +136,11 @@ impl UserDirectory for UserDirectoryService {
                 )));
             }
         };
-        let user = self.dir.lookup_user(&req.parent, key).await.map_err(to_status)?;
+        let user = self
+            .dir
+            .lookup_user(&caller, &req.parent, key)
+            .await
+            .map_err(to_status)?;
         Ok(Response::new(user_to_pb(user)))
     }
 
@@ -128,25 +148,13 @@ impl UserDirectory for UserDirectoryService {
         &self,
         request: Request<Streaming<ImportUsersRequest>>,
     ) -> Result<Response<Self::ImportUsersStream>, Status> {
-        // A name that is not ASCII travels in the binary header, as UTF-8.
-        let metadata = request.metadata();
-        let actor = metadata
-            .get_bin(ACTOR_BIN_HEADER)
-            .and_then(|v| v.to_bytes().ok())
-            .and_then(|b| String::from_utf8(b.to_vec()).ok())
-            .or_else(|| {
-                metadata
-                    .get(ACTOR_HEADER)
-                    .and_then(|v| v.to_str().ok())
-                    .map(str::to_owned)
-            })
-            .unwrap_or_default();
+        let caller = caller(&request)?;
         let deadline = Deadline::of(&request);
         let mut inbound = request.into_inner();
         let (parent, options) = read_options(&mut inbound).await?;
         let importer = self
             .dir
-            .start_import(&parent, options, actor)
+            .start_import(&caller, &parent, options)
             .await
             .map_err(to_status)?;
         let job = importer.job().resource_name();
@@ -165,9 +173,10 @@ impl UserDirectory for UserDirectoryService {
     }
 
     async fn get_import_job(&self, request: Request<GetImportJobRequest>) -> Result<Response<ImportJob>, Status> {
+        let caller = caller(&request)?;
         let job = self
             .dir
-            .get_import_job(&request.into_inner().name)
+            .get_import_job(&caller, &request.into_inner().name)
             .await
             .map_err(to_status)?;
         Ok(Response::new(job_to_pb(&job)))
@@ -177,10 +186,11 @@ impl UserDirectory for UserDirectoryService {
         &self,
         request: Request<ListImportJobsRequest>,
     ) -> Result<Response<ListImportJobsResponse>, Status> {
+        let caller = caller(&request)?;
         let req = request.into_inner();
         let page = self
             .dir
-            .list_import_jobs(&req.parent, req.page_size, &req.page_token)
+            .list_import_jobs(&caller, &req.parent, req.page_size, &req.page_token)
             .await
             .map_err(to_status)?;
         Ok(Response::new(ListImportJobsResponse {
@@ -193,12 +203,13 @@ impl UserDirectory for UserDirectoryService {
         &self,
         request: Request<ExportUsersRequest>,
     ) -> Result<Response<Self::ExportUsersStream>, Status> {
+        let caller = caller(&request)?;
         let deadline = Deadline::of(&request);
         let req = request.into_inner();
         let format = export_format(&req).map_err(to_status)?;
         let exporter = self
             .dir
-            .start_export(&req.parent, &req.filter, &req.order_by)
+            .start_export(&caller, &req.parent, &req.filter, &req.order_by)
             .await
             .map_err(to_status)?;
         Ok(Response::new(ReceiverStream::new(spawn_export(

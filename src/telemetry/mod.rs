@@ -21,7 +21,7 @@ use tracing_subscriber::layer::{Context, Filter};
 use tracing_subscriber::util::SubscriberInitExt as _;
 use tracing_subscriber::{EnvFilter, Layer, Registry};
 
-pub use rpc::{REQUEST_ID, RpcLogLayer};
+pub use rpc::{PrincipalSlot, REQUEST_ID, RpcLogLayer};
 
 use crate::config::LogFormat;
 

@@ -98,6 +98,8 @@ where
         }
         let rpc_method = RpcMethod::from_path(&method);
         let peer = crate::peer::PeerIdentity::of(&req);
+        let principal = PrincipalSlot::default();
+        req.extensions_mut().insert(principal.clone());
         self.metrics.rpc_active(&rpc_method, 1);
         let mut record = RpcRecord {
             quiet,
@@ -106,6 +108,7 @@ where
             request_id: request_id.clone(),
             trace_id,
             peer,
+            principal,
             span: span.clone(),
             metrics: self.metrics.clone(),
             start: Instant::now(),
@@ -198,6 +201,8 @@ struct RpcRecord {
     trace_id: Option<String>,
     /// The client certificate's identity (mTLS).
     peer: Option<std::sync::Arc<crate::peer::PeerIdentity>>,
+    /// Who called, once the credential was checked.
+    principal: PrincipalSlot,
     span: tracing::Span,
     metrics: Metrics,
     /// Logged at DEBUG when it went well (health probes, reflection).
@@ -222,16 +227,19 @@ impl RpcRecord {
         }
         let (method, request_id, trace_id) = (&self.method, &self.request_id, self.trace_id.as_deref());
         let peer = self.peer.as_deref().map(|p| p.subject.as_str());
+        let principal = self.principal.get();
         let reason = error_reason(code, headers);
         let reason = reason.as_deref();
         match status {
             tonic::Code::Ok if self.quiet => {
-                tracing::debug!(%method, status = ?status, latency_ms, %request_id, trace_id, peer, "rpc")
+                tracing::debug!(%method, status = ?status, latency_ms, %request_id, trace_id, principal, peer, "rpc")
             }
             tonic::Code::Ok | tonic::Code::NotFound | tonic::Code::AlreadyExists | tonic::Code::InvalidArgument => {
-                tracing::info!(%method, status = ?status, reason, latency_ms, %request_id, trace_id, peer, "rpc")
+                tracing::info!(%method, status = ?status, reason, latency_ms, %request_id, trace_id, principal, peer, "rpc")
             }
-            _ => tracing::warn!(%method, status = ?status, reason, latency_ms, %request_id, trace_id, peer, "rpc"),
+            _ => {
+                tracing::warn!(%method, status = ?status, reason, latency_ms, %request_id, trace_id, principal, peer, "rpc")
+            }
         }
     }
 }
@@ -251,6 +259,7 @@ impl Drop for RpcRecord {
                 latency_ms = elapsed * 1000.0,
                 request_id = %self.request_id,
                 trace_id = self.trace_id.as_deref(),
+                principal = self.principal.get(),
                 peer = self.peer.as_deref().map(|p| p.subject.as_str()),
                 "rpc"
             );
@@ -290,5 +299,20 @@ impl<B: Body> Body for LoggedBody<B> {
 
     fn size_hint(&self) -> http_body::SizeHint {
         self.inner.size_hint()
+    }
+}
+
+/// Who called: set by the authentication layer inside this one, read when
+/// the call's line is logged.
+#[derive(Clone, Debug, Default)]
+pub struct PrincipalSlot(std::sync::Arc<std::sync::OnceLock<String>>);
+
+impl PrincipalSlot {
+    pub fn set(&self, principal: &str) {
+        let _ = self.0.set(principal.to_owned());
+    }
+
+    fn get(&self) -> Option<&str> {
+        self.0.get().map(String::as_str)
     }
 }

@@ -9,13 +9,21 @@ use userdir::pb::{Tenant, User};
 use crate::common::TestServer;
 use crate::import::users;
 
-/// Runs `userdir args...` off the runtime's threads.
+/// Runs `userdir args...` off the runtime's threads, with the operator key
+/// in USERDIR_API_KEY.
 async fn userdir(args: Vec<String>) -> Output {
+    userdir_with_key(args, Some(crate::common::operator_key())).await
+}
+
+async fn userdir_with_key(args: Vec<String>, key: Option<&str>) -> Output {
+    let key = key.map(str::to_owned);
     tokio::task::spawn_blocking(move || {
-        std::process::Command::new(env!("CARGO_BIN_EXE_userdir"))
-            .args(args)
-            .output()
-            .unwrap()
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_userdir"));
+        command.args(args).env_remove("USERDIR_API_KEY");
+        if let Some(key) = key {
+            command.env("USERDIR_API_KEY", key);
+        }
+        command.output().unwrap()
     })
     .await
     .unwrap()
@@ -95,8 +103,6 @@ async fn import_cli_as_an_operator_meets_it(s: TestServer) {
         "tenants/acme",
         "--mode",
         "upsert",
-        "--actor",
-        "山田 太郎",
         "--server",
         &server,
         &file,
@@ -110,9 +116,25 @@ async fn import_cli_as_an_operator_meets_it(s: TestServer) {
         "{written}"
     );
     let jobs = crate::import::import_jobs(&s).await;
-    assert_eq!(
-        jobs[0].actor, "山田 太郎",
-        "a name that is not ASCII is kept, not dropped"
+    assert!(
+        jobs[0].actor.starts_with("apikey:"),
+        "the job names the key that ran it: {}",
+        jobs[0].actor
+    );
+
+    // Without a key: refused, and told how to give one.
+    let out = userdir_with_key(
+        args(&[
+            "import", "--tenant", "acme", "--mode", "upsert", "--server", &server, &file,
+        ]),
+        None,
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let said = text(&out.stderr);
+    assert!(
+        said.contains("Unauthenticated") && said.contains("USERDIR_API_KEY"),
+        "{said}"
     );
 
     // The fixed file imports cleanly, and the stale errors file goes away.

@@ -793,6 +793,7 @@ async fn import_jobs_are_recorded(s: TestServer) {
         },
         end(),
     ]));
+    // The old header that named an actor is no longer believed.
     req.metadata_mut()
         .insert("x-userdir-actor", "ops@example.com".parse().unwrap());
     let mut stream = s.users.clone().import_users(req).await.unwrap().into_inner();
@@ -821,7 +822,11 @@ async fn import_jobs_are_recorded(s: TestServer) {
         .unwrap()
         .into_inner();
     let newest = &jobs.import_jobs[0];
-    assert_eq!(newest.actor, "ops@example.com");
+    assert_eq!(
+        newest.actor,
+        crate::common::operator_principal(),
+        "the caller runs the import"
+    );
     let counts = newest.counts.unwrap();
     assert_eq!((counts.rows, counts.created, counts.skipped), (2, 1, 1));
     assert_eq!(newest.options.as_ref().unwrap().mode, ImportMode::CreateOnly as i32);

@@ -17,7 +17,7 @@ use crate::safety::users_all;
 /// A `userdir serve` process on the test server's database, to be killed.
 struct Victim {
     child: Child,
-    client: UserDirectoryClient<tonic::transport::Channel>,
+    client: UserDirectoryClient<userdir::client::AuthedChannel>,
 }
 
 impl Victim {
@@ -33,7 +33,13 @@ impl Victim {
             .spawn()
             .unwrap();
         for _ in 0..200 {
-            if let Ok(client) = UserDirectoryClient::connect(format!("http://127.0.0.1:{port}")).await {
+            if let Ok(channel) = tonic::transport::Channel::from_shared(format!("http://127.0.0.1:{port}"))
+                .unwrap()
+                .connect()
+                .await
+            {
+                let client =
+                    UserDirectoryClient::new(crate::common::with_key(&channel, Some(crate::common::operator_key())));
                 return Self { child, client };
             }
             tokio::time::sleep(Duration::from_millis(50)).await;

@@ -252,36 +252,11 @@ async fn raw_unary(
     message: impl prost::Message,
     timeout: &str,
 ) -> (String, String) {
-    use http_body_util::BodyExt;
-    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let (mut sender, connection) =
-        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), hyper_util::rt::TokioIo::new(tcp))
-            .await
-            .unwrap();
-    tokio::spawn(connection);
-    let encoded = message.encode_to_vec();
-    let mut frame = vec![0u8];
-    frame.extend_from_slice(&u32::try_from(encoded.len()).unwrap().to_be_bytes());
-    frame.extend_from_slice(&encoded);
-    let request = http::Request::post(format!("http://{addr}{path}"))
-        .header("content-type", "application/grpc")
-        .header("te", "trailers")
-        .header("grpc-timeout", timeout)
-        .body(http_body_util::Full::new(hyper::body::Bytes::from(frame)))
-        .unwrap();
-    let response = sender.send_request(request).await.unwrap();
-    let mut headers = response.headers().clone();
-    if !headers.contains_key("grpc-status") {
-        let collected = response.into_body().collect().await.unwrap();
-        headers.extend(collected.trailers().cloned().unwrap_or_default());
-    }
-    let get = |name: &str| {
-        headers
-            .get(name)
-            .map(|v| v.to_str().unwrap().to_owned())
-            .unwrap_or_default()
-    };
-    (get("grpc-status"), get("grpc-message"))
+    let headers = [
+        ("grpc-timeout", timeout.to_owned()),
+        ("authorization", format!("Bearer {}", crate::common::operator_key())),
+    ];
+    crate::common::raw_call(addr, path, &message.encode_to_vec(), &headers).await
 }
 
 /// A call whose deadline passes is answered DEADLINE_EXCEEDED (not tonic's

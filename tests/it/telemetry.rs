@@ -309,8 +309,9 @@ const PARENT_SPAN: &str = "00f067aa0ba902b7";
 async fn spans_metrics_and_logs_reach_the_operator(s: TestServer) {
     let (collector, collector_addr) = Collector::start().await;
     let server = Observed::start(&s, collector_addr).await;
-    let mut tenants = TenantAdminClient::new(server.channel.clone());
-    let mut users = UserDirectoryClient::new(server.channel.clone());
+    let operator = crate::common::with_key(&server.channel, Some(crate::common::operator_key()));
+    let mut tenants = TenantAdminClient::new(operator.clone());
+    let mut users = UserDirectoryClient::new(operator);
     tenants
         .create_tenant(CreateTenantRequest {
             tenant_id: "acme".into(),
@@ -539,6 +540,15 @@ async fn spans_metrics_and_logs_reach_the_operator(s: TestServer) {
     let line = json_log_line(&log, |l| l["request_id"] == "req-telemetry-1");
     assert_eq!(line["method"], "/userdir.v1.UserDirectory/CreateUser", "{line}");
     assert_eq!(line["trace_id"], TRACE_ID, "{line}");
+    assert_eq!(
+        line["principal"],
+        crate::common::operator_principal(),
+        "who called: {line}"
+    );
+    assert!(
+        !log.contains(&crate::common::operator_key()[36..]),
+        "no part of the key's secret is logged"
+    );
     let refused = json_log_line(&log, |l| l["request_id"] == "req-telemetry-2");
     assert_eq!(refused["status"], "AlreadyExists", "{refused}");
     assert_eq!(refused["reason"], "EMAIL_ALREADY_EXISTS", "{refused}");

@@ -8,7 +8,6 @@ use std::path::{Path, PathBuf};
 
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
 use userdir::cli::common::{ServerArgs, connect};
-use userdir::config::Config;
 use userdir::pb::tenant_admin_client::TenantAdminClient;
 use userdir::pb::{CreateTenantRequest, Tenant};
 
@@ -45,7 +44,7 @@ fn pki(dir: &Path) -> Pki {
 /// Starts `serve` on 127.0.0.1:0 with TLS over a fresh SQLite file; returns the port.
 async fn tls_server(dir: &Path, pki: &Pki, client_ca: bool) -> (u16, tokio::sync::oneshot::Sender<()>) {
     let url = format!("sqlite://{}?mode=rwc", dir.join("userdir.db").display());
-    let mut config = Config::for_test(url);
+    let mut config = crate::common::test_config(url);
     config.tls_cert = Some(pki.server_cert.clone());
     config.tls_key = Some(pki.server_key.clone());
     config.tls_client_ca = client_ca.then(|| pki.ca.clone());
@@ -65,7 +64,7 @@ async fn tls_server(dir: &Path, pki: &Pki, client_ca: bool) -> (u16, tokio::sync
 }
 
 async fn create_tenant(channel: tonic::transport::Channel, id: &str) -> Result<(), tonic::Status> {
-    TenantAdminClient::new(channel)
+    TenantAdminClient::new(crate::common::with_key(&channel, Some(crate::common::operator_key())))
         .create_tenant(CreateTenantRequest {
             tenant_id: id.into(),
             tenant: Some(Tenant {
@@ -155,7 +154,7 @@ async fn client_certificates_are_required_with_a_client_ca() {
 async fn half_or_wrong_tls_settings_are_named_at_start() {
     let dir = tempfile::tempdir().unwrap();
     let pki = pki(dir.path());
-    let mut config = Config::for_test("sqlite::memory:");
+    let mut config = crate::common::test_config("sqlite::memory:");
     config.tls_cert = Some(pki.server_cert.clone());
     let err = userdir::tls::server_tls(&config).unwrap_err().to_string();
     assert!(err.contains("--tls-cert and --tls-key go together"), "{err}");
@@ -223,7 +222,7 @@ async fn rotated_certificates_are_served_without_dropping_connections() {
 async fn a_broken_rotation_keeps_the_certificate_in_use() {
     let dir = tempfile::tempdir().unwrap();
     let pki = pki(dir.path());
-    let mut config = Config::for_test("sqlite::memory:");
+    let mut config = crate::common::test_config("sqlite::memory:");
     config.tls_cert = Some(pki.server_cert.clone());
     config.tls_key = Some(pki.server_key.clone());
     let tls = userdir::tls::server_tls(&config).unwrap().unwrap();
@@ -286,6 +285,7 @@ async fn the_client_certificate_subject_reaches_the_request() {
         ])
         .args(["--tls-client-ca", &path(&pki.ca)])
         .env("RUST_LOG", "info")
+        .env("USERDIR_OPERATOR_KEY", crate::common::operator_key())
         .stdout(std::fs::File::create(&log).unwrap())
         .stderr(std::process::Stdio::null())
         .spawn()

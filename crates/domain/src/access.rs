@@ -118,6 +118,8 @@ pub struct Caller {
     pub principal: String,
     pub tenants: TenantScope,
     pub scopes: Scopes,
+    /// The credential may act for users of its tenant.
+    pub act_as_users: bool,
     /// The user the call acts for, if the credential may and said so.
     pub acting: Option<ActingUser>,
 }
@@ -144,7 +146,26 @@ pub enum Action<'a> {
     SetRole(TenantRole),
     SetCapabilities,
     TransferOwnership,
+    GetTenant,
     UpdateTenant,
+    /// Installation-wide: only operator credentials.
+    CreateTenant,
+    /// Reading import jobs (their row errors name users, as a list does).
+    GetImportJobs,
+    /// A new API key with these rights: never more than the caller's own.
+    CreateApiKey(&'a KeyGrant),
+    ListApiKeys,
+    RevokeApiKey,
+}
+
+/// What a new API key would be allowed: what [`Action::CreateApiKey`] checks
+/// against the caller's own credential, so no key mints a stronger one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KeyGrant {
+    pub scopes: Scopes,
+    pub act_as_users: bool,
+    /// Reaching every tenant (an operator's key).
+    pub all_tenants: bool,
 }
 
 impl Action<'_> {
@@ -161,20 +182,31 @@ impl Action<'_> {
             Action::SetRole(_) => "users.setRole",
             Action::SetCapabilities => "users.setCapabilities",
             Action::TransferOwnership => "tenants.transferOwnership",
+            Action::GetTenant => "tenants.get",
             Action::UpdateTenant => "tenants.update",
+            Action::CreateTenant => "tenants.create",
+            Action::GetImportJobs => "importJobs.get",
+            Action::CreateApiKey(_) => "apiKeys.create",
+            Action::ListApiKeys => "apiKeys.list",
+            Action::RevokeApiKey => "apiKeys.revoke",
         }
     }
 
     /// The credential scope the action needs.
     fn scope(&self) -> Scope {
         match self {
-            Action::GetUser | Action::ListUsers => Scope::Read,
+            Action::GetUser | Action::ListUsers | Action::GetTenant | Action::GetImportJobs => Scope::Read,
             Action::CreateUser | Action::UpdateUser(_) | Action::DeleteUser => Scope::Write,
             Action::ImportUsers => Scope::Import,
             Action::ExportUsers => Scope::Export,
-            Action::SetRole(_) | Action::SetCapabilities | Action::TransferOwnership | Action::UpdateTenant => {
-                Scope::Admin
-            }
+            Action::SetRole(_)
+            | Action::SetCapabilities
+            | Action::TransferOwnership
+            | Action::UpdateTenant
+            | Action::CreateTenant
+            | Action::CreateApiKey(_)
+            | Action::ListApiKeys
+            | Action::RevokeApiKey => Scope::Admin,
         }
     }
 }
@@ -193,6 +225,9 @@ pub enum Denied {
     /// FAILED_PRECONDITION `OWNER_PROTECTED`: the owner is not deleted,
     /// disabled, demoted or edited by anyone else.
     OwnerProtected,
+    /// PERMISSION_DENIED `KEY_ESCALATION`: a new key would be allowed more
+    /// than the credential that asks for it.
+    Escalation,
 }
 
 impl Denied {
@@ -203,25 +238,40 @@ impl Denied {
             Denied::Missing(_) => "MISSING_PERMISSION",
             Denied::SelfAction => "SELF_ACTION_FORBIDDEN",
             Denied::OwnerProtected => "OWNER_PROTECTED",
+            Denied::Escalation => "KEY_ESCALATION",
         }
     }
 }
 
 impl Denied {
-    /// The error a caller gets, for `action` in `tenant`.
-    pub fn into_error(self, tenant: &TenantId, action: Action<'_>) -> DomainError {
+    /// The error a caller gets, for `action` in `tenant` (`None`: the
+    /// installation).
+    pub fn into_error(self, tenant: Option<&TenantId>, action: Action<'_>) -> DomainError {
+        let place = tenant.map_or_else(|| "this installation".to_owned(), TenantId::resource_name);
         match self {
             Denied::TenantNotFound => DomainError::NotFound {
                 kind: ResourceKind::Tenant,
-                name: tenant.resource_name(),
+                name: place,
+            },
+            Denied::Missing(permission) if tenant.is_none() => DomainError::PermissionDenied {
+                permission,
+                message: format!(
+                    "only an operator's credential (one that reaches every tenant) may {permission}, and with \
+                     the admin scope"
+                ),
             },
             Denied::Missing(permission) => DomainError::PermissionDenied {
                 permission,
                 message: format!(
-                    "the caller may not {permission} in {}: the credential's scopes or the acting user's role \
-                     do not allow it",
-                    tenant.resource_name()
+                    "the caller may not {permission} in {place}: the credential's scopes or the acting user's role \
+                     do not allow it"
                 ),
+            },
+            Denied::Escalation => DomainError::PermissionDenied {
+                permission: action.permission(),
+                message: "a key cannot be given more than the credential that creates it: scopes it lacks, acting \
+                          for users when it may not, or every tenant when it reaches one"
+                    .to_owned(),
             },
             Denied::SelfAction => DomainError::Precondition {
                 reason: self.reason(),
@@ -237,9 +287,8 @@ impl Denied {
             Denied::OwnerProtected => DomainError::Precondition {
                 reason: self.reason(),
                 message: format!(
-                    "the owner of {} cannot be deleted, disabled, demoted or edited by another user; the owner \
-                     first hands the role on (TransferTenantOwnership)",
-                    tenant.resource_name()
+                    "the owner of {place} cannot be deleted, disabled, demoted or edited by another user; the owner \
+                     first hands the role on (TransferTenantOwnership)"
                 ),
             },
         }
@@ -269,18 +318,43 @@ fn manages(actor: &ActingUser, target: TenantRole) -> bool {
     }
 }
 
-/// Whether `caller` may do `action` in `tenant` (to `target`, for actions
-/// about one user). Pure: the caller's rights, the target's role and the
-/// action decide; counting (the last admin) is the store's, under its lock.
-pub fn decide(caller: &Caller, tenant: &TenantId, action: Action<'_>, target: Option<Target>) -> Result<(), Denied> {
-    if let TenantScope::One(scoped) = &caller.tenants
-        && scoped != tenant
-    {
-        return Err(Denied::TenantNotFound);
-    }
+/// The first half of [`decide`], for before the target is read: whether
+/// the credential reaches `tenant` at all (else the tenant "does not exist")
+/// and holds the scope `action` needs. Asked first, so a caller without
+/// the right learns nothing of which users exist.
+pub fn reaches(caller: &Caller, tenant: Option<&TenantId>, action: Action<'_>) -> Result<(), Denied> {
     let missing = Err(Denied::Missing(action.permission()));
-    if !caller.scopes.has(action.scope()) {
-        return missing;
+    match (&caller.tenants, tenant) {
+        (TenantScope::One(scoped), Some(tenant)) if scoped != tenant => return Err(Denied::TenantNotFound),
+        (TenantScope::One(_), None) => return missing,
+        _ => {}
+    }
+    if caller.scopes.has(action.scope()) {
+        Ok(())
+    } else {
+        missing
+    }
+}
+
+/// Whether `caller` may do `action` in `tenant` (`None`: installation-wide,
+/// such as creating a tenant or an operator's key), to `target` for actions
+/// about one user. Pure: the caller's rights, the target's role and the
+/// action decide; counting (the last admin) is the store's, under its lock.
+pub fn decide(
+    caller: &Caller,
+    tenant: Option<&TenantId>,
+    action: Action<'_>,
+    target: Option<Target>,
+) -> Result<(), Denied> {
+    let missing = Err(Denied::Missing(action.permission()));
+    reaches(caller, tenant, action)?;
+    if let Action::CreateApiKey(grant) = action {
+        let within = Scopes::from_bits(grant.scopes.bits() & !caller.scopes.bits()) == Scopes::default();
+        let acts = !grant.act_as_users || caller.acting.is_none() && caller.act_as_users;
+        let reach = !grant.all_tenants || caller.tenants == TenantScope::All;
+        if !(within && acts && reach) {
+            return Err(Denied::Escalation);
+        }
     }
     let acting = caller.acting.as_ref();
     let is_self = matches!((acting, target), (Some(a), Some(t)) if a.user == t.user);
@@ -300,7 +374,7 @@ pub fn decide(caller: &Caller, tenant: &TenantId, action: Action<'_>, target: Op
         return Ok(());
     };
     let allowed = match action {
-        Action::GetUser | Action::ListUsers => true,
+        Action::GetUser | Action::ListUsers | Action::GetTenant | Action::GetImportJobs => true,
         Action::CreateUser | Action::ImportUsers => manages(actor, TenantRole::Member),
         Action::UpdateUser(mask) => match target {
             Some(_) if is_self && self_editable(mask) => true,
@@ -310,8 +384,15 @@ pub fn decide(caller: &Caller, tenant: &TenantId, action: Action<'_>, target: Op
         },
         Action::DeleteUser => target.is_some_and(|t| manages(actor, t.role)),
         Action::ExportUsers => actor.role >= TenantRole::Admin || actor.capabilities.export_users,
-        Action::SetRole(_) | Action::SetCapabilities | Action::UpdateTenant => actor.role >= TenantRole::Admin,
+        Action::SetRole(_)
+        | Action::SetCapabilities
+        | Action::UpdateTenant
+        | Action::CreateApiKey(_)
+        | Action::ListApiKeys
+        | Action::RevokeApiKey => actor.role >= TenantRole::Admin,
         Action::TransferOwnership => actor.role == TenantRole::Owner,
+        // Acting users belong to one tenant: never installation-wide.
+        Action::CreateTenant => false,
     };
     if allowed { Ok(()) } else { missing }
 }
@@ -337,6 +418,7 @@ mod tests {
             principal: "apikey:test".into(),
             tenants: TenantScope::One(tenant()),
             scopes,
+            act_as_users: true,
             acting: role.map(|role| ActingUser {
                 user: UserId(Uuid::from_u128(ME)),
                 role,
@@ -454,7 +536,7 @@ mod tests {
             (Member, "um", Action::UpdateTenant, None, no("tenants.update")),
         ];
         for (i, (role, caps, action, target, expected)) in rows.into_iter().enumerate() {
-            let got = decide(&caller(Some(role), caps, Scopes::ALL), &tenant(), action, target);
+            let got = decide(&caller(Some(role), caps, Scopes::ALL), Some(&tenant()), action, target);
             assert_eq!(got, expected, "row {i}: {role:?} {caps:?} {action:?} on {target:?}");
         }
     }
@@ -463,7 +545,7 @@ mod tests {
     #[test]
     fn refusals_become_errors() {
         let t = tenant();
-        let err = Denied::Missing("users.delete").into_error(&t, Action::DeleteUser);
+        let err = Denied::Missing("users.delete").into_error(Some(&t), Action::DeleteUser);
         assert_eq!(err.reason(), "MISSING_PERMISSION");
         assert!(matches!(
             err,
@@ -472,18 +554,18 @@ mod tests {
                 ..
             }
         ));
-        let err = Denied::TenantNotFound.into_error(&t, Action::ListUsers);
+        let err = Denied::TenantNotFound.into_error(Some(&t), Action::ListUsers);
         assert_eq!(
             err.reason(),
             "TENANT_NOT_FOUND",
             "exactly as a tenant that does not exist"
         );
-        let err = Denied::SelfAction.into_error(&t, Action::DeleteUser);
+        let err = Denied::SelfAction.into_error(Some(&t), Action::DeleteUser);
         assert_eq!(err.reason(), "SELF_ACTION_FORBIDDEN");
         assert!(err.to_string().contains("delete themselves"), "{err}");
-        let err = Denied::SelfAction.into_error(&t, Action::SetRole(TenantRole::Member));
+        let err = Denied::SelfAction.into_error(Some(&t), Action::SetRole(TenantRole::Member));
         assert!(err.to_string().contains("demote themselves"), "{err}");
-        let err = Denied::OwnerProtected.into_error(&t, Action::DeleteUser);
+        let err = Denied::OwnerProtected.into_error(Some(&t), Action::DeleteUser);
         assert_eq!(err.reason(), "OWNER_PROTECTED");
     }
 
@@ -495,22 +577,22 @@ mod tests {
         let other_tenant = TenantId::parse("tenant", "globex").unwrap();
         let admin_key = caller(Some(Admin), "", Scopes::ALL);
         assert_eq!(
-            decide(&admin_key, &other_tenant, Action::ListUsers, None),
+            decide(&admin_key, Some(&other_tenant), Action::ListUsers, None),
             Err(Denied::TenantNotFound)
         );
         let operator = Caller {
             tenants: TenantScope::All,
             ..caller(None, "", Scopes::ALL)
         };
-        assert_eq!(decide(&operator, &other_tenant, Action::ListUsers, None), OK);
+        assert_eq!(decide(&operator, Some(&other_tenant), Action::ListUsers, None), OK);
         // A read-only key: an admin acting through it still only reads.
         let read_only = caller(Some(Admin), "", Scopes::of(&[Scope::Read]));
         assert_eq!(
-            decide(&read_only, &tenant(), Action::GetUser, target(OTHER, Member)),
+            decide(&read_only, Some(&tenant()), Action::GetUser, target(OTHER, Member)),
             OK
         );
         assert_eq!(
-            decide(&read_only, &tenant(), Action::DeleteUser, target(OTHER, Member)),
+            decide(&read_only, Some(&tenant()), Action::DeleteUser, target(OTHER, Member)),
             no("users.delete")
         );
         // An admin-scoped key acting for a member: the member's rights.
@@ -518,7 +600,7 @@ mod tests {
         assert_eq!(
             decide(
                 &member_via_admin_key,
-                &tenant(),
+                Some(&tenant()),
                 Action::SetRole(Admin),
                 target(OTHER, Member)
             ),
@@ -526,18 +608,97 @@ mod tests {
         );
         // Without an acting user: the scopes decide, the owner stays protected.
         let service = caller(None, "", Scopes::of(&[Scope::Read, Scope::Write, Scope::Import]));
-        assert_eq!(decide(&service, &tenant(), Action::ImportUsers, None), OK);
+        assert_eq!(decide(&service, Some(&tenant()), Action::ImportUsers, None), OK);
         assert_eq!(
-            decide(&service, &tenant(), Action::ExportUsers, None),
+            decide(&service, Some(&tenant()), Action::ExportUsers, None),
             no("users.export")
         );
         assert_eq!(
-            decide(&service, &tenant(), Action::DeleteUser, target(OTHER, Admin)),
+            decide(&service, Some(&tenant()), Action::DeleteUser, target(OTHER, Admin)),
             OK
         );
         assert_eq!(
-            decide(&service, &tenant(), Action::DeleteUser, target(OTHER, Owner)),
+            decide(&service, Some(&tenant()), Action::DeleteUser, target(OTHER, Owner)),
             OWNER
+        );
+    }
+
+    /// Installation-wide actions are an operator's; a key never mints a
+    /// stronger one.
+    #[test]
+    fn operators_and_keys_that_make_keys() {
+        let grant = |scopes: &[Scope], act_as_users: bool, all_tenants: bool| KeyGrant {
+            scopes: Scopes::of(scopes),
+            act_as_users,
+            all_tenants,
+        };
+        let operator = Caller {
+            tenants: TenantScope::All,
+            act_as_users: false,
+            ..caller(None, "", Scopes::ALL)
+        };
+        let tenant_admin = caller(None, "", Scopes::ALL);
+        assert_eq!(decide(&operator, None, Action::CreateTenant, None), OK);
+        assert_eq!(
+            decide(&tenant_admin, None, Action::CreateTenant, None),
+            no("tenants.create")
+        );
+        let read_operator = Caller {
+            scopes: Scopes::of(&[Scope::Read]),
+            ..operator.clone()
+        };
+        assert_eq!(
+            decide(&read_operator, None, Action::CreateTenant, None),
+            no("tenants.create")
+        );
+        // An operator key makes operator keys; a tenant key only its tenant's.
+        let all = grant(&[Scope::Read], false, true);
+        assert_eq!(decide(&operator, None, Action::CreateApiKey(&all), None), OK);
+        assert_eq!(
+            decide(&tenant_admin, Some(&tenant()), Action::CreateApiKey(&all), None),
+            Err(Denied::Escalation)
+        );
+        let read = grant(&[Scope::Read], false, false);
+        assert_eq!(
+            decide(&tenant_admin, Some(&tenant()), Action::CreateApiKey(&read), None),
+            OK
+        );
+        // Never a scope the caller lacks, nor acting for users when it may not.
+        let writer = caller(None, "", Scopes::of(&[Scope::Read, Scope::Write, Scope::Admin]));
+        let export = grant(&[Scope::Export], false, false);
+        assert_eq!(
+            decide(&writer, Some(&tenant()), Action::CreateApiKey(&export), None),
+            Err(Denied::Escalation)
+        );
+        let acting_key = grant(&[Scope::Read], true, false);
+        assert_eq!(
+            decide(&operator, Some(&tenant()), Action::CreateApiKey(&acting_key), None),
+            Err(Denied::Escalation),
+            "the operator key here may not act for users"
+        );
+        assert_eq!(
+            decide(&tenant_admin, Some(&tenant()), Action::CreateApiKey(&acting_key), None),
+            OK
+        );
+        // Acting for a member: no keys at all; for an admin, within the key.
+        let as_member = caller(Some(Member), "um", Scopes::ALL);
+        assert_eq!(
+            decide(&as_member, Some(&tenant()), Action::CreateApiKey(&read), None),
+            no("apiKeys.create")
+        );
+        assert_eq!(
+            decide(&as_member, Some(&tenant()), Action::ListApiKeys, None),
+            no("apiKeys.list")
+        );
+        let as_admin = caller(Some(Admin), "", Scopes::ALL);
+        assert_eq!(decide(&as_admin, Some(&tenant()), Action::RevokeApiKey, None), OK);
+        // Reading a tenant and its import jobs: any reader in it.
+        let reader = caller(None, "", Scopes::of(&[Scope::Read]));
+        assert_eq!(decide(&reader, Some(&tenant()), Action::GetTenant, None), OK);
+        assert_eq!(decide(&reader, Some(&tenant()), Action::GetImportJobs, None), OK);
+        assert_eq!(
+            decide(&reader, Some(&tenant()), Action::UpdateTenant, None),
+            no("tenants.update")
         );
     }
 }

@@ -32,6 +32,9 @@ pub struct ApiKey {
     pub scopes: Scopes,
     /// May send `x-userdir-acting-user` to act for a user of its tenant.
     pub act_as_users: bool,
+    /// The principal that made it (`apikey:…`, or `configuration` for the
+    /// operator key a deployment supplies).
+    pub creator: String,
     pub create_time: Timestamp,
     pub expire_time: Option<Timestamp>,
     /// Written at most about once a minute.

@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use crate::access::{self, Action, Caller, Target, TenantRole, TenantScope};
 use crate::admission::{Admission, StreamKind, StreamLimits};
 use crate::error::{DomainError, ResourceKind};
 use crate::import::engine::Importer;
@@ -51,6 +52,30 @@ fn invalid<T>(r: Result<T, crate::error::FieldViolation>) -> Result<T, DomainErr
     r.map_err(|v| DomainError::Invalid(vec![v]))
 }
 
+/// [`access::reaches`] as the error the caller gets.
+pub(crate) fn reach(caller: &Caller, tenant: Option<&TenantId>, action: Action<'_>) -> Result<(), DomainError> {
+    access::reaches(caller, tenant, action).map_err(|d| d.into_error(tenant, action))
+}
+
+/// [`access::decide`] as the error the caller gets.
+pub(crate) fn allow(
+    caller: &Caller,
+    tenant: &TenantId,
+    action: Action<'_>,
+    target: Option<&User>,
+) -> Result<(), DomainError> {
+    access::decide(caller, Some(tenant), action, target.map(target_of)).map_err(|d| d.into_error(Some(tenant), action))
+}
+
+/// A user as the permission rules see them. Every user is a member until
+/// roles are stored.
+pub(crate) fn target_of(user: &User) -> Target {
+    Target {
+        user: user.id,
+        role: TenantRole::Member,
+    }
+}
+
 impl<R: TenantRepository + UserRepository> Directory<R> {
     pub fn new(repo: Arc<R>) -> Self {
         Self {
@@ -90,21 +115,39 @@ impl<R: TenantRepository + UserRepository> Directory<R> {
         &self.repo
     }
 
+    /// The sealer of this directory's page tokens.
+    pub(crate) fn tokens(&self) -> &PageTokens {
+        &self.tokens
+    }
+
     // ---- tenants ----
 
-    pub async fn create_tenant(&self, tenant_id: &str, settings: TenantSettings) -> Result<Tenant, DomainError> {
+    pub async fn create_tenant(
+        &self,
+        caller: &Caller,
+        tenant_id: &str,
+        settings: TenantSettings,
+    ) -> Result<Tenant, DomainError> {
+        reach(caller, None, Action::CreateTenant)?;
         let id = invalid(TenantId::parse("tenant_id", tenant_id))?;
         let tenant = Tenant::create(id, settings, Timestamp::now())?;
         self.repo.insert_tenant(&tenant).await?;
         Ok(tenant)
     }
 
-    pub async fn get_tenant(&self, name: &str) -> Result<Tenant, DomainError> {
+    pub async fn get_tenant(&self, caller: &Caller, name: &str) -> Result<Tenant, DomainError> {
         let id = invalid(TenantId::from_resource_name("name", name))?;
+        allow(caller, &id, Action::GetTenant, None)?;
         self.repo.get_tenant(&id).await
     }
 
-    pub async fn list_tenants(&self, requested_size: i32, page_token: &str) -> Result<Page<Tenant>, DomainError> {
+    /// Every tenant for an operator; a tenant's own credential sees its tenant.
+    pub async fn list_tenants(
+        &self,
+        caller: &Caller,
+        requested_size: i32,
+        page_token: &str,
+    ) -> Result<Page<Tenant>, DomainError> {
         const SCOPE: &str = "tenants";
         let limit = page_size(requested_size)?;
         let after = if page_token.is_empty() {
@@ -112,6 +155,18 @@ impl<R: TenantRepository + UserRepository> Directory<R> {
         } else {
             Some(self.tokens.decode(SCOPE, page_token)?.id)
         };
+        if let TenantScope::One(own) = &caller.tenants {
+            allow(caller, own, Action::GetTenant, None)?;
+            let items = match after {
+                None => vec![self.repo.get_tenant(own).await?],
+                Some(_) => Vec::new(),
+            };
+            return Ok(Page {
+                items,
+                next_page_token: String::new(),
+            });
+        }
+        reach(caller, None, Action::GetTenant)?;
         let mut items = self.repo.list_tenants(after.as_deref(), limit + 1).await?;
         let next_page_token = next_token(&mut items, limit, |t| {
             self.tokens.encode(
@@ -128,12 +183,14 @@ impl<R: TenantRepository + UserRepository> Directory<R> {
 
     pub async fn update_tenant(
         &self,
+        caller: &Caller,
         name: &str,
         settings: TenantSettings,
         mask_paths: &[String],
         etag: &str,
     ) -> Result<Tenant, DomainError> {
         let id = invalid(TenantId::from_resource_name("tenant.name", name))?;
+        allow(caller, &id, Action::UpdateTenant, None)?;
         let mask = TenantMask::parse(mask_paths, &settings)?;
         let mut tenant = self.repo.get_tenant(&id).await?;
         let expected = tenant.revision;
@@ -148,8 +205,15 @@ impl<R: TenantRepository + UserRepository> Directory<R> {
 
     /// Creates a user; with `validate_only` runs every check (rules, schema,
     /// uniqueness, seats) and returns the would-be user without writing it.
-    pub async fn create_user(&self, parent: &str, input: UserInput, validate_only: bool) -> Result<User, DomainError> {
+    pub async fn create_user(
+        &self,
+        caller: &Caller,
+        parent: &str,
+        input: UserInput,
+        validate_only: bool,
+    ) -> Result<User, DomainError> {
         let tenant_id = invalid(TenantId::from_resource_name("parent", parent))?;
+        allow(caller, &tenant_id, Action::CreateUser, None)?;
         let tenant = self.repo.get_tenant(&tenant_id).await?;
         let user = User::create(tenant_id, input, &tenant.custom_attributes, Timestamp::now())?;
         if validate_only {
@@ -195,9 +259,12 @@ impl<R: TenantRepository + UserRepository> Directory<R> {
         Ok(())
     }
 
-    pub async fn get_user(&self, name: &str) -> Result<User, DomainError> {
+    pub async fn get_user(&self, caller: &Caller, name: &str) -> Result<User, DomainError> {
         let name = invalid(UserName::parse("name", name))?;
-        self.repo.get_user(&name).await
+        reach(caller, Some(&name.tenant), Action::GetUser)?;
+        let user = self.repo.get_user(&name).await?;
+        allow(caller, &name.tenant, Action::GetUser, Some(&user))?;
+        Ok(user)
     }
 
     /// Applies a partial update. A write that changes nothing leaves the user,
@@ -207,6 +274,7 @@ impl<R: TenantRepository + UserRepository> Directory<R> {
     /// (its mask names the only fields it writes), so neither is lost.
     pub async fn update_user(
         &self,
+        caller: &Caller,
         name: &str,
         input: UserInput,
         mask_paths: &[String],
@@ -216,11 +284,14 @@ impl<R: TenantRepository + UserRepository> Directory<R> {
         const ATTEMPTS: usize = 20;
         let name = invalid(UserName::parse("user.name", name))?;
         let mask = UserMask::parse(mask_paths, &input)?;
+        let action = Action::UpdateUser(&mask);
+        reach(caller, Some(&name.tenant), action)?;
         let tenant = self.repo.get_tenant(&name.tenant).await?;
         let mut attempt = 0;
         loop {
             attempt += 1;
             let mut user = self.repo.get_user(&name).await?;
+            allow(caller, &name.tenant, action, Some(&user))?;
             let expected = user.revision;
             check_etag(etag, expected, ResourceKind::User, name.to_string())?;
             if !user.apply(input.clone(), &mask, &tenant.custom_attributes)? {
@@ -236,8 +307,11 @@ impl<R: TenantRepository + UserRepository> Directory<R> {
         }
     }
 
-    pub async fn delete_user(&self, name: &str, etag: &str) -> Result<(), DomainError> {
+    pub async fn delete_user(&self, caller: &Caller, name: &str, etag: &str) -> Result<(), DomainError> {
         let parsed = invalid(UserName::parse("name", name))?;
+        reach(caller, Some(&parsed.tenant), Action::DeleteUser)?;
+        let user = self.repo.get_user(&parsed).await?;
+        allow(caller, &parsed.tenant, Action::DeleteUser, Some(&user))?;
         let expected = if etag.is_empty() {
             None
         } else {
@@ -256,6 +330,7 @@ impl<R: TenantRepository + UserRepository> Directory<R> {
 
     pub async fn list_users(
         &self,
+        caller: &Caller,
         parent: &str,
         filter: &str,
         order_by: &str,
@@ -263,6 +338,7 @@ impl<R: TenantRepository + UserRepository> Directory<R> {
         page_token: &str,
     ) -> Result<Page<User>, DomainError> {
         let tenant = invalid(TenantId::from_resource_name("parent", parent))?;
+        allow(caller, &tenant, Action::ListUsers, None)?;
         let query = UserQuery::parse(
             tenant.as_str(),
             filter,
@@ -280,13 +356,16 @@ impl<R: TenantRepository + UserRepository> Directory<R> {
         Ok(Page { items, next_page_token })
     }
 
-    pub async fn lookup_user(&self, parent: &str, key: UserKey) -> Result<User, DomainError> {
+    pub async fn lookup_user(&self, caller: &Caller, parent: &str, key: UserKey) -> Result<User, DomainError> {
         let tenant = invalid(TenantId::from_resource_name("parent", parent))?;
+        reach(caller, Some(&tenant), Action::GetUser)?;
         let key = match key {
             UserKey::EmailKey(email) => UserKey::EmailKey(crate::email::email_key(&email)),
             other => other,
         };
-        self.repo.find_user(&tenant, &key).await
+        let user = self.repo.find_user(&tenant, &key).await?;
+        allow(caller, &tenant, Action::GetUser, Some(&user))?;
+        Ok(user)
     }
 }
 
@@ -302,15 +381,17 @@ fn next_token<T>(items: &mut Vec<T>, limit: u32, token: impl Fn(&T) -> String) -
 }
 
 impl<R: TenantRepository + UserRepository + ImportRepository> Directory<R> {
-    /// Starts an import into `parent` (`tenants/{id}`). `actor` is who runs it,
-    /// when known.
+    /// Starts an import into `parent` (`tenants/{id}`); its job records the
+    /// caller as its actor.
     pub async fn start_import(
         &self,
+        caller: &Caller,
         parent: &str,
         options: ImportOptions,
-        actor: String,
     ) -> Result<Importer<R>, DomainError> {
         let tenant_id = invalid(TenantId::from_resource_name("options.parent", parent))?;
+        allow(caller, &tenant_id, Action::ImportUsers, None)?;
+        let actor = caller.principal.clone();
         let tenant = self.repo.get_tenant(&tenant_id).await?;
         let slot = self.admission.admit(StreamKind::Import, &tenant_id)?;
         Importer::start(Arc::clone(&self.repo), tenant, options, actor, self.import_limits, slot).await
@@ -331,19 +412,22 @@ impl<R: TenantRepository + UserRepository + ImportRepository> Directory<R> {
         self.repo.interrupt_import_jobs(stale_before, None, why).await
     }
 
-    pub async fn get_import_job(&self, name: &str) -> Result<ImportJob, DomainError> {
+    pub async fn get_import_job(&self, caller: &Caller, name: &str) -> Result<ImportJob, DomainError> {
         let (tenant, id) = invalid(ImportJob::parse_name("name", name))?;
+        allow(caller, &tenant, Action::GetImportJobs, None)?;
         self.repo.get_import_job(&tenant, id).await
     }
 
     /// The import history of a tenant, newest first.
     pub async fn list_import_jobs(
         &self,
+        caller: &Caller,
         parent: &str,
         requested_size: i32,
         page_token: &str,
     ) -> Result<Page<ImportJob>, DomainError> {
         let tenant = invalid(TenantId::from_resource_name("parent", parent))?;
+        allow(caller, &tenant, Action::GetImportJobs, None)?;
         let limit = page_size(requested_size)?;
         let scope = format!("{}/importJobs", tenant.resource_name());
         let before = if page_token.is_empty() {
@@ -373,11 +457,13 @@ impl<R: TenantRepository + UserRepository + crate::repo::SnapshotRepository> Dir
     /// over one snapshot taken now.
     pub async fn start_export(
         &self,
+        caller: &Caller,
         parent: &str,
         filter: &str,
         order_by: &str,
     ) -> Result<crate::export::Exporter<R::Snapshot>, DomainError> {
         let tenant = invalid(TenantId::from_resource_name("parent", parent))?;
+        allow(caller, &tenant, Action::ExportUsers, None)?;
         let query = UserQuery::parse(tenant.as_str(), filter, order_by, 0, "", &self.tokens)?;
         self.repo.get_tenant(&tenant).await?;
         let slot = self.admission.admit(StreamKind::Export, &tenant)?;

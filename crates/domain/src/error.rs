@@ -102,6 +102,7 @@ pub enum ResourceKind {
     Tenant,
     User,
     ImportJob,
+    ApiKey,
 }
 
 impl fmt::Display for ResourceKind {
@@ -110,6 +111,7 @@ impl fmt::Display for ResourceKind {
             Self::Tenant => "tenant",
             Self::User => "user",
             Self::ImportJob => "import job",
+            Self::ApiKey => "API key",
         })
     }
 }
@@ -141,6 +143,10 @@ impl DomainError {
                 kind: ResourceKind::ImportJob,
                 ..
             } => "IMPORT_JOB_NOT_FOUND",
+            Self::NotFound {
+                kind: ResourceKind::ApiKey,
+                ..
+            } => "API_KEY_NOT_FOUND",
             Self::AlreadyExists { field: "email", .. } => "EMAIL_ALREADY_EXISTS",
             Self::AlreadyExists {
                 field: "external_id", ..

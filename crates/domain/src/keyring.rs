@@ -90,6 +90,7 @@ impl<R: ApiKeyRepository> KeyRing<R> {
             principal: format!("apikey:{}", key.id.simple()),
             tenants: key.tenant.clone().map_or(TenantScope::All, TenantScope::One),
             scopes: key.scopes,
+            act_as_users: key.act_as_users,
             acting: None,
         })
     }

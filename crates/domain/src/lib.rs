@@ -13,6 +13,7 @@ pub mod export;
 pub mod filter;
 pub mod import;
 pub mod keyring;
+pub mod keys;
 pub mod list;
 pub mod page_token;
 pub mod repo;

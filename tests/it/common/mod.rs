@@ -10,7 +10,9 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tonic::transport::Channel;
 use tonic_health::pb::health_client::HealthClient;
+use userdir::client::{AuthedChannel, BearerAuth, authed};
 use userdir::config::Config;
+use userdir::pb::api_keys_client::ApiKeysClient;
 use userdir::pb::tenant_admin_client::TenantAdminClient;
 use userdir::pb::user_directory_client::UserDirectoryClient;
 use userdir::pb::{CreateTenantRequest, CreateUserRequest, Tenant, User};
@@ -18,6 +20,32 @@ use userdir_store::Store;
 
 pub mod pgproxy;
 pub mod pki;
+
+/// The operator key every test server is configured with (made once per
+/// test process, the way a deployment supplies `USERDIR_OPERATOR_KEY`).
+pub fn operator_key() -> &'static str {
+    static KEY: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        userdir_domain::apikey::NewApiKey::generate()
+            .expect("random bytes")
+            .token()
+    });
+    &KEY
+}
+
+/// Who the operator key is, as jobs and logs name it.
+pub fn operator_principal() -> String {
+    format!("apikey:{}", &operator_key()[4..36])
+}
+
+/// Test settings for `url`, with the operator key.
+pub fn test_config(url: impl Into<String>) -> Config {
+    Config::for_test(url).with_operator_key(operator_key())
+}
+
+/// `channel` calling with `key` (none: without a credential).
+pub fn with_key(channel: &Channel, key: Option<&str>) -> AuthedChannel {
+    authed(channel.clone(), BearerAuth::new(key).expect("a header-safe key"))
+}
 
 /// A port nothing listens on right now, for a process the test starts.
 pub fn free_port() -> u16 {
@@ -48,10 +76,15 @@ pub fn pg_url() -> String {
 }
 
 pub struct TestServer {
-    pub users: UserDirectoryClient<Channel>,
-    pub tenants: TenantAdminClient<Channel>,
+    /// Clients calling as the operator.
+    pub users: UserDirectoryClient<AuthedChannel>,
+    pub tenants: TenantAdminClient<AuthedChannel>,
+    pub keys: ApiKeysClient<AuthedChannel>,
     pub health: HealthClient<Channel>,
-    pub channel: Channel,
+    /// The operator's channel.
+    pub channel: AuthedChannel,
+    /// The same connection, with no credential.
+    pub plain: Channel,
     pub addr: std::net::SocketAddr,
     shutdown: Option<oneshot::Sender<()>>,
     handle: Option<JoinHandle<()>>,
@@ -74,25 +107,11 @@ pub async fn spawn_with(backend: Backend, adjust: impl FnOnce(&mut Config)) -> O
         Backend::Sqlite => {
             let dir = tempfile::tempdir().expect("temp dir");
             let url = format!("sqlite://{}?mode=rwc", dir.path().join("userdir.db").display());
-            (Config::for_test(url), Some(dir), None)
+            (test_config(url), Some(dir), None)
         }
         Backend::Postgres => {
-            let url = pg_url();
-            let admin = match Database::connect(url.as_str()).await {
-                Ok(db) => db,
-                Err(e) if std::env::var("CI").as_deref() != Ok("true") => {
-                    eprintln!("skipping PostgreSQL test: {url} not reachable ({e}); set CI=true to make this fail");
-                    return None;
-                }
-                Err(e) => panic!("PostgreSQL at {url} is required when CI=true: {e}"),
-            };
-            let schema = format!("it_{}", uuid::Uuid::now_v7().simple());
-            admin
-                .execute_unprepared(&format!("CREATE SCHEMA {schema}"))
-                .await
-                .expect("create schema");
-            admin.close().await.ok();
-            let mut config = Config::for_test(url);
+            let (url, schema) = spawn_bare_postgres_schema().await?;
+            let mut config = test_config(url);
             config.pg_schema = schema.clone();
             (config, None, Some(schema))
         }
@@ -117,11 +136,14 @@ pub async fn spawn_with(backend: Backend, adjust: impl FnOnce(&mut Config)) -> O
         .connect()
         .await
         .expect("connect");
+    let operator = with_key(&channel, Some(operator_key()));
     let server = TestServer {
-        users: UserDirectoryClient::new(channel.clone()),
-        tenants: TenantAdminClient::new(channel.clone()),
+        users: UserDirectoryClient::new(operator.clone()),
+        tenants: TenantAdminClient::new(operator.clone()),
+        keys: ApiKeysClient::new(operator.clone()),
         health: HealthClient::new(channel.clone()),
-        channel,
+        channel: operator,
+        plain: channel,
         addr,
         shutdown: Some(tx),
         handle: Some(handle),
@@ -136,11 +158,24 @@ pub async fn spawn_with(backend: Backend, adjust: impl FnOnce(&mut Config)) -> O
 impl TestServer {
     /// Another server on the same database (a replica), with a client; it
     /// stops when the returned sender is dropped.
-    pub async fn replica(&self) -> (UserDirectoryClient<Channel>, oneshot::Sender<()>) {
+    pub async fn replica(&self) -> (UserDirectoryClient<AuthedChannel>, oneshot::Sender<()>) {
+        let (addr, stop) = self.replica_at().await;
+        let channel = Channel::from_shared(format!("http://{addr}"))
+            .expect("uri")
+            .connect()
+            .await
+            .expect("connect");
+        (UserDirectoryClient::new(with_key(&channel, Some(operator_key()))), stop)
+    }
+
+    /// Another server on the same database: its address; it stops when the
+    /// returned sender is dropped.
+    pub async fn replica_at(&self) -> (std::net::SocketAddr, oneshot::Sender<()>) {
         let store = Store::open(&self.store_options)
             .await
             .expect("open the shared database");
-        let config = Config::for_test(self.store_options.url.clone());
+        let mut config = test_config(self.store_options.url.clone());
+        config.pg_schema = self.store_options.pg_schema.clone().unwrap_or_default();
         let listener = TcpListener::bind(config.listen).await.expect("bind");
         let addr = listener.local_addr().expect("local addr");
         let (tx, rx) = oneshot::channel::<()>();
@@ -150,12 +185,7 @@ impl TestServer {
             })
             .await;
         });
-        let channel = Channel::from_shared(format!("http://{addr}"))
-            .expect("uri")
-            .connect()
-            .await
-            .expect("connect");
-        (UserDirectoryClient::new(channel), tx)
+        (addr, tx)
     }
 
     /// Waits until health says SERVING (the first database probe ran).
@@ -277,19 +307,11 @@ impl Drop for TestServer {
         }
         if let Some(schema) = self.pg_schema.take() {
             // Drop the schema from a plain thread: Drop cannot await.
-            let url = pg_url();
             let _ = std::thread::spawn(move || {
                 let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
                     return;
                 };
-                rt.block_on(async {
-                    if let Ok(db) = Database::connect(url.as_str()).await {
-                        let _ = db
-                            .execute_unprepared(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
-                            .await;
-                        let _ = db.close().await;
-                    }
-                });
+                rt.block_on(drop_pg_schema(&schema));
             })
             .join();
         }
@@ -336,4 +358,98 @@ macro_rules! on_both_backends {
             )*
         }
     };
+}
+
+/// A fresh, empty PostgreSQL schema (no server, no migrations): its URL and
+/// name; `None` when PostgreSQL is not reachable outside CI.
+pub async fn spawn_bare_postgres_schema() -> Option<(String, String)> {
+    let url = pg_url();
+    let admin = match Database::connect(url.as_str()).await {
+        Ok(db) => db,
+        Err(e) if std::env::var("CI").as_deref() != Ok("true") => {
+            eprintln!("skipping PostgreSQL test: {url} not reachable ({e}); set CI=true to make this fail");
+            return None;
+        }
+        Err(e) => panic!("PostgreSQL at {url} is required when CI=true: {e}"),
+    };
+    let schema = format!("it_{}", uuid::Uuid::now_v7().simple());
+    admin
+        .execute_unprepared(&format!("CREATE SCHEMA {schema}"))
+        .await
+        .expect("create schema");
+    admin.close().await.ok();
+    Some((url, schema))
+}
+
+/// Drops a schema [`spawn_bare_postgres_schema`] made.
+pub async fn drop_pg_schema(schema: &str) {
+    if let Ok(db) = Database::connect(pg_url().as_str()).await {
+        let _ = db
+            .execute_unprepared(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
+            .await;
+        let _ = db.close().await;
+    }
+}
+
+/// One gRPC call of `path` over a bare HTTP/2 connection (no client-side
+/// deadline or credential of tonic's): `message` as its one request frame,
+/// `headers` added; the server's `grpc-status` and decoded `grpc-message`.
+pub async fn raw_call(
+    addr: std::net::SocketAddr,
+    path: &str,
+    message: &[u8],
+    headers: &[(&str, String)],
+) -> (String, String) {
+    use http_body_util::BodyExt;
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut sender, connection) =
+        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), hyper_util::rt::TokioIo::new(tcp))
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    let mut frame = vec![0u8];
+    frame.extend_from_slice(&u32::try_from(message.len()).unwrap().to_be_bytes());
+    frame.extend_from_slice(message);
+    let mut request = http::Request::post(format!("http://{addr}{path}"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers");
+    for (name, value) in headers {
+        request = request.header(*name, value);
+    }
+    let request = request
+        .body(http_body_util::Full::new(hyper::body::Bytes::from(frame)))
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    let mut headers = response.headers().clone();
+    if !headers.contains_key("grpc-status") {
+        let collected = response.into_body().collect().await.unwrap();
+        headers.extend(collected.trailers().cloned().unwrap_or_default());
+    }
+    let get = |name: &str| {
+        headers
+            .get(name)
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default()
+    };
+    (get("grpc-status"), percent_decoded(&get("grpc-message")))
+}
+
+/// `grpc-message` as sent: percent-encoded UTF-8.
+fn percent_decoded(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && let Some(hex) = text.get(i + 1..i + 3)
+            && let Ok(b) = u8::from_str_radix(hex, 16)
+        {
+            out.push(b);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }

@@ -11,6 +11,7 @@ pub struct Model {
     pub tenant_id: Option<String>,
     pub scopes: i32,
     pub act_as_users: bool,
+    pub creator: String,
     pub create_time: i64,
     pub expire_time: Option<i64>,
     pub last_used_time: Option<i64>,

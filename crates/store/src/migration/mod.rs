@@ -9,6 +9,7 @@ mod m20261202_000004_email_keys;
 mod m20261202_000005_import_job_lease;
 pub(crate) mod m20261202_000006_service_keys;
 mod m20261202_000007_api_keys;
+mod m20261202_000008_api_key_creator;
 
 pub struct Migrator;
 
@@ -23,6 +24,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261202_000005_import_job_lease::Migration),
             Box::new(m20261202_000006_service_keys::Migration),
             Box::new(m20261202_000007_api_keys::Migration),
+            Box::new(m20261202_000008_api_key_creator::Migration),
         ]
     }
 }

@@ -365,6 +365,7 @@ async fn create_tenant(addr: &str) {
         .create_tenant(CreateTenantRequest {
             tenant_id: "bench".into(),
             tenant: Some(tenant),
+            initial_owner: None,
         })
         .await
         .unwrap();

@@ -165,6 +165,7 @@ async fn create_tenant(ch: &Channel, id: &str) {
                 display_name: id.into(),
                 ..Default::default()
             }),
+            initial_owner: None,
         })
         .await
         .unwrap();

@@ -72,6 +72,7 @@ async fn measure(label: &str, channel: Channel, n: usize) {
         .create_tenant(CreateTenantRequest {
             tenant_id: "bench".into(),
             tenant: Some(tenant),
+            initial_owner: None,
         })
         .await
         .unwrap();

@@ -2,6 +2,7 @@
 
 use prost_types::Timestamp as PbTimestamp;
 use userdir_domain::DomainError;
+use userdir_domain::access::TenantRole;
 use userdir_domain::tenant::{CUSTOM_SLOTS, CustomAttributeDef, Tenant, TenantSettings, custom_key};
 use userdir_domain::text::Timestamp;
 use userdir_domain::user::{ProfileField, User, UserInput, UserStatus};
@@ -115,7 +116,32 @@ pub fn user_to_pb(u: User) -> pb::User {
         create_time: timestamp(u.create_time),
         update_time: timestamp(u.update_time),
         etag: u.revision.etag(),
+        role: role_to_pb(u.role) as i32,
+        capabilities: Some(pb::Capabilities {
+            user_management: u.capabilities.user_management,
+            export_users: u.capabilities.export_users,
+        }),
         name,
+    }
+}
+
+pub fn role_to_pb(role: TenantRole) -> pb::TenantRole {
+    match role {
+        TenantRole::Member => pb::TenantRole::Member,
+        TenantRole::Admin => pb::TenantRole::Admin,
+        TenantRole::Owner => pb::TenantRole::Owner,
+    }
+}
+
+pub fn role_from_pb(raw: i32) -> Result<TenantRole, DomainError> {
+    match pb::TenantRole::try_from(raw) {
+        Ok(pb::TenantRole::Member) => Ok(TenantRole::Member),
+        Ok(pb::TenantRole::Admin) => Ok(TenantRole::Admin),
+        Ok(pb::TenantRole::Owner) => Ok(TenantRole::Owner),
+        _ => Err(DomainError::invalid(
+            "role",
+            "is required: TENANT_ROLE_MEMBER or TENANT_ROLE_ADMIN",
+        )),
     }
 }
 

@@ -4,11 +4,12 @@ use tonic::{Request, Response, Status};
 use userdir_domain::Directory;
 use userdir_store::Store;
 
-use super::convert::{mask_paths, tenant_settings, tenant_to_pb};
+use super::convert::{mask_paths, tenant_settings, tenant_to_pb, user_input, user_to_pb};
 use super::{caller, to_status};
 use crate::pb::tenant_admin_server::TenantAdmin;
 use crate::pb::{
-    CreateTenantRequest, GetTenantRequest, ListTenantsRequest, ListTenantsResponse, Tenant, UpdateTenantRequest,
+    CreateTenantRequest, GetTenantRequest, ListTenantsRequest, ListTenantsResponse, Tenant,
+    TransferTenantOwnershipRequest, TransferTenantOwnershipResponse, UpdateTenantRequest,
 };
 
 pub struct TenantAdminService {
@@ -27,9 +28,10 @@ impl TenantAdmin for TenantAdminService {
         let caller = caller(&request)?;
         let req = request.into_inner();
         let settings = tenant_settings(req.tenant.unwrap_or_default());
+        let owner = req.initial_owner.map(user_input).transpose().map_err(to_status)?;
         let tenant = self
             .dir
-            .create_tenant(&caller, &req.tenant_id, settings)
+            .create_tenant(&caller, &req.tenant_id, settings, owner)
             .await
             .map_err(to_status)?;
         Ok(Response::new(tenant_to_pb(tenant)))
@@ -79,5 +81,22 @@ impl TenantAdmin for TenantAdminService {
             .await
             .map_err(to_status)?;
         Ok(Response::new(tenant_to_pb(updated)))
+    }
+
+    async fn transfer_tenant_ownership(
+        &self,
+        request: Request<TransferTenantOwnershipRequest>,
+    ) -> Result<Response<TransferTenantOwnershipResponse>, Status> {
+        let caller = caller(&request)?;
+        let req = request.into_inner();
+        let (owner, previous) = self
+            .dir
+            .transfer_ownership(&caller, &req.tenant, &req.new_owner)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(TransferTenantOwnershipResponse {
+            owner: Some(user_to_pb(owner)),
+            previous_owner: previous.map(user_to_pb),
+        }))
     }
 }

@@ -6,7 +6,7 @@ use userdir_domain::Directory;
 use userdir_domain::repo::UserKey;
 use userdir_store::Store;
 
-use super::convert::{mask_paths, user_input, user_to_pb};
+use super::convert::{mask_paths, role_from_pb, user_input, user_to_pb};
 use super::ending::Ending;
 use super::exports::{export_format, spawn_export};
 use super::imports::{job_to_pb, read_options, spawn_import};
@@ -17,7 +17,8 @@ use crate::pb::user_directory_server::UserDirectory;
 use crate::pb::{
     CreateUserRequest, DeleteUserRequest, ExportUsersRequest, ExportUsersResponse, GetImportJobRequest, GetUserRequest,
     ImportJob, ImportUsersRequest, ImportUsersResponse, ListImportJobsRequest, ListImportJobsResponse,
-    ListUsersRequest, ListUsersResponse, LookupUserRequest, UpdateUserRequest, User,
+    ListUsersRequest, ListUsersResponse, LookupUserRequest, SetUserCapabilitiesRequest, SetUserRoleRequest,
+    TestPermissionsRequest, TestPermissionsResponse, UpdateUserRequest, User,
 };
 use crate::telemetry::metrics::Metrics;
 
@@ -219,5 +220,50 @@ impl UserDirectory for UserDirectoryService {
             self.export_stall,
             self.metrics.clone(),
         ))))
+    }
+
+    async fn set_user_role(&self, request: Request<SetUserRoleRequest>) -> Result<Response<User>, Status> {
+        let caller = caller(&request)?;
+        let req = request.into_inner();
+        let role = role_from_pb(req.role).map_err(to_status)?;
+        let user = self
+            .dir
+            .set_user_role(&caller, &req.name, role, &req.etag)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(user_to_pb(user)))
+    }
+
+    async fn set_user_capabilities(
+        &self,
+        request: Request<SetUserCapabilitiesRequest>,
+    ) -> Result<Response<User>, Status> {
+        let caller = caller(&request)?;
+        let req = request.into_inner();
+        let given = req.capabilities.unwrap_or_default();
+        let capabilities = userdir_domain::access::Capabilities {
+            user_management: given.user_management,
+            export_users: given.export_users,
+        };
+        let user = self
+            .dir
+            .set_user_capabilities(&caller, &req.name, capabilities, &req.etag)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(user_to_pb(user)))
+    }
+
+    async fn test_permissions(
+        &self,
+        request: Request<TestPermissionsRequest>,
+    ) -> Result<Response<TestPermissionsResponse>, Status> {
+        let caller = caller(&request)?;
+        let req = request.into_inner();
+        let permissions = self
+            .dir
+            .test_permissions(&caller, &req.resource, &req.permissions)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(TestPermissionsResponse { permissions }))
     }
 }

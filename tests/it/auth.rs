@@ -259,6 +259,7 @@ async fn another_tenants_key_finds_nothing(s: TestServer) {
                 display_name: "Initech".into(),
                 ..Default::default()
             }),
+            initial_owner: None,
         })
         .await
         .unwrap_err();

@@ -16,6 +16,7 @@ mod list;
 mod ops;
 mod pg_tls;
 mod promises;
+mod roles;
 mod safety;
 mod telemetry;
 mod tenants;

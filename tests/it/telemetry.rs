@@ -319,6 +319,7 @@ async fn spans_metrics_and_logs_reach_the_operator(s: TestServer) {
                 display_name: "Acme".into(),
                 ..Default::default()
             }),
+            initial_owner: None,
         })
         .await
         .unwrap();

@@ -28,6 +28,7 @@ async fn tenant_lifecycle(s: TestServer) {
             display_name: "X".into(),
             ..Default::default()
         }),
+        initial_owner: None,
     };
     assert_eq!(admin.create_tenant(dup).await.unwrap_err().code(), Code::AlreadyExists);
     for bad_id in ["A", "Acme", "1acme", "acme-", "ac me", ""] {
@@ -37,6 +38,7 @@ async fn tenant_lifecycle(s: TestServer) {
                 display_name: "X".into(),
                 ..Default::default()
             }),
+            initial_owner: None,
         };
         let err = admin.create_tenant(req).await.unwrap_err();
         assert_eq!(
@@ -48,6 +50,7 @@ async fn tenant_lifecycle(s: TestServer) {
     let no_name = userdir::pb::CreateTenantRequest {
         tenant_id: "nameless".into(),
         tenant: None,
+        initial_owner: None,
     };
     assert_eq!(
         violation_fields(&admin.create_tenant(no_name).await.unwrap_err()),

@@ -71,6 +71,7 @@ async fn create_tenant(channel: tonic::transport::Channel, id: &str) -> Result<(
                 display_name: id.into(),
                 ..Default::default()
             }),
+            initial_owner: None,
         })
         .await
         .map(|_| ())

@@ -34,6 +34,29 @@ pub enum TenantRole {
     Owner,
 }
 
+impl TenantRole {
+    /// As stored, filtered on and exported: `member`, `admin`, `owner`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TenantRole::Member => "member",
+            TenantRole::Admin => "admin",
+            TenantRole::Owner => "owner",
+        }
+    }
+}
+
+impl std::str::FromStr for TenantRole {
+    type Err = String;
+
+    /// `member`, `admin` or `owner`, in any case.
+    fn from_str(text: &str) -> Result<Self, String> {
+        [TenantRole::Member, TenantRole::Admin, TenantRole::Owner]
+            .into_iter()
+            .find(|r| r.as_str().eq_ignore_ascii_case(text.trim()))
+            .ok_or_else(|| format!("{text:?} is not a role: member, admin or owner"))
+    }
+}
+
 /// What a member may be granted beyond their role.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct Capabilities {

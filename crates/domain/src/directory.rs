@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use crate::access::{self, Action, Caller, Target, TenantRole, TenantScope};
+use crate::access::{self, Action, Caller, Target, TenantScope};
 use crate::admission::{Admission, StreamKind, StreamLimits};
 use crate::error::{DomainError, ResourceKind};
 use crate::import::engine::Importer;
@@ -67,12 +67,11 @@ pub(crate) fn allow(
     access::decide(caller, Some(tenant), action, target.map(target_of)).map_err(|d| d.into_error(Some(tenant), action))
 }
 
-/// A user as the permission rules see them. Every user is a member until
-/// roles are stored.
+/// A user as the permission rules see them.
 pub(crate) fn target_of(user: &User) -> Target {
     Target {
         user: user.id,
-        role: TenantRole::Member,
+        role: user.role,
     }
 }
 
@@ -127,12 +126,40 @@ impl<R: TenantRepository + UserRepository> Directory<R> {
         caller: &Caller,
         tenant_id: &str,
         settings: TenantSettings,
+        initial_owner: Option<UserInput>,
     ) -> Result<Tenant, DomainError> {
         reach(caller, None, Action::CreateTenant)?;
         let id = invalid(TenantId::parse("tenant_id", tenant_id))?;
-        let tenant = Tenant::create(id, settings, Timestamp::now())?;
+        let now = Timestamp::now();
+        let tenant = Tenant::create(id.clone(), settings, now)?;
+        // The owner is checked against the new tenant's schema before anything is stored.
+        let owner = match initial_owner {
+            None => None,
+            Some(input) => {
+                let mut owner = User::create(id, input, &tenant.custom_attributes, now).map_err(|e| match e {
+                    DomainError::Invalid(violations) => DomainError::Invalid(
+                        violations
+                            .into_iter()
+                            .map(|mut v| {
+                                v.field = format!("initial_owner.{}", v.field);
+                                v
+                            })
+                            .collect(),
+                    ),
+                    e => e,
+                })?;
+                owner.role = crate::access::TenantRole::Owner;
+                Some(owner)
+            }
+        };
         self.repo.insert_tenant(&tenant).await?;
-        Ok(tenant)
+        match owner {
+            None => Ok(tenant),
+            Some(owner) => {
+                self.repo.insert_user(&owner).await?;
+                self.repo.get_tenant(&tenant.id).await
+            }
+        }
     }
 
     pub async fn get_tenant(&self, caller: &Caller, name: &str) -> Result<Tenant, DomainError> {
@@ -294,12 +321,15 @@ impl<R: TenantRepository + UserRepository> Directory<R> {
             allow(caller, &name.tenant, action, Some(&user))?;
             let expected = user.revision;
             check_etag(etag, expected, ResourceKind::User, name.to_string())?;
+            let administered = crate::roles::administers(&user);
             if !user.apply(input.clone(), &mask, &tenant.custom_attributes)? {
                 return Ok(user);
             }
+            // Disabling an admin must leave the tenant another.
+            let keep_an_admin = administered && !crate::roles::administers(&user);
             user.update_time = Timestamp::now();
             user.revision = expected.next();
-            match self.repo.update_user(&user, expected).await {
+            match self.repo.update_user(&user, expected, keep_an_admin).await {
                 Err(DomainError::EtagMismatch { .. }) if etag.is_empty() && attempt < ATTEMPTS => continue,
                 Err(e) => return Err(e),
                 Ok(()) => return Ok(user),
@@ -325,7 +355,9 @@ impl<R: TenantRepository + UserRepository> Directory<R> {
                 }
             }
         };
-        self.repo.delete_user(&parsed, expected).await
+        self.repo
+            .delete_user(&parsed, expected, crate::roles::administers(&user))
+            .await
     }
 
     pub async fn list_users(

@@ -50,6 +50,8 @@ pub enum FilterField {
     ExternalId,
     CreateTime,
     UpdateTime,
+    /// The tenant role: `role = "admin"`.
+    Role,
     /// 0-based custom attribute slot.
     Custom(usize),
 }
@@ -75,6 +77,7 @@ pub enum Value {
     Present,
     Bool(bool),
     Status(UserStatus),
+    Role(crate::access::TenantRole),
     Time(Timestamp),
 }
 
@@ -305,6 +308,7 @@ fn parse_field(w: &str) -> Option<FilterField> {
         "external_id" => FilterField::ExternalId,
         "create_time" => FilterField::CreateTime,
         "update_time" => FilterField::UpdateTime,
+        "role" => FilterField::Role,
         other => FilterField::Custom(custom_slot(other.strip_prefix("custom_attributes.").unwrap_or(other))?),
     })
 }
@@ -328,6 +332,12 @@ fn typed_value(field: FilterField, op: Op, raw: RawValue) -> Result<Value, Strin
                 return Err("status only supports = and !=".into());
             }
             raw.text.parse().map(Value::Status)
+        }
+        Role => {
+            if !matches!(op, Op::Eq | Op::Ne) {
+                return Err("role only supports = and !=".into());
+            }
+            raw.text.parse().map(Value::Role)
         }
         Enabled => {
             if !matches!(op, Op::Eq | Op::Ne) {

@@ -182,7 +182,8 @@ impl<R: TenantRepository + UserRepository + ApiKeyRepository> Directory<R> {
         if let Some(tenant) = &tenant {
             self.repo().get_tenant(tenant).await?;
         }
-        let new = NewApiKey::generate().map_err(DomainError::storage)?;
+        let new =
+            NewApiKey::generate().map_err(|e| DomainError::storage(format!("no random bytes from the system: {e}")))?;
         let key = ApiKey {
             id: new.id,
             name: display_name,
@@ -349,7 +350,8 @@ impl<R: TenantRepository + UserRepository + ApiKeyRepository> Directory<R> {
             if keys.iter().any(|k| k.tenant.is_none() && k.live_at(now)) {
                 return Ok(Bootstrap::Present);
             }
-            let new = NewApiKey::generate().map_err(DomainError::storage)?;
+            let new = NewApiKey::generate()
+                .map_err(|e| DomainError::storage(format!("no random bytes from the system: {e}")))?;
             let key = operator_key(new.id, new.hash(), "first start");
             self.repo().insert_api_key(&key).await?;
             return Ok(Bootstrap::Generated(CreatedKey {

@@ -17,6 +17,7 @@ pub mod keys;
 pub mod list;
 pub mod page_token;
 pub mod repo;
+pub mod roles;
 pub mod tenant;
 pub mod text;
 pub mod user;

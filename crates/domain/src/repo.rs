@@ -46,10 +46,39 @@ pub trait UserRepository: Send + Sync + 'static {
     fn insert_user(&self, user: &User) -> impl Future<Output = RepoResult<()>> + Send;
     fn get_user(&self, name: &UserName) -> impl Future<Output = RepoResult<User>> + Send;
     fn find_user(&self, tenant: &TenantId, key: &UserKey) -> impl Future<Output = RepoResult<User>> + Send;
-    /// Writes `user` if its stored revision is still `expected`.
-    fn update_user(&self, user: &User, expected: Revision) -> impl Future<Output = RepoResult<()>> + Send;
-    /// Deletes a user (and frees its seat), if `expected` is `None` or still current.
-    fn delete_user(&self, name: &UserName, expected: Option<Revision>) -> impl Future<Output = RepoResult<()>> + Send;
+    /// Writes `user` if its stored revision is still `expected`. With
+    /// `keep_an_admin` (the write demotes or disables an admin) it is refused
+    /// `Precondition LAST_ADMIN` when no enabled admin or owner would remain
+    /// in the tenant, decided under the tenant's lock so two such writes at
+    /// once cannot both pass.
+    fn update_user(
+        &self,
+        user: &User,
+        expected: Revision,
+        keep_an_admin: bool,
+    ) -> impl Future<Output = RepoResult<()>> + Send;
+    /// Deletes a user (and frees its seat), if `expected` is `None` or still
+    /// current; `keep_an_admin` as for [`Self::update_user`].
+    fn delete_user(
+        &self,
+        name: &UserName,
+        expected: Option<Revision>,
+        keep_an_admin: bool,
+    ) -> impl Future<Output = RepoResult<()>> + Send;
+    /// Makes `to` the owner of `tenant`, and `from` (the owner now; `None`:
+    /// the tenant has none) an admin, in one transaction at `now`.
+    /// `Conflict OWNER_CHANGED` when the owner is no longer `from`;
+    /// `Precondition USER_DISABLED` when `to` is disabled; `NotFound` when
+    /// `to` is not a user of the tenant.
+    fn transfer_ownership(
+        &self,
+        tenant: &TenantId,
+        from: Option<UserId>,
+        to: UserId,
+        now: Timestamp,
+    ) -> impl Future<Output = RepoResult<()>> + Send;
+    /// The tenant's owner, if it has one.
+    fn find_owner(&self, tenant: &TenantId) -> impl Future<Output = RepoResult<Option<User>>> + Send;
     /// The users of `tenant` matching `query`, after its cursor, at most `limit`.
     fn list_users(
         &self,

@@ -5,6 +5,7 @@ use std::str::FromStr;
 
 use uuid::Uuid;
 
+use crate::access::{Capabilities, TenantRole};
 use crate::email::Email;
 use crate::error::{DomainError, FieldViolation, Violations};
 use crate::tenant::{CUSTOM_SLOTS, CustomAttributeSchema, TenantId, custom_key, custom_slot};
@@ -221,6 +222,9 @@ pub struct User {
     pub create_time: Timestamp,
     pub update_time: Timestamp,
     pub revision: Revision,
+    /// Changed only through the role operations (never by an update or an import).
+    pub role: TenantRole,
+    pub capabilities: Capabilities,
 }
 
 impl User {
@@ -309,6 +313,15 @@ impl UserMask {
                 "status" => mask.status = true,
                 "external_id" => mask.external_id = true,
                 "custom_attributes" => mask.custom = [true; CUSTOM_SLOTS],
+                "role" | "capabilities" => {
+                    return Err(DomainError::invalid(
+                        "update_mask",
+                        format!(
+                            "{path:?} is not changed by UpdateUser: use SetUserRole, SetUserCapabilities or \
+                             TransferTenantOwnership"
+                        ),
+                    ));
+                }
                 other => {
                     if let Some(key) = other.strip_prefix("custom_attributes.") {
                         let slot = custom_slot(key).ok_or_else(|| unknown_custom(key))?;
@@ -359,6 +372,8 @@ impl User {
             create_time: now,
             update_time: now,
             revision: Revision::FIRST,
+            role: TenantRole::Member,
+            capabilities: Capabilities::default(),
         };
         let enabled = input.enabled.unwrap_or(true);
         let status = input.status.unwrap_or_default();

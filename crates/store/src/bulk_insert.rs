@@ -25,7 +25,9 @@ static INSERT_COLUMNS: LazyLock<Vec<user::Column>> =
 fn array_type(column: user::Column) -> (ArrayType, &'static str) {
     match column {
         user::Column::Id => (ArrayType::Uuid, "uuid"),
-        user::Column::Enabled => (ArrayType::Bool, "bool"),
+        user::Column::Enabled | user::Column::CapUserManagement | user::Column::CapExportUsers => {
+            (ArrayType::Bool, "bool")
+        }
         user::Column::CreateTime | user::Column::UpdateTime | user::Column::Revision => (ArrayType::BigInt, "int8"),
         _ => (ArrayType::String, "text"),
     }
@@ -47,6 +49,9 @@ fn insert_values(user: &User, out: &mut Vec<Value>) {
         Value::BigInt(Some(user.create_time.unix_micros())),
         Value::BigInt(Some(user.update_time.unix_micros())),
         Value::BigInt(Some(user.revision.0)),
+        text(user.role.as_str()),
+        Value::Bool(Some(user.capabilities.user_management)),
+        Value::Bool(Some(user.capabilities.export_users)),
         text(user.email.key()),
     ]);
 }

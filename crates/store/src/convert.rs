@@ -5,6 +5,7 @@ use std::sync::LazyLock;
 use sea_orm::ActiveValue::Set;
 use sea_orm::{QueryResult, QuerySelect, Select};
 use userdir_domain::DomainError;
+use userdir_domain::access::Capabilities;
 use userdir_domain::email::Email;
 use userdir_domain::repo::RepoResult;
 use userdir_domain::tenant::{CustomAttributeDef, CustomAttributeSchema, Tenant, TenantId};
@@ -94,6 +95,11 @@ pub(crate) fn user_from_row(row: user::Model) -> Result<User, DomainError> {
         create_time: Timestamp::from_unix_micros(row.create_time),
         update_time: Timestamp::from_unix_micros(row.update_time),
         revision: Revision(row.revision),
+        role: row.role.parse().map_err(|e| corrupt("role", e))?,
+        capabilities: Capabilities {
+            user_management: row.cap_user_management,
+            export_users: row.cap_export_users,
+        },
     })
 }
 
@@ -143,6 +149,9 @@ pub(crate) fn user_to_active(u: &User) -> user::ActiveModel {
         create_time: Set(u.create_time.unix_micros()),
         update_time: Set(u.update_time.unix_micros()),
         revision: Set(u.revision.0),
+        role: Set(u.role.as_str().to_owned()),
+        cap_user_management: Set(u.capabilities.user_management),
+        cap_export_users: Set(u.capabilities.export_users),
     }
 }
 
@@ -163,6 +172,9 @@ pub(crate) static ROW_COLUMNS: LazyLock<Vec<user::Column>> = LazyLock::new(|| {
         user::Column::CreateTime,
         user::Column::UpdateTime,
         user::Column::Revision,
+        user::Column::Role,
+        user::Column::CapUserManagement,
+        user::Column::CapExportUsers,
     ]);
     columns
 });
@@ -193,6 +205,7 @@ pub(crate) fn user_by_index(row: &QueryResult, tenant: &TenantId) -> RepoResult<
     let int = |i: usize| row.try_get_unchecked::<i64, _>(i).map_err(unreadable);
     let id: Uuid = row.try_get_unchecked(0).map_err(unreadable)?;
     let status = text(4)?;
+    let role = text(29)?;
     Ok(User {
         tenant: tenant.clone(),
         id: UserId(id),
@@ -207,5 +220,10 @@ pub(crate) fn user_by_index(row: &QueryResult, tenant: &TenantId) -> RepoResult<
         create_time: Timestamp::from_unix_micros(int(26)?),
         update_time: Timestamp::from_unix_micros(int(27)?),
         revision: Revision(int(28)?),
+        role: role.parse().map_err(|_| corrupt("role", &role))?,
+        capabilities: Capabilities {
+            user_management: row.try_get(30).map_err(unreadable)?,
+            export_users: row.try_get(31).map_err(unreadable)?,
+        },
     })
 }

@@ -371,6 +371,11 @@ mod tests {
             create_time: Timestamp::from_unix_micros(1),
             update_time: Timestamp::from_unix_micros(2),
             revision: Revision(3),
+            role: userdir_domain::access::TenantRole::Admin,
+            capabilities: userdir_domain::access::Capabilities {
+                user_management: true,
+                export_users: false,
+            },
         }
     }
 

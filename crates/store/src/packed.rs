@@ -6,6 +6,7 @@ use std::sync::LazyLock;
 
 use sea_orm::IdenStatic;
 use userdir_domain::DomainError;
+use userdir_domain::access::Capabilities;
 use userdir_domain::repo::RepoResult;
 use userdir_domain::tenant::TenantId;
 use userdir_domain::text::{Revision, Timestamp};
@@ -58,7 +59,16 @@ pub(crate) fn unpack_user(record: &str, tenant: &TenantId) -> RepoResult<User> {
     let [id, email, display_name, enabled, status, external_id, rest @ ..] = fields.as_slice() else {
         return Err(corrupt("packed row"));
     };
-    let [texts @ .., created, updated, revision] = rest else {
+    let [
+        texts @ ..,
+        created,
+        updated,
+        revision,
+        role,
+        user_management,
+        export_users,
+    ] = rest
+    else {
         return Err(corrupt("packed row"));
     };
     if texts.len() != 20 {
@@ -79,6 +89,11 @@ pub(crate) fn unpack_user(record: &str, tenant: &TenantId) -> RepoResult<User> {
         create_time: Timestamp::from_unix_micros(number("create time", created)?),
         update_time: Timestamp::from_unix_micros(number("update time", updated)?),
         revision: Revision(number("revision", revision)?),
+        role: role.parse().map_err(|_| corrupt("role"))?,
+        capabilities: Capabilities {
+            user_management: number("capability", user_management)? != 0,
+            export_users: number("capability", export_users)? != 0,
+        },
     })
 }
 
@@ -110,5 +125,10 @@ pub(crate) fn pack_user(user: &User) -> String {
         // Writing to a String cannot fail.
         let _ = write!(packed, "\u{1f}{n}");
     }
+    let flag = |on: bool| if on { "\u{1f}1" } else { "\u{1f}0" };
+    packed.push('\u{1f}');
+    packed.push_str(user.role.as_str());
+    packed.push_str(flag(user.capabilities.user_management));
+    packed.push_str(flag(user.capabilities.export_users));
     packed
 }

@@ -35,6 +35,7 @@ fn column(field: FilterField) -> Column {
         FilterField::ExternalId => Column::ExternalId,
         FilterField::CreateTime => Column::CreateTime,
         FilterField::UpdateTime => Column::UpdateTime,
+        FilterField::Role => Column::Role,
         FilterField::Custom(slot) => CUSTOM_COLUMNS[slot.min(CUSTOM_COLUMNS.len() - 1)],
     }
 }
@@ -79,6 +80,7 @@ fn comparison(c: &Comparison) -> SimpleExpr {
         (Value::Text(text), op) => compare(text_col(), op, Expr::value(text.clone())),
         (Value::Bool(b), op) => compare(Expr::col(col), op, Expr::value(*b)),
         (Value::Status(s), op) => compare(Expr::col(col), op, Expr::value(s.as_str())),
+        (Value::Role(r), op) => compare(Expr::col(col), op, Expr::value(r.as_str())),
         (Value::Time(t), op) => compare(Expr::col(col), op, Expr::value(t.unix_micros())),
     }
 }

@@ -228,6 +228,7 @@ impl TestServer {
         let req = CreateTenantRequest {
             tenant_id: id.to_owned(),
             tenant: Some(tenant),
+            initial_owner: None,
         };
         self.tenants
             .clone()

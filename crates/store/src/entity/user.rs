@@ -39,6 +39,10 @@ pub struct Model {
     pub create_time: i64,
     pub update_time: i64,
     pub revision: i64,
+    /// `member`, `admin` or `owner` (one per tenant).
+    pub role: String,
+    pub cap_user_management: bool,
+    pub cap_export_users: bool,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

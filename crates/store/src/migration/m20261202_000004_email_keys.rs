@@ -130,8 +130,14 @@ mod tests {
                 create_time: Timestamp::now(),
                 update_time: Timestamp::now(),
                 revision: Revision(1),
+                role: userdir_domain::access::TenantRole::Member,
+                capabilities: userdir_domain::access::Capabilities::default(),
             };
             let mut row = user_to_active(&u);
+            // Columns of later migrations.
+            row.role = sea_orm::ActiveValue::NotSet;
+            row.cap_user_management = sea_orm::ActiveValue::NotSet;
+            row.cap_export_users = sea_orm::ActiveValue::NotSet;
             row.tenant_id = Set("acme".into());
             row.email_key = Set(email.to_lowercase());
             user::Entity::insert(row).exec_without_returning(&db).await.unwrap();

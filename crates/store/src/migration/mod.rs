@@ -10,6 +10,7 @@ mod m20261202_000005_import_job_lease;
 pub(crate) mod m20261202_000006_service_keys;
 mod m20261202_000007_api_keys;
 mod m20261202_000008_api_key_creator;
+mod m20261202_000009_user_roles;
 
 pub struct Migrator;
 
@@ -25,6 +26,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261202_000006_service_keys::Migration),
             Box::new(m20261202_000007_api_keys::Migration),
             Box::new(m20261202_000008_api_key_creator::Migration),
+            Box::new(m20261202_000009_user_roles::Migration),
         ]
     }
 }

@@ -1,0 +1,283 @@
+//! Tenant roles as a client meets them: the owner named at creation, roles
+//! and capabilities set through their own RPCs (never UpdateUser), ownership
+//! handed on atomically, the owner protected, the last admin kept whatever
+//! runs at once, and TestPermissions for a console's buttons.
+
+use tonic::Code;
+use userdir::pb::{
+    Capabilities, CreateTenantRequest, DeleteUserRequest, ListUsersRequest, SetUserCapabilitiesRequest,
+    SetUserRoleRequest, Tenant, TenantRole, TestPermissionsRequest, TransferTenantOwnershipRequest, UpdateUserRequest,
+    User,
+};
+
+use crate::common::{TestServer, reason};
+
+async fn set_role(s: &TestServer, name: &str, role: TenantRole) -> Result<User, tonic::Status> {
+    s.users
+        .clone()
+        .set_user_role(SetUserRoleRequest {
+            name: name.into(),
+            role: role as i32,
+            etag: String::new(),
+        })
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+async fn with_role(s: &TestServer, tenant: &str, role: &str) -> Vec<User> {
+    s.users
+        .clone()
+        .list_users(ListUsersRequest {
+            parent: format!("tenants/{tenant}"),
+            filter: format!("role = \"{role}\""),
+            page_size: 1000,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .users
+}
+
+async fn roles_are_set_by_their_own_rpcs(s: TestServer) {
+    let tenant = s
+        .tenants
+        .clone()
+        .create_tenant(CreateTenantRequest {
+            tenant_id: "acme".into(),
+            tenant: Some(Tenant {
+                display_name: "Acme".into(),
+                ..Default::default()
+            }),
+            initial_owner: Some(User {
+                email: "owner@example.com".into(),
+                display_name: "代表 太郎".into(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(tenant.user_count, 1);
+    let owners = with_role(&s, "acme", "owner").await;
+    assert_eq!(owners.len(), 1);
+    let owner = &owners[0];
+    assert_eq!(owner.role, TenantRole::Owner as i32);
+    let member = s.user("acme", "hanako@example.com", "Hanako").await;
+    assert_eq!(member.role, TenantRole::Member as i32, "new users are members");
+
+    // Admin, then visible to a filter; the etag moves.
+    let admin = set_role(&s, &member.name, TenantRole::Admin).await.unwrap();
+    assert_eq!(admin.role, TenantRole::Admin as i32);
+    assert_ne!(admin.etag, member.etag);
+    let admins = with_role(&s, "acme", "admin").await;
+    assert_eq!(admins.iter().map(|u| &u.name).collect::<Vec<_>>(), [&member.name]);
+    // Not through UpdateUser, and the owner role only by transfer.
+    let err = s
+        .users
+        .clone()
+        .update_user(UpdateUserRequest {
+            user: Some(User {
+                name: member.name.clone(),
+                ..Default::default()
+            }),
+            update_mask: Some(prost_types::FieldMask {
+                paths: vec!["role".into()],
+            }),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().contains("SetUserRole"), "{err:?}");
+    let err = set_role(&s, &member.name, TenantRole::Owner).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().contains("TransferTenantOwnership"), "{err:?}");
+
+    // Capabilities.
+    let other = s.user("acme", "jiro@example.com", "Jiro").await;
+    let granted = s
+        .users
+        .clone()
+        .set_user_capabilities(SetUserCapabilitiesRequest {
+            name: other.name.clone(),
+            capabilities: Some(Capabilities {
+                user_management: true,
+                export_users: false,
+            }),
+            etag: other.etag.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(granted.capabilities.unwrap().user_management);
+
+    // Nobody deletes, disables or demotes the owner.
+    let err = s
+        .users
+        .clone()
+        .delete_user(DeleteUserRequest {
+            name: owner.name.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (err.code(), reason(&err).as_str()),
+        (Code::FailedPrecondition, "OWNER_PROTECTED")
+    );
+    let err = set_role(&s, &owner.name, TenantRole::Member).await.unwrap_err();
+    assert_eq!(reason(&err), "OWNER_PROTECTED");
+
+    // A console asks what it may show: not delete, for the owner.
+    let held = s
+        .users
+        .clone()
+        .test_permissions(TestPermissionsRequest {
+            resource: owner.name.clone(),
+            permissions: vec!["users.get".into(), "users.delete".into(), "users.update".into()],
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .permissions;
+    assert_eq!(held, ["users.get", "users.update"]);
+    let err = s
+        .users
+        .clone()
+        .test_permissions(TestPermissionsRequest {
+            resource: owner.name.clone(),
+            permissions: vec!["users.fly".into()],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+
+    // Ownership moves in one step: the old owner is an admin.
+    let moved = s
+        .tenants
+        .clone()
+        .transfer_tenant_ownership(TransferTenantOwnershipRequest {
+            tenant: "tenants/acme".into(),
+            new_owner: other.name.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(moved.owner.unwrap().role, TenantRole::Owner as i32);
+    assert_eq!(moved.previous_owner.unwrap().role, TenantRole::Admin as i32);
+    assert_eq!(with_role(&s, "acme", "owner").await.len(), 1);
+}
+
+/// Many admins demoted at once: exactly one stays, whatever the
+/// interleaving; the last one is not deleted either.
+async fn the_last_admin_stays(s: TestServer) {
+    s.tenant("acme").await;
+    let mut admins = Vec::new();
+    for i in 0..8 {
+        let user = s.user("acme", &format!("admin{i}@example.com"), "Admin").await;
+        set_role(&s, &user.name, TenantRole::Admin).await.unwrap();
+        admins.push(user.name);
+    }
+    let tasks: Vec<_> = admins
+        .iter()
+        .map(|name| {
+            let users = s.users.clone();
+            let name = name.clone();
+            tokio::spawn(async move {
+                users
+                    .clone()
+                    .set_user_role(SetUserRoleRequest {
+                        name,
+                        role: TenantRole::Member as i32,
+                        etag: String::new(),
+                    })
+                    .await
+            })
+        })
+        .collect();
+    let (mut ok, mut kept) = (0, 0);
+    for task in tasks {
+        match task.await.unwrap() {
+            Ok(_) => ok += 1,
+            Err(e) => {
+                assert_eq!(
+                    (e.code(), reason(&e).as_str()),
+                    (Code::FailedPrecondition, "LAST_ADMIN"),
+                    "{e:?}"
+                );
+                kept += 1;
+            }
+        }
+    }
+    assert_eq!((ok, kept), (7, 1));
+    let left = with_role(&s, "acme", "admin").await;
+    assert_eq!(left.len(), 1);
+    let err = s
+        .users
+        .clone()
+        .delete_user(DeleteUserRequest {
+            name: left[0].name.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&err), "LAST_ADMIN");
+    let err = s
+        .users
+        .clone()
+        .update_user(UpdateUserRequest {
+            user: Some(User {
+                name: left[0].name.clone(),
+                enabled: Some(false),
+                ..Default::default()
+            }),
+            update_mask: Some(prost_types::FieldMask {
+                paths: vec!["enabled".into()],
+            }),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&err), "LAST_ADMIN", "disabling counts as removing");
+}
+
+/// Transfers to eight users at once: the tenant ends with exactly one owner.
+async fn transfers_race_to_one_owner(s: TestServer) {
+    s.tenant("acme").await;
+    let mut names = Vec::new();
+    for i in 0..8 {
+        names.push(s.user("acme", &format!("u{i}@example.com"), "U").await.name);
+    }
+    let tasks: Vec<_> = names
+        .iter()
+        .map(|name| {
+            let mut tenants = s.tenants.clone();
+            let name = name.clone();
+            tokio::spawn(async move {
+                tenants
+                    .transfer_tenant_ownership(TransferTenantOwnershipRequest {
+                        tenant: "tenants/acme".into(),
+                        new_owner: name,
+                    })
+                    .await
+            })
+        })
+        .collect();
+    let mut ok = 0;
+    for task in tasks {
+        match task.await.unwrap() {
+            Ok(_) => ok += 1,
+            Err(e) => assert_eq!(reason(&e), "OWNER_CHANGED", "{e:?}"),
+        }
+    }
+    assert!(ok >= 1);
+    let owners = with_role(&s, "acme", "owner").await;
+    assert_eq!(owners.len(), 1);
+    // Every successful transfer but the last left an admin behind.
+    assert_eq!(with_role(&s, "acme", "admin").await.len(), ok - 1);
+}
+
+crate::on_both_backends!(
+    roles_are_set_by_their_own_rpcs,
+    the_last_admin_stays,
+    transfers_race_to_one_owner,
+);

@@ -38,15 +38,20 @@ pub enum ReflectionAccess {
 /// The key ring and the rules of the layer.
 pub struct Auth {
     ring: KeyRing<Store>,
+    store: Arc<Store>,
     reflection_open: bool,
 }
+
+/// The header a key that may act for users names the user with.
+pub const ACTING_USER: &str = "x-userdir-acting-user";
 
 impl Auth {
     /// Loads every key; `reflection_open` says whether reflection needs no
     /// credential on this listener.
     pub async fn load(store: Arc<Store>, reflection_open: bool) -> Result<Arc<Self>, DomainError> {
         Ok(Arc::new(Self {
-            ring: KeyRing::load(store).await?,
+            ring: KeyRing::load(Arc::clone(&store)).await?,
+            store,
             reflection_open,
         }))
     }
@@ -77,6 +82,49 @@ impl Auth {
         if let Err(e) = self.ring.flush_last_used().await {
             tracing::debug!(error = %e, "could not record when API keys were last used");
         }
+    }
+
+    /// The acting user named by `header` as `caller`'s: the key must be
+    /// allowed to act for users, and the user must exist, be enabled and
+    /// belong to the key's tenant. Effective rights are then the key's
+    /// scopes and the user's role, both (`access::decide`).
+    async fn acting(&self, mut caller: Caller, header: Option<String>) -> Result<Caller, DomainError> {
+        use userdir_domain::access::{ActingUser, TenantScope};
+        use userdir_domain::repo::UserRepository as _;
+        let Some(name) = header else {
+            return Err(DomainError::Unauthenticated {
+                message: format!("the {ACTING_USER} header is not text"),
+            });
+        };
+        if !caller.act_as_users {
+            return Err(DomainError::PermissionDenied {
+                permission: "apiKeys.actAsUsers",
+                message: format!(
+                    "this API key may not act for users: send no {ACTING_USER} header, or use a key made with act_as_users"
+                ),
+            });
+        }
+        let unknown = || DomainError::Unauthenticated {
+            message: format!(
+                "the {ACTING_USER} user is not an enabled user of this key's tenant (tenants/{{id}}/users/{{id}})"
+            ),
+        };
+        let name = userdir_domain::user::UserName::parse(ACTING_USER, name.trim()).map_err(|_| unknown())?;
+        if caller.tenants != TenantScope::One(name.tenant.clone()) {
+            return Err(unknown());
+        }
+        let user = match self.store.get_user(&name).await {
+            Ok(user) if user.enabled => user,
+            Ok(_) | Err(DomainError::NotFound { .. }) => return Err(unknown()),
+            Err(e) => return Err(e),
+        };
+        caller.principal = format!("{name} via {}", caller.principal);
+        caller.acting = Some(ActingUser {
+            user: user.id,
+            role: user.role,
+            capabilities: user.capabilities,
+        });
+        Ok(caller)
     }
 
     /// The caller of a request, `None` for one that needs no credential,
@@ -146,12 +194,14 @@ pub struct AuthService<S> {
 
 impl<S, ReqBody, ResBody> Service<http::Request<ReqBody>> for AuthService<S>
 where
-    S: Service<http::Request<ReqBody>, Response = http::Response<ResBody>>,
-    ResBody: Default,
+    S: Service<http::Request<ReqBody>, Response = http::Response<ResBody>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    ReqBody: Send + 'static,
+    ResBody: Default + Send + 'static,
 {
     type Response = S::Response;
     type Error = S::Error;
-    type Future = AuthFuture<S::Future, ResBody>;
+    type Future = AuthFuture<S::Future, ResBody, S::Error>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -159,6 +209,32 @@ where
 
     fn call(&mut self, mut request: http::Request<ReqBody>) -> Self::Future {
         match self.auth.check(&request) {
+            Ok(Some(caller)) if request.headers().contains_key(ACTING_USER) => {
+                // The acting user is read from the database: the call waits for it.
+                let header = request
+                    .headers()
+                    .get(ACTING_USER)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned);
+                let auth = Arc::clone(&self.auth);
+                // The service that was polled ready serves this call; a clone waits for the next.
+                let clone = self.inner.clone();
+                let mut inner = std::mem::replace(&mut self.inner, clone);
+                AuthFuture::Acting {
+                    fut: Box::pin(async move {
+                        match auth.acting(Caller::clone(&caller), header).await {
+                            Ok(acting) => {
+                                if let Some(slot) = request.extensions().get::<PrincipalSlot>() {
+                                    slot.set(&acting.principal);
+                                }
+                                request.extensions_mut().insert(Arc::new(acting));
+                                inner.call(request).await
+                            }
+                            Err(refused) => Ok(crate::grpc::to_status(refused).into_http()),
+                        }
+                    }),
+                }
+            }
             Ok(caller) => {
                 if let Some(caller) = caller {
                     if let Some(slot) = request.extensions().get::<PrincipalSlot>() {
@@ -180,13 +256,14 @@ where
 pin_project_lite::pin_project! {
     /// The handler's answer, or the refusal.
     #[project = AuthFutureProj]
-    pub enum AuthFuture<F, B> {
+    pub enum AuthFuture<F, B, E> {
         Inner { #[pin] inner: F },
         Refused { response: Option<http::Response<B>> },
+        Acting { fut: Pin<Box<dyn Future<Output = Result<http::Response<B>, E>> + Send>> },
     }
 }
 
-impl<F, B, E> Future for AuthFuture<F, B>
+impl<F, B, E> Future for AuthFuture<F, B, E>
 where
     F: Future<Output = Result<http::Response<B>, E>>,
 {
@@ -199,6 +276,7 @@ where
                 Some(response) => Poll::Ready(Ok(response)),
                 None => Poll::Pending,
             },
+            AuthFutureProj::Acting { fut } => fut.as_mut().poll(cx),
         }
     }
 }

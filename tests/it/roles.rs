@@ -276,7 +276,146 @@ async fn transfers_race_to_one_owner(s: TestServer) {
     assert_eq!(with_role(&s, "acme", "admin").await.len(), ok - 1);
 }
 
+/// A client that names an acting user on every call.
+struct ActingClient {
+    users: userdir::pb::user_directory_client::UserDirectoryClient<userdir::client::AuthedChannel>,
+    who: String,
+}
+
+impl ActingClient {
+    fn request<T>(&self, message: T) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
+        request
+            .metadata_mut()
+            .insert("x-userdir-acting-user", self.who.parse().unwrap());
+        request
+    }
+
+    async fn update_user(&mut self, message: UpdateUserRequest) -> Result<User, tonic::Status> {
+        let request = self.request(message);
+        self.users.update_user(request).await.map(tonic::Response::into_inner)
+    }
+
+    async fn delete_user(&mut self, message: DeleteUserRequest) -> Result<(), tonic::Status> {
+        let request = self.request(message);
+        self.users.delete_user(request).await.map(|_| ())
+    }
+
+    async fn get_user(&mut self, message: userdir::pb::GetUserRequest) -> Result<User, tonic::Status> {
+        let request = self.request(message);
+        self.users.get_user(request).await.map(tonic::Response::into_inner)
+    }
+}
+
+/// A key that may act for users, with a member, an admin and strangers
+/// named in `x-userdir-acting-user`: the user's own rights apply.
+async fn acting_users_have_their_own_rights(s: TestServer) {
+    use userdir::pb::user_directory_client::UserDirectoryClient;
+    s.tenant("acme").await;
+    s.tenant("globex").await;
+    let member = s.user("acme", "member@example.com", "Member").await;
+    let admin = s.user("acme", "admin@example.com", "Admin").await;
+    set_role(&s, &admin.name, TenantRole::Admin).await.unwrap();
+    let stranger = s.user("globex", "stranger@example.com", "Stranger").await;
+    let made = s
+        .keys
+        .clone()
+        .create_api_key(userdir::pb::CreateApiKeyRequest {
+            api_key: Some(userdir::pb::ApiKey {
+                display_name: "console".into(),
+                tenant: "tenants/acme".into(),
+                scopes: vec![1, 2, 3, 4, 5],
+                act_as_users: true,
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let console = crate::common::with_key(&s.plain, Some(&made.token));
+    let as_user = |who: &str| {
+        let who = who.to_owned();
+        let channel = console.clone();
+        move || ActingClient {
+            users: UserDirectoryClient::new(channel.clone()),
+            who: who.clone(),
+        }
+    };
+    let rename = |name: &str, field: &str| UpdateUserRequest {
+        user: Some(User {
+            name: name.into(),
+            display_name: "Renamed".into(),
+            email: "renamed@example.com".into(),
+            ..Default::default()
+        }),
+        update_mask: Some(prost_types::FieldMask {
+            paths: vec![field.into()],
+        }),
+    };
+    let as_member = as_user(&member.name);
+    // A member renames themselves, and nothing more.
+    as_member()
+        .update_user(rename(&member.name, "display_name"))
+        .await
+        .unwrap();
+    let err = as_member()
+        .update_user(rename(&member.name, "email"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+    let err = as_member()
+        .update_user(rename(&admin.name, "display_name"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+    let err = as_member()
+        .delete_user(DeleteUserRequest {
+            name: admin.name.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+    // An admin may, but not on themselves.
+    let as_admin = as_user(&admin.name);
+    as_admin().update_user(rename(&member.name, "email")).await.unwrap();
+    let err = as_admin()
+        .delete_user(DeleteUserRequest {
+            name: admin.name.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&err), "SELF_ACTION_FORBIDDEN", "{err:?}");
+    // Users of another tenant, unknown users and nonsense: UNAUTHENTICATED.
+    for who in [
+        stranger.name.as_str(),
+        "tenants/acme/users/01936c7e-0000-7000-8000-000000000000",
+        "me",
+    ] {
+        let err = as_user(who)()
+            .get_user(userdir::pb::GetUserRequest {
+                name: member.name.clone(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::Unauthenticated, "{who}: {err:?}");
+    }
+    // A key that may not act for users is told so.
+    let err = ActingClient {
+        users: UserDirectoryClient::new(s.channel.clone()),
+        who: member.name.clone(),
+    }
+    .get_user(userdir::pb::GetUserRequest {
+        name: member.name.clone(),
+    })
+    .await
+    .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+}
+
 crate::on_both_backends!(
+    acting_users_have_their_own_rights,
     roles_are_set_by_their_own_rpcs,
     the_last_admin_stays,
     transfers_race_to_one_owner,

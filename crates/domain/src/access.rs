@@ -373,7 +373,8 @@ pub fn decide(
     reaches(caller, tenant, action)?;
     if let Action::CreateApiKey(grant) = action {
         let within = Scopes::from_bits(grant.scopes.bits() & !caller.scopes.bits()) == Scopes::default();
-        let acts = !grant.act_as_users || caller.acting.is_none() && caller.act_as_users;
+        let acts = !grant.act_as_users
+            || caller.acting.is_none() && (caller.act_as_users || caller.tenants == TenantScope::All);
         let reach = !grant.all_tenants || caller.tenants == TenantScope::All;
         if !(within && acts && reach) {
             return Err(Denied::Escalation);
@@ -696,8 +697,23 @@ mod tests {
         let acting_key = grant(&[Scope::Read], true, false);
         assert_eq!(
             decide(&operator, Some(&tenant()), Action::CreateApiKey(&acting_key), None),
+            OK,
+            "an operator makes a tenant's acting keys (it acts for nobody itself)"
+        );
+        let reader_key = caller(None, "", Scopes::of(&[Scope::Read, Scope::Admin]));
+        let reader_key = Caller {
+            act_as_users: false,
+            ..reader_key
+        };
+        assert_eq!(
+            decide(
+                &reader_key,
+                Some(&tenant()),
+                Action::CreateApiKey(&grant(&[Scope::Read], true, false)),
+                None
+            ),
             Err(Denied::Escalation),
-            "the operator key here may not act for users"
+            "a tenant key that may not act for users makes no key that may"
         );
         assert_eq!(
             decide(&tenant_admin, Some(&tenant()), Action::CreateApiKey(&acting_key), None),

@@ -74,7 +74,7 @@ pub struct ImportArgs {
     /// Empty cells leave stored values alone.
     #[arg(long)]
     pub skip_empty_values: bool,
-    /// FULL_SYNC never deletes administrators (effective once roles exist).
+    /// FULL_SYNC keeps admins absent from the file (reported as protected).
     #[arg(long)]
     pub keep_admins: bool,
     /// FULL_SYNC with a file without rows deletes every user.
@@ -217,6 +217,8 @@ async fn import(args: &ImportArgs) -> Result<Ended, String> {
     let mut failures: BTreeMap<u64, Failure> = BTreeMap::new();
     let mut rows = 0u64;
     let mut written = 0u64;
+    // FULL_SYNC: users absent from the file that stayed, and why.
+    let mut protected: Vec<String> = Vec::new();
     let mut summary = None;
     let mut job_name = None;
     let reading = async {
@@ -231,6 +233,10 @@ async fn import(args: &ImportArgs) -> Result<Ended, String> {
             match message.payload {
                 Some(Out::Results(batch)) => {
                     for r in batch.results {
+                        if r.outcome == pb::ImportOutcome::Protected as i32 {
+                            protected.push(format!("{} {} ({}: {})", r.user, r.email, r.reason, r.message));
+                            continue;
+                        }
                         if r.outcome != pb::ImportOutcome::Deleted as i32 {
                             rows += 1;
                         }
@@ -297,6 +303,12 @@ async fn import(args: &ImportArgs) -> Result<Ended, String> {
     }
     let job = summary.ok_or("the server ended the import without a summary; it may be incomplete")?;
     print_summary(&job, started.elapsed(), dry_run);
+    for line in protected.iter().take(PROTECTED_SHOWN) {
+        println!("  kept, not in the file: {line}");
+    }
+    if protected.len() > PROTECTED_SHOWN {
+        println!("  ... and {} more kept", protected.len() - PROTECTED_SHOWN);
+    }
     let path = args.errors.clone().unwrap_or_else(|| errors_path(&args.file));
     if failures.is_empty() {
         // A clean run leaves no errors file of an earlier run behind.
@@ -324,6 +336,9 @@ async fn import(args: &ImportArgs) -> Result<Ended, String> {
     })
 }
 
+/// Users a FULL_SYNC kept that the summary lists one by one.
+const PROTECTED_SHOWN: usize = 20;
+
 fn print_summary(job: &pb::ImportJob, elapsed: Duration, dry_run: bool) {
     let state = pb::ImportJobState::try_from(job.state)
         .map(|s| s.as_str_name())
@@ -338,8 +353,8 @@ fn print_summary(job: &pb::ImportJob, elapsed: Duration, dry_run: bool) {
             elapsed.as_secs_f64()
         );
         println!(
-            "  rows {}  would create {}  would update {}  unchanged {}  would delete {}  skipped {}  failed {}",
-            c.rows, c.created, c.updated, c.unchanged, c.deleted, c.skipped, c.failed
+            "  rows {}  would create {}  would update {}  unchanged {}  would delete {}  skipped {}  failed {}  protected {}",
+            c.rows, c.created, c.updated, c.unchanged, c.deleted, c.skipped, c.failed, c.protected
         );
     } else {
         println!(
@@ -348,8 +363,8 @@ fn print_summary(job: &pb::ImportJob, elapsed: Duration, dry_run: bool) {
             elapsed.as_secs_f64()
         );
         println!(
-            "  rows {}  created {}  updated {}  unchanged {}  deleted {}  skipped {}  failed {}",
-            c.rows, c.created, c.updated, c.unchanged, c.deleted, c.skipped, c.failed
+            "  rows {}  created {}  updated {}  unchanged {}  deleted {}  skipped {}  failed {}  protected {}",
+            c.rows, c.created, c.updated, c.unchanged, c.deleted, c.skipped, c.failed, c.protected
         );
     }
     if !job.error.is_empty() {

@@ -302,6 +302,7 @@ fn outcome_name(outcome: RowOutcome) -> &'static str {
         RowOutcome::Deleted => "deleted",
         RowOutcome::Skipped => "skipped",
         RowOutcome::Failed => "failed",
+        RowOutcome::Protected => "protected",
     }
 }
 
@@ -313,6 +314,7 @@ fn row_to_pb(r: RowResult) -> pb::ImportRowResult {
         RowOutcome::Deleted => pb::ImportOutcome::Deleted,
         RowOutcome::Skipped => pb::ImportOutcome::Skipped,
         RowOutcome::Failed => pb::ImportOutcome::Failed,
+        RowOutcome::Protected => pb::ImportOutcome::Protected,
     };
     let failure = r.failure.unwrap_or_default();
     pb::ImportRowResult {
@@ -428,6 +430,7 @@ pub fn job_to_pb(job: &ImportJob) -> pb::ImportJob {
             deleted: n(c.deleted),
             skipped: n(c.skipped),
             failed: n(c.failed),
+            protected: n(c.protected),
         }),
         error: job.error.clone(),
     }

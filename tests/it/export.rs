@@ -14,7 +14,7 @@ use xxhash_rust::xxh3::xxh3_64;
 
 use crate::common::{TestServer, reason};
 
-fn request(tenant: &str) -> ExportUsersRequest {
+pub(crate) fn request(tenant: &str) -> ExportUsersRequest {
     ExportUsersRequest {
         parent: format!("tenants/{tenant}"),
         ..Default::default()
@@ -22,7 +22,7 @@ fn request(tenant: &str) -> ExportUsersRequest {
 }
 
 /// The CSV bytes and the trailer (None when the stream was cut).
-async fn export_csv(
+pub(crate) async fn export_csv(
     s: &TestServer,
     req: ExportUsersRequest,
 ) -> Result<(Vec<u8>, Option<ExportTrailer>), tonic::Status> {

@@ -48,12 +48,15 @@ pub(crate) async fn run(
     }];
     all.extend(messages);
     all.push(end());
-    let mut stream = s
-        .users
-        .clone()
-        .import_users(tokio_stream::iter(all))
-        .await?
-        .into_inner();
+    results_of(s.users.clone(), tonic::Request::new(tokio_stream::iter(all))).await
+}
+
+/// Sends one import's `request` through `client`: every row result and the summary.
+pub(crate) async fn results_of(
+    mut client: userdir::pb::user_directory_client::UserDirectoryClient<userdir::client::AuthedChannel>,
+    request: tonic::Request<tokio_stream::Iter<std::vec::IntoIter<ImportUsersRequest>>>,
+) -> Result<(Vec<ImportRowResult>, ImportJob), tonic::Status> {
+    let mut stream = client.import_users(request).await?.into_inner();
     let mut results = Vec::new();
     let mut summary = None;
     while let Some(message) = stream.message().await? {

@@ -9,6 +9,7 @@ mod config;
 mod deploy;
 mod export;
 mod import;
+mod import_roles;
 mod jobs;
 mod keys;
 mod limits;

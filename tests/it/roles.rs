@@ -12,7 +12,7 @@ use userdir::pb::{
 
 use crate::common::{TestServer, reason};
 
-async fn set_role(s: &TestServer, name: &str, role: TenantRole) -> Result<User, tonic::Status> {
+pub(crate) async fn set_role(s: &TestServer, name: &str, role: TenantRole) -> Result<User, tonic::Status> {
     s.users
         .clone()
         .set_user_role(SetUserRoleRequest {
@@ -307,6 +307,27 @@ impl ActingClient {
     }
 }
 
+/// A channel with a key of `tenant` that has every scope and may act for
+/// its users, as a console that signs its users in would hold.
+pub(crate) async fn console(s: &TestServer, tenant: &str) -> userdir::client::AuthedChannel {
+    let made = s
+        .keys
+        .clone()
+        .create_api_key(userdir::pb::CreateApiKeyRequest {
+            api_key: Some(userdir::pb::ApiKey {
+                display_name: "console".into(),
+                tenant: format!("tenants/{tenant}"),
+                scopes: vec![1, 2, 3, 4, 5],
+                act_as_users: true,
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    crate::common::with_key(&s.plain, Some(&made.token))
+}
+
 /// A key that may act for users, with a member, an admin and strangers
 /// named in `x-userdir-acting-user`: the user's own rights apply.
 async fn acting_users_have_their_own_rights(s: TestServer) {
@@ -317,22 +338,7 @@ async fn acting_users_have_their_own_rights(s: TestServer) {
     let admin = s.user("acme", "admin@example.com", "Admin").await;
     set_role(&s, &admin.name, TenantRole::Admin).await.unwrap();
     let stranger = s.user("globex", "stranger@example.com", "Stranger").await;
-    let made = s
-        .keys
-        .clone()
-        .create_api_key(userdir::pb::CreateApiKeyRequest {
-            api_key: Some(userdir::pb::ApiKey {
-                display_name: "console".into(),
-                tenant: "tenants/acme".into(),
-                scopes: vec![1, 2, 3, 4, 5],
-                act_as_users: true,
-                ..Default::default()
-            }),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let console = crate::common::with_key(&s.plain, Some(&made.token));
+    let console = console(&s, "acme").await;
     let as_user = |who: &str| {
         let who = who.to_owned();
         let channel = console.clone();

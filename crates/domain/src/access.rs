@@ -24,7 +24,7 @@
 
 use crate::error::{DomainError, ResourceKind};
 use crate::tenant::TenantId;
-use crate::user::{ProfileField, UserId, UserMask};
+use crate::user::{ProfileField, User, UserId, UserMask};
 
 /// A user's role in their tenant, lowest first.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -42,6 +42,12 @@ impl TenantRole {
             TenantRole::Admin => "admin",
             TenantRole::Owner => "owner",
         }
+    }
+}
+
+impl std::fmt::Display for TenantRole {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -152,6 +158,16 @@ pub struct Caller {
 pub struct Target {
     pub user: UserId,
     pub role: TenantRole,
+}
+
+impl Target {
+    /// What [`decide`] needs to know of a stored user.
+    pub fn of(user: &User) -> Self {
+        Self {
+            user: user.id,
+            role: user.role,
+        }
+    }
 }
 
 /// What a caller asks to do.

@@ -64,17 +64,10 @@ pub(crate) fn allow(
     action: Action<'_>,
     target: Option<&User>,
 ) -> Result<(), DomainError> {
-    access::decide(caller, Some(tenant), action, target.map(target_of)).map_err(|d| d.into_error(Some(tenant), action))
+    access::decide(caller, Some(tenant), action, target.map(Target::of)).map_err(|d| d.into_error(Some(tenant), action))
 }
 
 /// A user as the permission rules see them.
-pub(crate) fn target_of(user: &User) -> Target {
-    Target {
-        user: user.id,
-        role: user.role,
-    }
-}
-
 impl<R: TenantRepository + UserRepository> Directory<R> {
     pub fn new(repo: Arc<R>) -> Self {
         Self {
@@ -423,10 +416,18 @@ impl<R: TenantRepository + UserRepository + ImportRepository> Directory<R> {
     ) -> Result<Importer<R>, DomainError> {
         let tenant_id = invalid(TenantId::from_resource_name("options.parent", parent))?;
         allow(caller, &tenant_id, Action::ImportUsers, None)?;
-        let actor = caller.principal.clone();
         let tenant = self.repo.get_tenant(&tenant_id).await?;
         let slot = self.admission.admit(StreamKind::Import, &tenant_id)?;
-        Importer::start(Arc::clone(&self.repo), tenant, options, actor, self.import_limits, slot).await
+        let caller = caller.clone();
+        Importer::start(
+            Arc::clone(&self.repo),
+            tenant,
+            options,
+            caller,
+            self.import_limits,
+            slot,
+        )
+        .await
     }
 
     /// Marks the RUNNING import jobs whose server stopped (their heartbeat

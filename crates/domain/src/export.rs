@@ -26,6 +26,8 @@ pub enum ExportColumn {
     Created,
     Updated,
     ExternalId,
+    /// `member`, `admin` or `owner`: on request, not in seed 001's default.
+    Role,
     Custom(usize),
     Profile(ProfileField),
 }
@@ -57,6 +59,7 @@ impl ExportColumn {
             "created" | "create_time" => Self::Created,
             "updated" | "update_time" => Self::Updated,
             "external_id" => Self::ExternalId,
+            "role" => Self::Role,
             other => match (custom_slot(other), ProfileField::from_name(other)) {
                 (Some(slot), _) => Self::Custom(slot),
                 (None, Some(field)) => Self::Profile(field),
@@ -80,6 +83,7 @@ impl ExportColumn {
             Self::Created => "created".into(),
             Self::Updated => "updated".into(),
             Self::ExternalId => "external_id".into(),
+            Self::Role => "role".into(),
             Self::Custom(slot) => custom_key(slot),
             Self::Profile(field) => field.name().into(),
         }
@@ -96,6 +100,7 @@ impl ExportColumn {
             Self::Created => Cow::Owned(u.create_time.to_rfc3339()),
             Self::Updated => Cow::Owned(u.update_time.to_rfc3339()),
             Self::ExternalId => Cow::Borrowed(u.external_id.as_deref().unwrap_or_default()),
+            Self::Role => Cow::Borrowed(u.role.as_str()),
             Self::Custom(slot) => Cow::Borrowed(&u.custom[slot]),
             Self::Profile(field) => Cow::Borrowed(u.profile(field)),
         }

@@ -6,6 +6,7 @@ use std::future::Future;
 
 use uuid::Uuid;
 
+use crate::access::TenantRole;
 use crate::apikey::ApiKey;
 use crate::error::DomainError;
 use crate::import::{DeleteGuard, ImportJob};
@@ -188,20 +189,56 @@ pub trait ImportRepository: Send + Sync + 'static {
     }
 
     /// FULL_SYNC: in one transaction, deletes every user of `tenant` created
-    /// before `created_before` whose id is not in `keep`, records them (id
-    /// and email) with `job` and adds them to its `deleted` count, and
-    /// returns them. With `dry_run` nothing is deleted or recorded. When
-    /// `guard` refuses that many deletions of the tenant's users (counted
-    /// under the same lock), nothing is deleted and its error is returned.
+    /// before `sweep.created_before` whose id is not in `sweep.keep` and
+    /// whom `sweep.protect` does not keep, records them (id and email) with
+    /// the job and adds them to its `deleted` count, and returns them with
+    /// the users protected. With `dry_run` nothing is deleted or recorded.
+    /// When `guard` refuses that many deletions of the tenant's users
+    /// (counted under the same lock), nothing is deleted and its error is
+    /// returned; so too (`LAST_ADMIN`) when the deletions would leave the
+    /// tenant without an enabled admin or owner.
     fn delete_absent_users(
         &self,
         tenant: &TenantId,
-        job: Uuid,
-        created_before: Timestamp,
-        keep: &HashSet<Uuid>,
-        guard: Option<DeleteGuard>,
-        dry_run: bool,
-    ) -> impl Future<Output = RepoResult<Vec<(UserId, String)>>> + Send;
+        sweep: AbsentSweep<'_>,
+    ) -> impl Future<Output = RepoResult<Swept>> + Send;
+}
+
+/// What a FULL_SYNC's deletion is told: which users the file listed, who
+/// stays anyway, and its guards.
+#[derive(Debug, Clone, Copy)]
+pub struct AbsentSweep<'a> {
+    pub job: Uuid,
+    pub created_before: Timestamp,
+    pub keep: &'a HashSet<Uuid>,
+    pub protect: &'a Protection,
+    pub guard: Option<DeleteGuard>,
+    pub dry_run: bool,
+}
+
+/// Users a FULL_SYNC keeps although its file does not list them, each with
+/// the reason reported (`OWNER`, `ACTING_USER`, `KEEP_ADMINS`, ...).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Protection {
+    /// By id, asked first.
+    pub users: Vec<(Uuid, &'static str)>,
+    /// By role.
+    pub roles: Vec<(TenantRole, &'static str)>,
+}
+
+impl Protection {
+    /// Why the user `id` of `role` stays, if it does.
+    pub fn reason(&self, id: Uuid, role: TenantRole) -> Option<&'static str> {
+        let by_id = self.users.iter().find(|(u, _)| *u == id).map(|(_, why)| *why);
+        by_id.or_else(|| self.roles.iter().find(|(r, _)| *r == role).map(|(_, why)| *why))
+    }
+}
+
+/// The users a FULL_SYNC deleted and those it kept, with why.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Swept {
+    pub deleted: Vec<(UserId, String)>,
+    pub protected: Vec<(UserId, String, &'static str)>,
 }
 
 /// One transaction of an import's writes; dropped without [`Self::commit`],

@@ -2,8 +2,8 @@
 //! member, granting a member's capabilities, handing the owner role on, and
 //! telling a console which actions the caller may take.
 
-use crate::access::{self, Action, Caller, Capabilities, TenantRole};
-use crate::directory::{Directory, allow, reach, target_of};
+use crate::access::{self, Action, Caller, Capabilities, Target, TenantRole};
+use crate::directory::{Directory, allow, reach};
 use crate::error::{DomainError, ResourceKind};
 use crate::repo::{TenantRepository, UserRepository};
 use crate::tenant::TenantId;
@@ -211,7 +211,7 @@ impl<R: TenantRepository + UserRepository> Directory<R> {
                     "users.setRole" => Action::SetRole(TenantRole::Member),
                     _ => Action::SetCapabilities,
                 };
-                let allowed = access::decide(caller, Some(&tenant), action, target.as_ref().map(target_of));
+                let allowed = access::decide(caller, Some(&tenant), action, target.as_ref().map(Target::of));
                 match (allowed, action, &target) {
                     (Ok(()), _, _) => true,
                     // Editing oneself is allowed for some fields: the button shows.
@@ -224,7 +224,7 @@ impl<R: TenantRepository + UserRepository> Directory<R> {
                             caller,
                             Some(&tenant),
                             Action::UpdateUser(&name_only),
-                            Some(target_of(t)),
+                            Some(Target::of(t)),
                         )
                         .is_ok()
                     }

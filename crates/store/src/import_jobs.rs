@@ -32,6 +32,7 @@ pub(crate) fn job_to_active(job: &ImportJob) -> import_job::ActiveModel {
         deleted: Set(n(c.deleted)),
         skipped: Set(n(c.skipped)),
         failed: Set(n(c.failed)),
+        protected: Set(n(c.protected)),
         error: Set(job.error.clone()),
         heartbeat_time: Set(Some(Timestamp::now().unix_micros())),
     }
@@ -57,6 +58,7 @@ pub(crate) fn job_from_row(row: import_job::Model) -> RepoResult<ImportJob> {
             deleted: n(row.deleted),
             skipped: n(row.skipped),
             failed: n(row.failed),
+            protected: n(row.protected),
         },
         error: row.error,
     })

@@ -3,9 +3,10 @@
 //! constraint fires; and the statistics PostgreSQL needs during a bulk load.
 
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, DatabaseTransaction, DbBackend, DbErr, EntityTrait, QueryFilter, SqlErr,
+    ColumnTrait, ConnectionTrait, DatabaseTransaction, DbBackend, DbErr, EntityTrait, QueryFilter, QuerySelect, SqlErr,
     TransactionTrait,
 };
+use userdir_domain::access::TenantRole;
 use userdir_domain::repo::{ImportWrite, RepoResult};
 use userdir_domain::tenant::TenantId;
 use userdir_domain::text::Revision;
@@ -20,6 +21,7 @@ use crate::error::user_write_error;
 use crate::import_jobs::add_job_counts;
 use crate::packed::{pack_user, unpack_user};
 use crate::seats::{Seats, add_seats, lock_seats, seat_error};
+use crate::users::keep_an_admin;
 use crate::{Store, db_error};
 
 fn is_unique_violation(e: &DbErr) -> bool {
@@ -35,6 +37,43 @@ async fn update_one(conn: &impl ConnectionTrait, user: &User, expected: Revision
         .exec(conn)
         .await?;
     Ok(result.rows_affected == 1)
+}
+
+/// Writes an import's update of `user`. One that disables an enabled admin
+/// or owner runs behind a savepoint and is undone (`LAST_ADMIN`) when the
+/// tenant is then left without an enabled admin: the import's transaction
+/// holds the tenant's lock (its seats), so two imports cannot both pass.
+async fn update_row(txn: &DatabaseTransaction, user: &User, expected: Revision) -> Result<RepoResult<()>, DbErr> {
+    let outcome = |written: bool| if written { Ok(()) } else { Err(stale(user)) };
+    if user.enabled || user.role < TenantRole::Admin {
+        return update_one(txn, user, expected).await.map(outcome);
+    }
+    let was_enabled: Option<bool> = user::Entity::find()
+        .select_only()
+        .column(user::Column::Enabled)
+        .filter(user::Column::Id.eq(user.id.0))
+        .filter(user::Column::TenantId.eq(user.tenant.as_str()))
+        .into_tuple()
+        .one(txn)
+        .await?;
+    if was_enabled != Some(true) {
+        return update_one(txn, user, expected).await.map(outcome);
+    }
+    let savepoint = txn.begin().await?;
+    if !update_one(&savepoint, user, expected).await? {
+        savepoint.rollback().await?;
+        return Ok(Err(stale(user)));
+    }
+    match keep_an_admin(&savepoint, &user.tenant).await {
+        Ok(()) => {
+            savepoint.commit().await?;
+            Ok(Ok(()))
+        }
+        Err(last) => {
+            savepoint.rollback().await?;
+            Ok(Err(last))
+        }
+    }
 }
 
 fn stale(user: &User) -> DomainError {
@@ -115,17 +154,17 @@ impl Store {
                 RowWrite::Create(_) => user::Entity::insert(user_to_active(user))
                     .exec_without_returning(&savepoint)
                     .await
-                    .map(|_| true),
-                RowWrite::Update(_, expected) => update_one(&savepoint, user, *expected).await,
+                    .map(|_| Ok(())),
+                RowWrite::Update(_, expected) => update_row(&savepoint, user, *expected).await,
             };
             match written {
-                Ok(written) => {
+                Ok(outcome) => {
                     savepoint.commit().await.map_err(db_error)?;
                     if matches!(write, RowWrite::Create(_)) {
                         inserted += 1;
                         free = free.map(|f| f - 1);
                     }
-                    results.push(if written { Ok(()) } else { Err(stale(user)) });
+                    results.push(outcome);
                 }
                 Err(e) => {
                     savepoint.rollback().await.map_err(db_error)?;
@@ -237,9 +276,8 @@ impl StoreImportWrite {
             }
         }));
         for (user, expected) in updates {
-            match update_one(txn, user, *expected).await {
-                Ok(true) => self.outcomes.push(Ok(())),
-                Ok(false) => self.outcomes.push(Err(stale(user))),
+            match update_row(txn, user, *expected).await {
+                Ok(outcome) => self.outcomes.push(outcome),
                 Err(e) if is_unique_violation(&e) => return Ok(false),
                 Err(e) => return Err(db_error(e)),
             }

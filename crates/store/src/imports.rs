@@ -1,17 +1,16 @@
 //! `ImportRepository` on sea-orm: job records, the FULL_SYNC lock, and batch
 //! reads and writes of users; each part lives in a module of its own.
 
-use std::collections::HashSet;
-
 use sea_orm::ActiveValue::{NotSet, Set};
 use sea_orm::sea_query::extension::postgres::PgFunc;
 use sea_orm::sea_query::{ArrayType, Expr, Value};
 use sea_orm::{
-    ColumnTrait, Condition, ConnectionTrait, DbBackend, EntityTrait, ExprTrait, QueryFilter, QueryOrder, QuerySelect,
-    QueryTrait,
+    ColumnTrait, Condition, ConnectionTrait, DbBackend, EntityTrait, ExprTrait, PaginatorTrait, QueryFilter,
+    QueryOrder, QuerySelect, QueryTrait,
 };
-use userdir_domain::import::{DeleteGuard, ImportJob, ImportState};
-use userdir_domain::repo::{ImportRepository, RepoResult, SyncLock};
+use userdir_domain::access::TenantRole;
+use userdir_domain::import::{ImportJob, ImportState};
+use userdir_domain::repo::{AbsentSweep, ImportRepository, RepoResult, Swept, SyncLock};
 use userdir_domain::tenant::TenantId;
 use userdir_domain::text::Timestamp;
 use userdir_domain::user::{User, UserId};
@@ -264,48 +263,80 @@ impl ImportRepository for Store {
     }
 
     #[tracing::instrument(name = "db.transaction", skip_all, fields(db.system.name = self.system_name(), db.operation.name = "delete_absent_users"))]
-    async fn delete_absent_users(
-        &self,
-        tenant: &TenantId,
-        job: Uuid,
-        created_before: Timestamp,
-        keep: &HashSet<Uuid>,
-        guard: Option<DeleteGuard>,
-        dry_run: bool,
-    ) -> RepoResult<Vec<(UserId, String)>> {
+    async fn delete_absent_users(&self, tenant: &TenantId, sweep: AbsentSweep<'_>) -> RepoResult<Swept> {
         let txn = self.begin_on(self.writer(), "delete_absent_users").await?;
-        let users = if dry_run {
+        let users = if sweep.dry_run {
             let row = tenant::Entity::find_by_id(tenant.as_str())
                 .one(&txn)
                 .await
                 .map_err(db_error)?;
             row.ok_or_else(|| tenant_not_found(tenant))?.user_count
         } else {
+            // Also the tenant's lock: the admins counted below stay counted.
             lock_seats(&txn, tenant).await?.users
         };
         let mut absent: Vec<(Uuid, String)> = Vec::new();
+        let mut protected = Vec::new();
+        // Enabled admins and owners absent from the file, and deleted.
+        let mut admins_deleted = 0u64;
         let mut after: Option<Uuid> = None;
         loop {
             let mut page = user::Entity::find()
                 .select_only()
                 .column(user::Column::Id)
                 .column(user::Column::Email)
+                .column(user::Column::Role)
+                .column(user::Column::Enabled)
                 .filter(user::Column::TenantId.eq(tenant.as_str()))
-                .filter(user::Column::CreateTime.lt(created_before.unix_micros()))
+                .filter(user::Column::CreateTime.lt(sweep.created_before.unix_micros()))
                 .order_by_asc(user::Column::Id)
                 .limit(5000);
             if let Some(after) = after {
                 page = page.filter(user::Column::Id.gt(after));
             }
-            let rows: Vec<(Uuid, String)> = page.into_tuple().all(&txn).await.map_err(db_error)?;
+            let rows: Vec<(Uuid, String, String, bool)> = page.into_tuple().all(&txn).await.map_err(db_error)?;
             let Some(last) = rows.last() else { break };
             after = Some(last.0);
-            absent.extend(rows.into_iter().filter(|(id, _)| !keep.contains(id)));
+            for (id, email, role, enabled) in rows {
+                if sweep.keep.contains(&id) {
+                    continue;
+                }
+                let role: TenantRole = role
+                    .parse()
+                    .map_err(|e| DomainError::storage(format!("stored user {id} has an unreadable role: {e}")))?;
+                match sweep.protect.reason(id, role) {
+                    Some(why) => protected.push((UserId(id), email, why)),
+                    None => {
+                        admins_deleted += u64::from(enabled && role >= TenantRole::Admin);
+                        absent.push((id, email));
+                    }
+                }
+            }
         }
-        if let Some(guard) = guard {
+        if let Some(guard) = sweep.guard {
             guard.check(absent.len() as u64, u64::try_from(users).unwrap_or(0))?;
         }
-        if !dry_run {
+        if admins_deleted > 0 {
+            let admins = user::Entity::find()
+                .filter(user::Column::TenantId.eq(tenant.as_str()))
+                .filter(user::Column::Enabled.eq(true))
+                .filter(user::Column::Role.is_in(["admin", "owner"]))
+                .count(&txn)
+                .await
+                .map_err(db_error)?;
+            if admins <= admins_deleted {
+                return Err(DomainError::Precondition {
+                    reason: "LAST_ADMIN",
+                    message: format!(
+                        "this FULL_SYNC would delete every enabled admin of {} (seed 004: there is always at least \
+                         one); nothing was deleted (the file's rows were imported). List an admin in the file, or \
+                         set keep_admins",
+                        tenant.resource_name()
+                    ),
+                });
+            }
+        }
+        if !sweep.dry_run {
             let mut deleted = 0u64;
             for chunk in absent.chunks(CHUNK) {
                 let result = user::Entity::delete_many()
@@ -321,7 +352,7 @@ impl ImportRepository for Store {
             // dies before replying leaves a job that says what it deleted.
             for chunk in absent.chunks(CHUNK) {
                 let rows = chunk.iter().map(|(id, email)| import_deletion::ActiveModel {
-                    job_id: Set(job),
+                    job_id: Set(sweep.job),
                     user_id: Set(*id),
                     tenant_id: Set(tenant.as_str().to_owned()),
                     email: Set(email.clone()),
@@ -331,13 +362,16 @@ impl ImportRepository for Store {
                     .await
                     .map_err(db_error)?;
             }
-            add_job_counts(&txn, job, 0, 0, i64::try_from(deleted).unwrap_or(i64::MAX)).await?;
+            add_job_counts(&txn, sweep.job, 0, 0, i64::try_from(deleted).unwrap_or(i64::MAX)).await?;
         }
         txn.commit().await.map_err(db_error)?;
-        if !dry_run {
+        if !sweep.dry_run {
             self.checkpoint_soon();
         }
-        Ok(absent.into_iter().map(|(id, email)| (UserId(id), email)).collect())
+        Ok(Swept {
+            deleted: absent.into_iter().map(|(id, email)| (UserId(id), email)).collect(),
+            protected,
+        })
     }
 }
 
@@ -371,7 +405,7 @@ mod tests {
             create_time: Timestamp::from_unix_micros(1),
             update_time: Timestamp::from_unix_micros(2),
             revision: Revision(3),
-            role: userdir_domain::access::TenantRole::Admin,
+            role: userdir_domain::access::TenantRole::Member,
             capabilities: userdir_domain::access::Capabilities {
                 user_management: true,
                 export_users: false,
@@ -480,11 +514,16 @@ mod tests {
         assert_eq!(write.commit().await.unwrap().len(), 1);
         assert_eq!(checkpoints_after_waiting_for(&checkpointer, 1).await, 1);
 
-        let deleted = store
-            .delete_absent_users(&tenant, Uuid::now_v7(), Timestamp::now(), &HashSet::new(), None, false)
-            .await
-            .unwrap();
-        assert_eq!(deleted.len(), 1);
+        let sweep = userdir_domain::repo::AbsentSweep {
+            job: Uuid::now_v7(),
+            created_before: Timestamp::now(),
+            keep: &std::collections::HashSet::new(),
+            protect: &userdir_domain::repo::Protection::default(),
+            guard: None,
+            dry_run: false,
+        };
+        let swept = store.delete_absent_users(&tenant, sweep).await.unwrap();
+        assert_eq!(swept.deleted.len(), 1);
         assert_eq!(checkpoints_after_waiting_for(&checkpointer, 2).await, 2);
         close_and_remove(store, &path).await;
     }

@@ -60,7 +60,7 @@ async fn lock_tenant(txn: &DatabaseTransaction, tenant: &TenantId) -> RepoResult
 
 /// `Precondition LAST_ADMIN` unless the tenant still has an enabled admin or
 /// owner, as `txn` sees it (under [`lock_tenant`]).
-async fn keep_an_admin(txn: &DatabaseTransaction, tenant: &TenantId) -> RepoResult<()> {
+pub(crate) async fn keep_an_admin(txn: &DatabaseTransaction, tenant: &TenantId) -> RepoResult<()> {
     let left = user::Entity::find()
         .filter(user::Column::TenantId.eq(tenant.as_str()))
         .filter(user::Column::Enabled.eq(true))

@@ -20,6 +20,8 @@ pub enum Column {
     ExternalId,
     Custom(usize),
     Profile(ProfileField),
+    /// `role`: checked, never written (an import never changes a role).
+    Role,
     /// Read-only columns of our export (`created`, `updated`): accepted, ignored.
     ReadOnly,
     /// Mapped to "" by the caller: ignored.
@@ -37,6 +39,7 @@ impl Column {
             "enabled" => Self::Enabled,
             "status" => Self::Status,
             "external_id" => Self::ExternalId,
+            "role" => Self::Role,
             "created" | "updated" | "create_time" | "update_time" => Self::ReadOnly,
             // The columns `userdir import` adds to its errors file, so a fixed
             // errors file imports back as is.
@@ -57,6 +60,7 @@ impl Column {
             Self::Enabled => "enabled".into(),
             Self::Status => "status".into(),
             Self::ExternalId => "external_id".into(),
+            Self::Role => "role".into(),
             Self::Custom(slot) => format!("custom_attributes.{}", crate::tenant::custom_key(slot)),
             Self::Profile(p) => p.name().into(),
             Self::ReadOnly | Self::Ignored => String::new(),
@@ -76,7 +80,7 @@ impl Column {
 /// Names the known columns, for error messages.
 pub const KNOWN_COLUMNS: &str = "userid, email, name (or display_name), enabled, status, external_id, \
      custom_01..custom_10, given_name, family_name, title, department, company, job_role, phone, mobile, \
-     locale, time_zone, and the read-only created, updated";
+     locale, time_zone, role (checked: an import never changes a role), and the read-only created, updated";
 
 /// Resolves a header (or row key) through the caller's mapping, then by name.
 pub fn resolve(header: &str, mapping: &BTreeMap<String, String>) -> Result<Column, String> {

@@ -14,18 +14,19 @@ use uuid::Uuid;
 use super::columns::{Column, ColumnMap, resolve};
 use super::csv::{CsvDecoder, Record};
 use super::job::{AbortOnDrop, SyncLease, spawn_heartbeat};
-use super::plan::{Plan, Planner, Prepare};
+use super::plan::{Plan, Planner, Prepare, protected_because};
 use super::rows::{Pending, Prepared, cell, failure, file_error, unprotect_formula};
 use super::writer::{Writer, Written};
 use super::{
     DeleteGuard, ImportCounts, ImportJob, ImportLimits, ImportMode, ImportOptions, ImportState, RowOutcome, RowResult,
 };
+use crate::access::Caller;
 use crate::admission::Slot;
 use crate::error::DomainError;
-use crate::repo::{ImportRepository, RepoResult, TenantRepository, UserRepository};
+use crate::repo::{AbsentSweep, ImportRepository, RepoResult, TenantRepository, UserRepository};
 use crate::tenant::Tenant;
 use crate::text::Timestamp;
-use crate::user::User;
+use crate::user::{User, UserId};
 
 /// Rows per batch: one lookup query each; the writer groups batches into
 /// transactions. 500 keys per lookup stay well under SQLite's 32766 bound
@@ -109,7 +110,7 @@ impl<R: TenantRepository + UserRepository + ImportRepository> Importer<R> {
         repo: Arc<R>,
         tenant: Tenant,
         options: ImportOptions,
-        actor: String,
+        caller: Caller,
         limits: ImportLimits,
         slot: Slot,
     ) -> Result<Self, DomainError> {
@@ -117,7 +118,7 @@ impl<R: TenantRepository + UserRepository + ImportRepository> Importer<R> {
         let job = ImportJob {
             tenant: tenant.id.clone(),
             id: Uuid::now_v7(),
-            actor,
+            actor: caller.principal.clone(),
             options,
             state: ImportState::Running,
             start_time: now,
@@ -138,7 +139,7 @@ impl<R: TenantRepository + UserRepository + ImportRepository> Importer<R> {
         let heartbeat = spawn_heartbeat(Arc::clone(&repo), tenant.id.clone(), job.id, limits.job_lease);
         Ok(Self {
             repo,
-            planner: Planner::new(tenant, job.options.clone()),
+            planner: Planner::new(tenant, job.options.clone(), caller),
             job,
             limits,
             input: Input::Unknown,
@@ -398,33 +399,39 @@ impl<R: TenantRepository + UserRepository + ImportRepository> Importer<R> {
             );
             return Ok(Vec::new());
         }
-        let dry_run = self.job.options.validate_only;
+        let protect = self.planner.protection()?;
         self.sync_lock.hold(&*self.repo).await?;
         let tenant = self.job.tenant.clone();
-        let deleted = self
-            .repo
-            .delete_absent_users(
-                &tenant,
-                self.job.id,
-                self.job.start_time,
-                &self.planner.keep,
-                DeleteGuard::of(&self.job.options),
-                dry_run,
-            )
-            .await?;
-        Ok(deleted
+        let sweep = AbsentSweep {
+            job: self.job.id,
+            created_before: self.job.start_time,
+            keep: &self.planner.keep,
+            protect: &protect,
+            guard: DeleteGuard::of(&self.job.options),
+            dry_run: self.job.options.validate_only,
+        };
+        let swept = self.repo.delete_absent_users(&tenant, sweep).await?;
+        let absent = |(id, email, why): (UserId, String, Option<&'static str>)| {
+            let outcome = if why.is_some() {
+                RowOutcome::Protected
+            } else {
+                RowOutcome::Deleted
+            };
+            self.job.counts.add(outcome);
+            RowResult {
+                line: 0,
+                outcome,
+                user: format!("tenants/{tenant}/users/{id}"),
+                email,
+                failure: why.map(|why| failure(why, "", protected_because(why))),
+            }
+        };
+        let deleted = swept.deleted.into_iter().map(|(id, email)| (id, email, None));
+        let protected = swept
+            .protected
             .into_iter()
-            .map(|(id, email)| {
-                self.job.counts.add(RowOutcome::Deleted);
-                RowResult {
-                    line: 0,
-                    outcome: RowOutcome::Deleted,
-                    user: format!("tenants/{tenant}/users/{id}"),
-                    email,
-                    failure: None,
-                }
-            })
-            .collect())
+            .map(|(id, email, why)| (id, email, Some(why)));
+        Ok(protected.chain(deleted).map(absent).collect())
     }
 
     /// Records how the import ended (FAILED or CANCELLED with `error`) and

@@ -144,18 +144,22 @@ pub enum RowOutcome {
     Deleted,
     Skipped,
     Failed,
+    /// FULL_SYNC kept a user the file does not list: the owner, the acting
+    /// user, an admin under `keep_admins`, or one the caller may not delete.
+    Protected,
 }
 
 /// The result of one row.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RowResult {
-    /// Line where the row starts (or the position of a parsed row); 0 for deletions.
+    /// Line where the row starts (or the position of a parsed row); 0 for
+    /// users absent from a FULL_SYNC's file (deleted or protected).
     pub line: u64,
     pub outcome: RowOutcome,
     /// Resource name of the user, when known.
     pub user: String,
     pub email: String,
-    /// For failures.
+    /// For failures, and why a user was protected.
     pub failure: Option<RowFailure>,
 }
 
@@ -177,6 +181,7 @@ pub struct ImportCounts {
     pub deleted: u64,
     pub skipped: u64,
     pub failed: u64,
+    pub protected: u64,
 }
 
 impl ImportCounts {
@@ -188,8 +193,9 @@ impl ImportCounts {
             RowOutcome::Deleted => self.deleted += 1,
             RowOutcome::Skipped => self.skipped += 1,
             RowOutcome::Failed => self.failed += 1,
+            RowOutcome::Protected => self.protected += 1,
         }
-        if outcome != RowOutcome::Deleted {
+        if !matches!(outcome, RowOutcome::Deleted | RowOutcome::Protected) {
             self.rows += 1;
         }
     }

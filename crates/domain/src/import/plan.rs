@@ -12,12 +12,26 @@ use super::columns::Column;
 use super::rows::{Key, PackedCells, Pending, Prepared, cell, failure, row_failure, row_input};
 use super::seen::SeenKeys;
 use super::{ImportMode, ImportOptions, MatchKey, RowFailure, RowOutcome, RowResult};
+use crate::access::{self, Action, Caller, Target, TenantRole};
 use crate::email::Email;
 use crate::error::DomainError;
-use crate::repo::RepoResult;
+use crate::repo::{Protection, RepoResult};
 use crate::tenant::Tenant;
 use crate::text::{Revision, Timestamp};
-use crate::user::User;
+use crate::user::{User, UserId, UserMask};
+
+/// What a PROTECTED result says, by its reason.
+pub(super) fn protected_because(why: &str) -> &'static str {
+    match why {
+        "OWNER" => "the tenant's owner is never deleted; the owner first hands the role on (TransferTenantOwnership)",
+        "ACTING_USER" => "the user who runs the FULL_SYNC is never deleted by it",
+        "KEEP_ADMINS" => "an admin, and keep_admins is set: admins absent from the file stay",
+        "MISSING_PERMISSION" => {
+            "the caller may not delete this user (users.delete): their role is above what the caller manages"
+        }
+        _ => "kept although the file does not list this user",
+    }
+}
 
 /// What a written row needs to run again: its cells, packed while its
 /// write is in flight (a transaction holds up to 20,000 rows), and its next attempt.
@@ -75,6 +89,8 @@ pub(super) struct Prepare {
 pub(super) struct Planner {
     pub(super) tenant: Tenant,
     options: ImportOptions,
+    /// Who imports: every row asks [`access::decide`] for them.
+    caller: Caller,
     /// Match-key hash -> line of its first row.
     seen_keys: SeenKeys,
     /// Email-key hash -> line, when emails are not the match key.
@@ -88,10 +104,11 @@ pub(super) struct Planner {
 }
 
 impl Planner {
-    pub(super) fn new(tenant: Tenant, options: ImportOptions) -> Self {
+    pub(super) fn new(tenant: Tenant, options: ImportOptions, caller: Caller) -> Self {
         Self {
             tenant,
             options,
+            caller,
             seen_keys: SeenKeys::default(),
             seen_emails: SeenKeys::default(),
             seen_external: SeenKeys::default(),
@@ -243,6 +260,7 @@ impl Planner {
                 }
                 (None, _) => Ok(self.create_of(&row, now)),
             };
+            let outcome = outcome.map(|planned| planned.and_then(|p| self.permit(&row, current, p)));
             let planned = match outcome {
                 Err(result) => {
                     results[i] = Some(result);
@@ -324,18 +342,96 @@ impl Planner {
         }
     }
 
-    fn update_of(&self, user: &User, row: &Prepared, skip_empty: bool) -> Result<User, RowFailure> {
-        let (input, mask) = row_input(&row.cells, skip_empty)?;
+    fn update_of(&self, user: &User, row: &Prepared, skip_empty: bool) -> Result<(User, UserMask), RowFailure> {
+        let (input, mut mask) = row_input(&row.cells, skip_empty)?;
         let mut updated = user.clone();
         updated
             .write(input, &mask, &self.tenant.custom_attributes)
             .map_err(row_failure)?;
-        Ok(updated)
+        // An export's `enabled` and `status` cells are in every row: only a
+        // change of them disables anyone.
+        mask.enabled &= updated.enabled != user.enabled;
+        mask.status &= updated.status != user.status;
+        Ok((updated, mask))
     }
 
-    fn create_of(&self, row: &Prepared, now: Timestamp) -> Result<User, RowFailure> {
-        let (input, _) = row_input(&row.cells, false)?;
-        User::create(self.tenant.id.clone(), input, &self.tenant.custom_attributes, now).map_err(row_failure)
+    fn create_of(&self, row: &Prepared, now: Timestamp) -> Result<(User, UserMask), RowFailure> {
+        let (input, mask) = row_input(&row.cells, false)?;
+        let user =
+            User::create(self.tenant.id.clone(), input, &self.tenant.custom_attributes, now).map_err(row_failure)?;
+        Ok((user, mask))
+    }
+
+    /// Asks [`access::decide`] whether the caller may write the row as
+    /// planned (a row that changes nothing needs no right), and checks its
+    /// `role` cell: an import never grants or changes a role (seed 000:
+    /// 新規管理者の作成 is not possible by import).
+    fn permit(&self, row: &Prepared, current: Option<&User>, planned: (User, UserMask)) -> Result<User, RowFailure> {
+        let (planned, mask) = planned;
+        if let Some(asked) = cell(&row.cells, Column::Role).map(str::trim).filter(|v| !v.is_empty()) {
+            let asked: TenantRole = asked
+                .parse()
+                .map_err(|e: String| failure("INVALID_ARGUMENT", "role", e))?;
+            let stored = current.map_or(TenantRole::Member, |u| u.role);
+            if asked != stored {
+                let message = match current {
+                    None => format!(
+                        "an import creates members only, not the role {asked}: import the user as a member (or with \
+                         the role cell empty), then SetUserRole"
+                    ),
+                    Some(_) => format!(
+                        "the user's role is {stored} and the row says {asked}: an import never changes a role; use \
+                         SetUserRole or TransferTenantOwnership, or leave the role cell empty"
+                    ),
+                };
+                return Err(failure("ROLE_NOT_IMPORTABLE", "role", message));
+            }
+        }
+        let (action, target) = match current {
+            None => (Action::CreateUser, None),
+            Some(user) if *user == planned => return Ok(planned),
+            Some(user) => (Action::UpdateUser(&mask), Some(Target::of(user))),
+        };
+        let tenant = Some(&self.tenant.id);
+        access::decide(&self.caller, tenant, action, target)
+            .map_err(|denied| row_failure(denied.into_error(tenant, action)))?;
+        Ok(planned)
+    }
+
+    /// Who a FULL_SYNC keeps although the file does not list them: the
+    /// owner, the acting user, admins with `keep_admins` or when the caller
+    /// may not delete them. Without `keep_admins`, a file that does not
+    /// list the acting user is an error (seed 000).
+    pub(super) fn protection(&self) -> Result<Protection, DomainError> {
+        let mut protect = Protection::default();
+        if let Some(acting) = &self.caller.acting {
+            if !self.options.keep_admins && !self.keep.contains(&acting.user.0) {
+                return Err(DomainError::Precondition {
+                    reason: "OPERATING_ADMIN_ABSENT",
+                    message: format!(
+                        "the file does not list the acting user ({}): a FULL_SYNC without keep_admins must list the \
+                         user who runs it (seed 000). Nothing was deleted (the file's rows were imported); add that \
+                         user to the file, or set keep_admins",
+                        acting.user
+                    ),
+                });
+            }
+            protect.users.push((acting.user.0, "ACTING_USER"));
+        }
+        protect.roles.push((TenantRole::Owner, "OWNER"));
+        let tenant = Some(&self.tenant.id);
+        for role in [TenantRole::Admin, TenantRole::Member] {
+            let someone = Target {
+                user: UserId(Uuid::nil()),
+                role,
+            };
+            if role == TenantRole::Admin && self.options.keep_admins {
+                protect.roles.push((role, "KEEP_ADMINS"));
+            } else if access::decide(&self.caller, tenant, Action::DeleteUser, Some(someone)).is_err() {
+                protect.roles.push((role, "MISSING_PERMISSION"));
+            }
+        }
+        Ok(protect)
     }
 
     /// The row's email and external id must not belong to another user, in

@@ -192,7 +192,8 @@ pub(super) fn row_input(cells: &[(Column, String)], skip_empty: bool) -> Result<
                 input.profile.push((field, value.clone()));
                 mask.profile[field as usize] = true;
             }
-            Column::UserId | Column::ReadOnly | Column::Ignored => {}
+            // The planner checks the role against the stored one.
+            Column::UserId | Column::Role | Column::ReadOnly | Column::Ignored => {}
         }
     }
     Ok((input, mask))

@@ -21,6 +21,8 @@ pub struct Model {
     pub deleted: i64,
     pub skipped: i64,
     pub failed: i64,
+    /// FULL_SYNC: users absent from the file but kept (owner, acting user, admins).
+    pub protected: i64,
     pub error: String,
     /// Last sign of life of the server running the job (unix micros).
     pub heartbeat_time: Option<i64>,

@@ -11,6 +11,7 @@ pub(crate) mod m20261202_000006_service_keys;
 mod m20261202_000007_api_keys;
 mod m20261202_000008_api_key_creator;
 mod m20261202_000009_user_roles;
+mod m20261203_000010_import_protected;
 
 pub struct Migrator;
 
@@ -27,6 +28,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261202_000007_api_keys::Migration),
             Box::new(m20261202_000008_api_key_creator::Migration),
             Box::new(m20261202_000009_user_roles::Migration),
+            Box::new(m20261203_000010_import_protected::Migration),
         ]
     }
 }

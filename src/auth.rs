@@ -3,6 +3,11 @@
 //! [`Caller`] that handlers pass to every domain operation, or answers
 //! UNAUTHENTICATED before any handler runs. Reflection follows
 //! `--reflection` (by default open when the server listens on loopback only).
+//! A verified client certificate that `--client-cert-key` maps to a key
+//! stands for that key when no `authorization` header is sent
+//! ([`CertKeys`]); a key allowed to act for users may name one in
+//! `x-userdir-acting-user`. JWT/OIDC bearer tokens would slot in beside the
+//! key lookup: each yields the same [`Caller`].
 //!
 //! Keys are held in memory ([`KeyRing`]) and re-read every few seconds, so a
 //! key revoked on one replica stops working on every replica within one
@@ -20,6 +25,8 @@ use userdir_domain::keyring::KeyRing;
 use userdir_domain::text::Timestamp;
 use userdir_store::Store;
 
+use crate::certmap::CertKeys;
+use crate::peer::PeerIdentity;
 use crate::telemetry::PrincipalSlot;
 
 /// Who may use reflection (`--reflection`).
@@ -40,6 +47,8 @@ pub struct Auth {
     ring: KeyRing<Store>,
     store: Arc<Store>,
     reflection_open: bool,
+    /// Client certificates that stand for API keys (mTLS).
+    cert_keys: CertKeys,
 }
 
 /// The header a key that may act for users names the user with.
@@ -48,11 +57,12 @@ pub const ACTING_USER: &str = "x-userdir-acting-user";
 impl Auth {
     /// Loads every key; `reflection_open` says whether reflection needs no
     /// credential on this listener.
-    pub async fn load(store: Arc<Store>, reflection_open: bool) -> Result<Arc<Self>, DomainError> {
+    pub async fn load(store: Arc<Store>, reflection_open: bool, cert_keys: CertKeys) -> Result<Arc<Self>, DomainError> {
         Ok(Arc::new(Self {
             ring: KeyRing::load(Arc::clone(&store)).await?,
             store,
             reflection_open,
+            cert_keys,
         }))
     }
 
@@ -136,6 +146,14 @@ impl Auth {
         }
         if self.reflection_open && path.starts_with("/grpc.reflection.") {
             return Ok(None);
+        }
+        if !request.headers().contains_key(http::header::AUTHORIZATION)
+            && let Some(peer) = PeerIdentity::of(request)
+            && let Some((key, selector)) = self.cert_keys.key_for(&peer)
+        {
+            let mut caller = self.ring.authenticate_id(key, Timestamp::now())?;
+            caller.principal = format!("{} (certificate {selector})", caller.principal);
+            return Ok(Some(Arc::new(caller)));
         }
         let token = bearer(request.headers())?;
         let caller = self.ring.authenticate(token, Timestamp::now())?;

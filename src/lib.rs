@@ -4,6 +4,7 @@
 //! ([`grpc`]), the server assembly ([`server`]), configuration and telemetry.
 
 pub mod auth;
+pub mod certmap;
 pub mod cli;
 pub mod client;
 pub mod config;

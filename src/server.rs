@@ -66,6 +66,8 @@ pub enum ServeError {
     Telemetry(#[from] crate::telemetry::TelemetryError),
     #[error("operator key: {0}")]
     OperatorKey(String),
+    #[error("{0}")]
+    ClientCertKeys(String),
 }
 
 /// Opens the database (creating and migrating it, unless `--no-migrate`),
@@ -73,6 +75,7 @@ pub enum ServeError {
 pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ServeError> {
     // A TLS setting that cannot work is named before anything starts.
     crate::tls::server_tls(&config)?;
+    crate::certmap::CertKeys::parse(&config.client_cert_key).map_err(ServeError::ClientCertKeys)?;
     let url = redact_url(&config.database_url);
     let database = |source| ServeError::Database {
         url: url.clone(),
@@ -181,7 +184,8 @@ pub async fn serve(
         .with_stream_limits(config.stream_limits())
         .with_page_tokens(PageTokens::new(&key));
     bootstrap_operator_key(&directory, config).await?;
-    let auth = Auth::load(Arc::clone(&store), config.reflection_open())
+    let cert_keys = crate::certmap::CertKeys::parse(&config.client_cert_key).map_err(ServeError::ClientCertKeys)?;
+    let auth = Auth::load(Arc::clone(&store), config.reflection_open(), cert_keys)
         .await
         .map_err(ServeError::Keys)?;
     let key_keeper = tokio::spawn(Arc::clone(&auth).maintain(config.key_refresh(), Duration::from_secs(60)));

@@ -123,7 +123,14 @@ pub fn apply(args: Vec<OsString>) -> Result<(Vec<OsString>, FromFile), ConfigFil
             key: key.clone(),
             expected,
         };
-        if matches!(arg.get_action(), ArgAction::SetTrue) {
+        if let (toml::Value::Array(items), ArgAction::Append) = (value, arg.get_action()) {
+            for item in items {
+                let toml::Value::String(text) = item else {
+                    return Err(type_error("a list of strings"));
+                };
+                injected.push(OsString::from(format!("{flag}={text}")));
+            }
+        } else if matches!(arg.get_action(), ArgAction::SetTrue) {
             match value {
                 toml::Value::Boolean(true) => injected.push(OsString::from(&flag)),
                 toml::Value::Boolean(false) => {}

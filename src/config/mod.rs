@@ -150,6 +150,20 @@ pub struct Config {
     /// A file holding the operator key or its hash (a mounted Secret).
     #[arg(long, env = "USERDIR_OPERATOR_KEY_FILE")]
     pub operator_key_file: Option<std::path::PathBuf>,
+    /// Maps a verified client certificate (with `--tls-client-ca`) to an API
+    /// key: a call on that connection without an `authorization` header has
+    /// the key's rights (revoke or expire the key to end them).
+    /// `SELECTOR=apiKeys/ID`, SELECTOR one of `subject:CN=ops,O=Example`,
+    /// `uri:spiffe://...`, `dns:host`, `email:addr`. Repeat the flag; in
+    /// USERDIR_CLIENT_CERT_KEYS separate mappings with `;`; in the config
+    /// file, a list.
+    #[arg(
+        long,
+        env = "USERDIR_CLIENT_CERT_KEYS",
+        value_delimiter = ';',
+        requires = "tls_client_ca"
+    )]
+    pub client_cert_key: Vec<String>,
     /// Who may use gRPC reflection: `loopback` (default: open when listening
     /// on a loopback address, else a credential is needed), `open`, or
     /// `authenticated`.
@@ -213,6 +227,7 @@ impl std::fmt::Debug for Config {
             .field("health_listen", &self.health_listen)
             .field("operator_key", &self.operator_key.as_ref().map(|_| "***"))
             .field("operator_key_file", &self.operator_key_file)
+            .field("client_cert_key", &self.client_cert_key)
             .field("reflection", &self.reflection)
             .field("key_refresh_ms", &self.key_refresh_ms)
             .finish()
@@ -253,6 +268,7 @@ impl Config {
             health_listen: None,
             operator_key: None,
             operator_key_file: None,
+            client_cert_key: Vec::new(),
             reflection: ReflectionAccess::Loopback,
             key_refresh_ms: 200,
         }

@@ -80,7 +80,11 @@ async fn flags_then_environment_then_file_then_defaults() {
     std::fs::write(
         &file,
         "listen = \"127.0.0.1:6001\"\nmax_imports = 3\nlog-format = \"json\"\nno_migrate = true\n\
-         database_url = \"postgres://app:SENTINEL_PASSWORD@db.internal/userdir\"\n",
+         database_url = \"postgres://app:SENTINEL_PASSWORD@db.internal/userdir\"\n\
+         tls_cert = \"/etc/userdir/tls.pem\"\ntls_key = \"/etc/userdir/tls.key\"\n\
+         tls_client_ca = \"/etc/userdir/ca.pem\"\n\
+         client_cert_key = [\"subject:CN=ops,O=Example=apiKeys/0193a1b2c3d4e5f60718293a4b5c6d7e\", \
+         \"dns:robot.example.com=apiKeys/0193a1b2c3d4e5f60718293a4b5c6d7f\"]\n",
     )
     .unwrap();
     let path = file.display().to_string();
@@ -91,6 +95,10 @@ async fn flags_then_environment_then_file_then_defaults() {
     assert!(shown.contains("max_imports: Some(\n        3,\n    )"), "{shown}");
     assert!(shown.contains("log_format: Json"), "{shown}");
     assert!(shown.contains("no_migrate: true"), "{shown}");
+    assert!(
+        shown.contains("\"subject:CN=ops,O=Example=apiKeys/0193a1b2c3d4e5f60718293a4b5c6d7e\",\n        \"dns:robot"),
+        "a list in the file is each of its values: {shown}"
+    );
     assert!(shown.contains("db_max_connections: 16"), "a default stays: {shown}");
     assert!(!shown.contains("SENTINEL"), "secrets are never printed: {shown}");
 

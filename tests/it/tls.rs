@@ -21,12 +21,16 @@ struct Pki {
     server_key: PathBuf,
     client_cert: PathBuf,
     client_key: PathBuf,
+    /// A second client, `CN=other`, that no mapping names.
+    other_cert: PathBuf,
+    other_key: PathBuf,
 }
 
 fn pki(dir: &Path) -> Pki {
     let ca = TestCa::new("userdir test CA");
     let (server_cert, server_key) = ca.issue(&["127.0.0.1", "localhost"], "userdir");
     let (client_cert, client_key) = ca.issue(&["ops.example.com"], "ops");
+    let (other_cert, other_key) = ca.issue(&["other.example.com"], "other");
     let write = |name: &str, pem: &str| {
         let path = dir.join(name);
         std::fs::write(&path, pem).unwrap();
@@ -38,17 +42,30 @@ fn pki(dir: &Path) -> Pki {
         server_key: write("server.key", &server_key),
         client_cert: write("client.pem", &client_cert),
         client_key: write("client.key", &client_key),
+        other_cert: write("other.pem", &other_cert),
+        other_key: write("other.key", &other_key),
     }
 }
 
 /// Starts `serve` on 127.0.0.1:0 with TLS over a fresh SQLite file; returns the port.
 async fn tls_server(dir: &Path, pki: &Pki, client_ca: bool) -> (u16, tokio::sync::oneshot::Sender<()>) {
+    tls_server_with(dir, pki, client_ca, Vec::new()).await
+}
+
+/// [`tls_server`] with `--client-cert-key` mappings.
+async fn tls_server_with(
+    dir: &Path,
+    pki: &Pki,
+    client_ca: bool,
+    cert_keys: Vec<String>,
+) -> (u16, tokio::sync::oneshot::Sender<()>) {
     let url = format!("sqlite://{}?mode=rwc", dir.join("userdir.db").display());
     let mut config = crate::common::test_config(url);
     config.tls_cert = Some(pki.server_cert.clone());
     config.tls_key = Some(pki.server_key.clone());
     config.tls_client_ca = client_ca.then(|| pki.ca.clone());
     config.tls_reload_secs = 1;
+    config.client_cert_key = cert_keys;
     let store = userdir_store::Store::open(&config.store_options()).await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -325,4 +342,97 @@ async fn the_client_certificate_subject_reaches_the_request() {
         .map(|l| l["peer"].clone())
         .collect();
     assert_eq!(peers, ["CN=ops", "CN=ops"], "{text}");
+}
+
+/// A channel to `port` presenting `cert`/`key` (mTLS), without an API key.
+async fn mtls_channel(pki: &Pki, port: u16, cert: &Path, key: &Path) -> tonic::transport::Channel {
+    let identity = Identity::from_pem(std::fs::read(cert).unwrap(), std::fs::read(key).unwrap());
+    Endpoint::from_shared(format!("https://127.0.0.1:{port}"))
+        .unwrap()
+        .tls_config(trusting(pki).identity(identity))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap()
+}
+
+/// `--client-cert-key` maps a certificate to an API key: a call with that
+/// certificate and no `authorization` header has the key's rights, and
+/// loses them when the key is revoked; a bearer token wins over the
+/// certificate; a certificate no mapping names is no credential.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mapped_client_certificate_has_its_keys_rights() {
+    use userdir::pb::api_keys_client::ApiKeysClient;
+    use userdir::pb::{ApiKey, CreateApiKeyRequest, GetTenantRequest, RevokeApiKeyRequest};
+    let dir = tempfile::tempdir().unwrap();
+    let pki = pki(dir.path());
+    // First start: a tenant and a read-only key of it.
+    let (port, stop) = tls_server(dir.path(), &pki, true).await;
+    let ops = mtls_channel(&pki, port, &pki.client_cert, &pki.client_key).await;
+    create_tenant(ops.clone(), "acme").await.unwrap();
+    let key = ApiKeysClient::new(crate::common::with_key(&ops, Some(crate::common::operator_key())))
+        .create_api_key(CreateApiKeyRequest {
+            api_key: Some(ApiKey {
+                display_name: "ops robot".into(),
+                tenant: "tenants/acme".into(),
+                scopes: vec![1],
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .api_key
+        .unwrap();
+    let _ = stop.send(());
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+
+    // Second start, the certificate `CN=ops` mapped to that key.
+    let mapping = format!("subject:CN=ops={}", key.name);
+    let (port, _stop) = tls_server_with(dir.path(), &pki, true, vec![mapping]).await;
+    let get = |channel: tonic::transport::Channel, tenant: &str| {
+        let request = GetTenantRequest {
+            name: format!("tenants/{tenant}"),
+        };
+        async move {
+            userdir::pb::tenant_admin_client::TenantAdminClient::new(channel)
+                .get_tenant(request)
+                .await
+                .map(|_| ())
+        }
+    };
+    let ops = mtls_channel(&pki, port, &pki.client_cert, &pki.client_key).await;
+    get(ops.clone(), "acme").await.unwrap();
+    assert_eq!(
+        get(ops.clone(), "globex").await.unwrap_err().code(),
+        tonic::Code::NotFound
+    );
+    let read_only = TenantAdminClient::new(ops.clone())
+        .create_tenant(CreateTenantRequest {
+            tenant_id: "beta".into(),
+            tenant: Some(Tenant {
+                display_name: "beta".into(),
+                ..Default::default()
+            }),
+            initial_owner: None,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(read_only.code(), tonic::Code::PermissionDenied, "{read_only:?}");
+    // A bearer token wins over the certificate.
+    create_tenant(ops.clone(), "beta").await.unwrap();
+    // A certificate no mapping names is no credential.
+    let other = mtls_channel(&pki, port, &pki.other_cert, &pki.other_key).await;
+    assert_eq!(
+        get(other, "acme").await.unwrap_err().code(),
+        tonic::Code::Unauthenticated
+    );
+    // Revoking the key ends the certificate's rights within a refresh.
+    ApiKeysClient::new(crate::common::with_key(&ops, Some(crate::common::operator_key())))
+        .revoke_api_key(RevokeApiKeyRequest { name: key.name.clone() })
+        .await
+        .unwrap();
+    let err = get(ops, "acme").await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unauthenticated, "{err:?}");
+    assert!(err.message().contains("revoked"), "{err:?}");
 }

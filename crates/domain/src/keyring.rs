@@ -76,6 +76,20 @@ impl<R: ApiKeyRepository> KeyRing<R> {
         if !key.hash.matches(&presented.hash) {
             return Err(AuthError::Unknown);
         }
+        self.caller_of(key, now)
+    }
+
+    /// The caller of the key `id`, for a credential that proved itself
+    /// otherwise (a client certificate the TLS handshake verified and the
+    /// configuration maps to this key).
+    pub fn authenticate_id(&self, id: Uuid, now: Timestamp) -> Result<Caller, AuthError> {
+        let keys = Arc::clone(&self.keys.read().unwrap_or_else(std::sync::PoisonError::into_inner));
+        let key = keys.get(&id).ok_or(AuthError::Unknown)?;
+        self.caller_of(key, now)
+    }
+
+    /// A known key's caller, unless it was revoked or expired; notes its use.
+    fn caller_of(&self, key: &ApiKey, now: Timestamp) -> Result<Caller, AuthError> {
         if key.revoke_time.is_some() {
             return Err(AuthError::Revoked);
         }

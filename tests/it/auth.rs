@@ -576,22 +576,24 @@ crate::on_both_backends!(
     revocation_reaches_every_server,
 );
 
-/// A `userdir serve` process with `env`, stderr to `log`; `Ok(port)` once it
+/// A `userdir serve` process with `env`, its output to `log`; `Ok(port)` once it
 /// answers health, `Err(stderr)` when it exits first.
-async fn start_serve(
+pub(crate) async fn start_serve(
     args: &[&str],
     env: &[(&str, &str)],
     log: &std::path::Path,
 ) -> (std::process::Child, Result<u16, String>) {
     let port = crate::common::free_port();
+    // Logs (stdout) and what the server says at start (stderr), in one file.
+    let file = std::fs::File::create(log).unwrap();
     let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_userdir"));
     command
         .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
         .args(args)
         .env_remove("USERDIR_OPERATOR_KEY")
         .env_remove("USERDIR_OPERATOR_KEY_FILE")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(log).unwrap());
+        .stdout(file.try_clone().unwrap())
+        .stderr(file);
     for (k, v) in env {
         command.env(k, v);
     }
@@ -629,7 +631,7 @@ async fn tenants_as(port: u16, key: &str) -> Result<(), tonic::Status> {
         .map(|_| ())
 }
 
-fn stop(mut child: std::process::Child) {
+pub(crate) fn stop(mut child: std::process::Child) {
     let _ = child.kill();
     let _ = child.wait();
 }

@@ -19,6 +19,7 @@ mod pg_tls;
 mod promises;
 mod roles;
 mod safety;
+mod secrets;
 mod telemetry;
 mod tenants;
 mod tls;

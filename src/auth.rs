@@ -29,19 +29,6 @@ use crate::certmap::CertKeys;
 use crate::peer::PeerIdentity;
 use crate::telemetry::PrincipalSlot;
 
-/// Who may use reflection (`--reflection`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, clap::ValueEnum)]
-pub enum ReflectionAccess {
-    /// Open when the server listens on a loopback address (a developer's
-    /// machine, a sidecar), authenticated otherwise.
-    #[default]
-    Loopback,
-    /// Open to anyone who reaches the port.
-    Open,
-    /// Only with a credential, like every other RPC.
-    Authenticated,
-}
-
 /// The key ring and the rules of the layer.
 pub struct Auth {
     ring: KeyRing<Store>,
@@ -248,7 +235,7 @@ where
                                 request.extensions_mut().insert(Arc::new(acting));
                                 inner.call(request).await
                             }
-                            Err(refused) => Ok(crate::grpc::to_status(refused).into_http()),
+                            Err(refused) => Ok(crate::grpc::status::to_status(refused).into_http()),
                         }
                     }),
                 }
@@ -265,7 +252,7 @@ where
                 }
             }
             Err(refused) => AuthFuture::Refused {
-                response: Some(crate::grpc::to_status(refused).into_http()),
+                response: Some(crate::grpc::status::to_status(refused).into_http()),
             },
         }
     }

@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 
-pub use crate::auth::ReflectionAccess;
 use userdir_domain::admission::{Cap, StreamLimits};
 
 /// The default embedded database: a SQLite file in the working directory,
@@ -22,6 +21,19 @@ pub enum LogFormat {
     Text,
     /// One JSON object per line, for log collectors.
     Json,
+}
+
+/// Who may use reflection (`--reflection`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum ReflectionAccess {
+    /// Open when the server listens on a loopback address (a developer's
+    /// machine, a sidecar), authenticated otherwise.
+    #[default]
+    Loopback,
+    /// Open to anyone who reaches the port.
+    Open,
+    /// Only with a credential, like every other RPC.
+    Authenticated,
 }
 
 /// Settings of `userdir serve`.

@@ -24,53 +24,8 @@
 
 use crate::error::{DomainError, ResourceKind};
 use crate::tenant::TenantId;
+pub use crate::tenant_role::{Capabilities, TenantRole};
 use crate::user::{ProfileField, User, UserId, UserMask};
-
-/// A user's role in their tenant, lowest first.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum TenantRole {
-    Member,
-    Admin,
-    Owner,
-}
-
-impl TenantRole {
-    /// As stored, filtered on and exported: `member`, `admin`, `owner`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            TenantRole::Member => "member",
-            TenantRole::Admin => "admin",
-            TenantRole::Owner => "owner",
-        }
-    }
-}
-
-impl std::fmt::Display for TenantRole {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl std::str::FromStr for TenantRole {
-    type Err = String;
-
-    /// `member`, `admin` or `owner`, in any case.
-    fn from_str(text: &str) -> Result<Self, String> {
-        [TenantRole::Member, TenantRole::Admin, TenantRole::Owner]
-            .into_iter()
-            .find(|r| r.as_str().eq_ignore_ascii_case(text.trim()))
-            .ok_or_else(|| format!("{text:?} is not a role: member, admin or owner"))
-    }
-}
-
-/// What a member may be granted beyond their role.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub struct Capabilities {
-    /// Seed 004's user management: list, create, import and edit members.
-    pub user_management: bool,
-    /// Seed 003's per-user right to export the directory.
-    pub export_users: bool,
-}
 
 /// What a credential (an API key, a mapped certificate) may do at all.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -314,12 +314,12 @@ impl<R: TenantRepository + UserRepository> Directory<R> {
             allow(caller, &name.tenant, action, Some(&user))?;
             let expected = user.revision;
             check_etag(etag, expected, ResourceKind::User, name.to_string())?;
-            let administered = crate::roles::administers(&user);
+            let administered = user.administers();
             if !user.apply(input.clone(), &mask, &tenant.custom_attributes)? {
                 return Ok(user);
             }
             // Disabling an admin must leave the tenant another.
-            let keep_an_admin = administered && !crate::roles::administers(&user);
+            let keep_an_admin = administered && !user.administers();
             user.update_time = Timestamp::now();
             user.revision = expected.next();
             match self.repo.update_user(&user, expected, keep_an_admin).await {
@@ -348,9 +348,7 @@ impl<R: TenantRepository + UserRepository> Directory<R> {
                 }
             }
         };
-        self.repo
-            .delete_user(&parsed, expected, crate::roles::administers(&user))
-            .await
+        self.repo.delete_user(&parsed, expected, user.administers()).await
     }
 
     pub async fn list_users(

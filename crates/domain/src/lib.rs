@@ -19,6 +19,7 @@ pub mod page_token;
 pub mod repo;
 pub mod roles;
 pub mod tenant;
+pub mod tenant_role;
 pub mod text;
 pub mod user;
 

@@ -5,11 +5,10 @@
 //! next page starts strictly after that key, so rows created or deleted between
 //! pages never make a row appear twice.
 
-use serde::{Deserialize, Serialize};
-
 use crate::error::DomainError;
 use crate::filter::{Filter, parse_filter};
 use crate::page_token::PageTokens;
+pub use crate::page_token::SortKey;
 use crate::user::User;
 
 /// Page size when the caller sends 0.
@@ -76,19 +75,6 @@ impl OrderBy {
         };
         Ok(Self { field, descending })
     }
-}
-
-/// The sort key of one row: the ordered field's value and the row id.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SortKey {
-    /// Text value (email key, display name, tenant id), when ordering by text.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub text: Option<String>,
-    /// Integer value (microsecond time), when ordering by time.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub int: Option<i64>,
-    /// The row id, the tie breaker.
-    pub id: String,
 }
 
 /// A parsed `ListUsers` request.

@@ -11,7 +11,19 @@ use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use serde::{Deserialize, Serialize};
 
 use crate::error::DomainError;
-use crate::list::SortKey;
+
+/// The sort key of one row: the ordered field's value and the row id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SortKey {
+    /// Text value (email key, display name, tenant id), when ordering by text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+    /// Integer value (microsecond time), when ordering by time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub int: Option<i64>,
+    /// The row id, the tie breaker.
+    pub id: String,
+}
 
 /// Bytes of a page-token key.
 pub const KEY_BYTES: usize = 32;

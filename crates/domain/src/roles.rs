@@ -25,12 +25,6 @@ fn check_etag(etag: &str, user: &User) -> Result<(), DomainError> {
     }
 }
 
-/// Whether `user` counts as one of the tenant's administrators: an enabled
-/// admin or owner.
-pub(crate) fn administers(user: &User) -> bool {
-    user.enabled && user.role >= TenantRole::Admin
-}
-
 /// The permissions `TestPermissions` answers for a tenant, and for a user.
 const TENANT_PERMISSIONS: [&str; 8] = [
     "tenants.get",
@@ -74,7 +68,7 @@ impl<R: TenantRepository + UserRepository> Directory<R> {
         if user.role == role {
             return Ok(user);
         }
-        let demotes = administers(&user) && role < TenantRole::Admin;
+        let demotes = user.administers() && role < TenantRole::Admin;
         let expected = user.revision;
         user.role = role;
         user.update_time = Timestamp::now();

@@ -5,10 +5,10 @@ use std::str::FromStr;
 
 use uuid::Uuid;
 
-use crate::access::{Capabilities, TenantRole};
 use crate::email::Email;
 use crate::error::{DomainError, FieldViolation, Violations};
 use crate::tenant::{CUSTOM_SLOTS, CustomAttributeSchema, TenantId, custom_key, custom_slot};
+use crate::tenant_role::{Capabilities, TenantRole};
 use crate::text::{Revision, Timestamp, check_owned_text, check_text, text_problem};
 
 /// Most characters in a display name (seed 001).
@@ -228,6 +228,12 @@ pub struct User {
 }
 
 impl User {
+    /// Whether the user counts as one of the tenant's administrators: an
+    /// enabled admin or owner.
+    pub fn administers(&self) -> bool {
+        self.enabled && self.role >= TenantRole::Admin
+    }
+
     pub fn name(&self) -> UserName {
         UserName {
             tenant: self.tenant.clone(),

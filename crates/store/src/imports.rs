@@ -1,29 +1,27 @@
 //! `ImportRepository` on sea-orm: job records, the FULL_SYNC lock, and batch
-//! reads and writes of users; each part lives in a module of its own.
+//! reads and writes of users; the bulk write, packed rows, seats, job counts
+//! and FULL_SYNC's deletion live in modules of their own.
 
-use sea_orm::ActiveValue::{NotSet, Set};
+use sea_orm::ActiveValue::NotSet;
 use sea_orm::sea_query::extension::postgres::PgFunc;
 use sea_orm::sea_query::{ArrayType, Expr, Value};
 use sea_orm::{
-    ColumnTrait, Condition, ConnectionTrait, DbBackend, EntityTrait, ExprTrait, PaginatorTrait, QueryFilter,
-    QueryOrder, QuerySelect, QueryTrait,
+    ColumnTrait, Condition, ConnectionTrait, DbBackend, EntityTrait, ExprTrait, QueryFilter, QueryOrder, QuerySelect,
+    QueryTrait,
 };
-use userdir_domain::access::TenantRole;
 use userdir_domain::import::{ImportJob, ImportState};
 use userdir_domain::repo::{AbsentSweep, ImportRepository, RepoResult, Swept, SyncLock};
 use userdir_domain::tenant::TenantId;
 use userdir_domain::text::Timestamp;
-use userdir_domain::user::{User, UserId};
+use userdir_domain::user::User;
 use userdir_domain::{DomainError, ResourceKind};
 use uuid::Uuid;
 
-use crate::bulk_insert::CHUNK;
 use crate::convert::{select_row_columns, user_by_index};
-use crate::entity::{import_deletion, import_job, tenant, user};
-use crate::import_jobs::{add_job_counts, job_from_row, job_to_active};
+use crate::entity::{import_job, tenant, user};
+use crate::import_jobs::{job_from_row, job_to_active};
 use crate::import_write::StoreImportWrite;
 use crate::packed::{PACK_SQLITE, unpack_users};
-use crate::seats::{add_seats, lock_seats};
 use crate::tenants::tenant_not_found;
 use crate::{Store, db_error};
 
@@ -264,114 +262,7 @@ impl ImportRepository for Store {
 
     #[tracing::instrument(name = "db.transaction", skip_all, fields(db.system.name = self.system_name(), db.operation.name = "delete_absent_users"))]
     async fn delete_absent_users(&self, tenant: &TenantId, sweep: AbsentSweep<'_>) -> RepoResult<Swept> {
-        let txn = self.begin_on(self.writer(), "delete_absent_users").await?;
-        let users = if sweep.dry_run {
-            let row = tenant::Entity::find_by_id(tenant.as_str())
-                .one(&txn)
-                .await
-                .map_err(db_error)?;
-            row.ok_or_else(|| tenant_not_found(tenant))?.user_count
-        } else {
-            // Also the tenant's lock: the admins counted below stay counted.
-            lock_seats(&txn, tenant).await?.users
-        };
-        let mut absent: Vec<(Uuid, String)> = Vec::new();
-        let mut protected = Vec::new();
-        // Enabled admins and owners absent from the file, and deleted.
-        let mut admins_deleted = 0u64;
-        let mut after: Option<Uuid> = None;
-        loop {
-            let mut page = user::Entity::find()
-                .select_only()
-                .column(user::Column::Id)
-                .column(user::Column::Email)
-                .column(user::Column::Role)
-                .column(user::Column::Enabled)
-                .filter(user::Column::TenantId.eq(tenant.as_str()))
-                .filter(user::Column::CreateTime.lt(sweep.created_before.unix_micros()))
-                .order_by_asc(user::Column::Id)
-                .limit(5000);
-            if let Some(after) = after {
-                page = page.filter(user::Column::Id.gt(after));
-            }
-            let rows: Vec<(Uuid, String, String, bool)> = page.into_tuple().all(&txn).await.map_err(db_error)?;
-            let Some(last) = rows.last() else { break };
-            after = Some(last.0);
-            for (id, email, role, enabled) in rows {
-                if sweep.keep.contains(&id) {
-                    continue;
-                }
-                let role: TenantRole = role
-                    .parse()
-                    .map_err(|e| DomainError::storage(format!("stored user {id} has an unreadable role: {e}")))?;
-                match sweep.protect.reason(id, role) {
-                    Some(why) => protected.push((UserId(id), email, why)),
-                    None => {
-                        admins_deleted += u64::from(enabled && role >= TenantRole::Admin);
-                        absent.push((id, email));
-                    }
-                }
-            }
-        }
-        if let Some(guard) = sweep.guard {
-            guard.check(absent.len() as u64, u64::try_from(users).unwrap_or(0))?;
-        }
-        if admins_deleted > 0 {
-            let admins = user::Entity::find()
-                .filter(user::Column::TenantId.eq(tenant.as_str()))
-                .filter(user::Column::Enabled.eq(true))
-                .filter(user::Column::Role.is_in(["admin", "owner"]))
-                .count(&txn)
-                .await
-                .map_err(db_error)?;
-            if admins <= admins_deleted {
-                return Err(DomainError::Precondition {
-                    reason: "LAST_ADMIN",
-                    message: format!(
-                        "this FULL_SYNC would delete every enabled admin of {} (seed 004: there is always at least \
-                         one); nothing was deleted (the file's rows were imported). List an admin in the file, or \
-                         set keep_admins",
-                        tenant.resource_name()
-                    ),
-                });
-            }
-        }
-        if !sweep.dry_run {
-            let mut deleted = 0u64;
-            for chunk in absent.chunks(CHUNK) {
-                let result = user::Entity::delete_many()
-                    .filter(user::Column::TenantId.eq(tenant.as_str()))
-                    .filter(user::Column::Id.is_in(chunk.iter().map(|(id, _)| *id)))
-                    .exec(&txn)
-                    .await
-                    .map_err(db_error)?;
-                deleted += result.rows_affected;
-            }
-            add_seats(&txn, tenant, -(deleted as i64)).await?;
-            // Which users, and how many, go with the deletion: a server that
-            // dies before replying leaves a job that says what it deleted.
-            for chunk in absent.chunks(CHUNK) {
-                let rows = chunk.iter().map(|(id, email)| import_deletion::ActiveModel {
-                    job_id: Set(sweep.job),
-                    user_id: Set(*id),
-                    tenant_id: Set(tenant.as_str().to_owned()),
-                    email: Set(email.clone()),
-                });
-                import_deletion::Entity::insert_many(rows)
-                    .exec_without_returning(&txn)
-                    .await
-                    .map_err(db_error)?;
-            }
-            add_job_counts(&txn, sweep.job, 0, 0, i64::try_from(deleted).unwrap_or(i64::MAX)).await?;
-        }
-        txn.commit().await.map_err(db_error)?;
-        if !sweep.dry_run {
-            self.checkpoint_soon();
-        }
-        Ok(Swept {
-            deleted: absent.into_iter().map(|(id, email)| (UserId(id), email)).collect(),
-            protected,
-        })
+        crate::full_sync::delete_absent_users(self, tenant, sweep).await
     }
 }
 
@@ -394,7 +285,7 @@ mod tests {
     fn user(tenant: &TenantId, email: &str, external_id: Option<&str>) -> User {
         User {
             tenant: tenant.clone(),
-            id: UserId::new(),
+            id: userdir_domain::user::UserId::new(),
             email: Email::from_trusted(email.to_owned()),
             display_name: String::new(),
             enabled: true,

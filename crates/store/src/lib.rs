@@ -8,6 +8,7 @@ mod checkpoint;
 mod convert;
 pub mod entity;
 mod error;
+mod full_sync;
 mod import_jobs;
 mod import_write;
 mod imports;

@@ -14,7 +14,8 @@ use uuid::Uuid;
 use super::columns::{Column, ColumnMap, resolve};
 use super::csv::{CsvDecoder, Record};
 use super::job::{AbortOnDrop, SyncLease, spawn_heartbeat};
-use super::plan::{Plan, Planner, Prepare, protected_because};
+use super::plan::{Plan, Planner, Prepare};
+use super::rights::protected_because;
 use super::rows::{Pending, Prepared, cell, failure, file_error, unprotect_formula};
 use super::writer::{Writer, Written};
 use super::{

@@ -7,6 +7,7 @@ pub mod csv;
 pub mod engine;
 mod job;
 mod plan;
+mod rights;
 mod rows;
 mod seen;
 mod writer;
@@ -22,7 +23,10 @@ use crate::tenant::TenantId;
 use crate::text::Timestamp;
 
 pub use self::csv::DeclaredEncoding;
-pub use self::writer::GROUP_ROWS;
+
+/// At most this many creates and updates per import transaction (a
+/// batch's plan is never split).
+pub const GROUP_ROWS: usize = 20_000;
 
 /// What an import does with the users of the file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -9,29 +9,17 @@ use uuid::Uuid;
 use xxhash_rust::xxh3::xxh3_64;
 
 use super::columns::Column;
+use super::rights;
 use super::rows::{Key, PackedCells, Pending, Prepared, cell, failure, row_failure, row_input};
 use super::seen::SeenKeys;
 use super::{ImportMode, ImportOptions, MatchKey, RowFailure, RowOutcome, RowResult};
-use crate::access::{self, Action, Caller, Target, TenantRole};
+use crate::access::Caller;
 use crate::email::Email;
 use crate::error::DomainError;
 use crate::repo::{Protection, RepoResult};
 use crate::tenant::Tenant;
 use crate::text::{Revision, Timestamp};
-use crate::user::{User, UserId, UserMask};
-
-/// What a PROTECTED result says, by its reason.
-pub(super) fn protected_because(why: &str) -> &'static str {
-    match why {
-        "OWNER" => "the tenant's owner is never deleted; the owner first hands the role on (TransferTenantOwnership)",
-        "ACTING_USER" => "the user who runs the FULL_SYNC is never deleted by it",
-        "KEEP_ADMINS" => "an admin, and keep_admins is set: admins absent from the file stay",
-        "MISSING_PERMISSION" => {
-            "the caller may not delete this user (users.delete): their role is above what the caller manages"
-        }
-        _ => "kept although the file does not list this user",
-    }
-}
+use crate::user::{User, UserMask};
 
 /// What a written row needs to run again: its cells, packed while its
 /// write is in flight (a transaction holds up to 20,000 rows), and its next attempt.
@@ -362,76 +350,16 @@ impl Planner {
         Ok((user, mask))
     }
 
-    /// Asks [`access::decide`] whether the caller may write the row as
-    /// planned (a row that changes nothing needs no right), and checks its
-    /// `role` cell: an import never grants or changes a role (seed 000:
-    /// 新規管理者の作成 is not possible by import).
+    /// The row as planned, if the caller may write it ([`rights::permit`]).
     fn permit(&self, row: &Prepared, current: Option<&User>, planned: (User, UserMask)) -> Result<User, RowFailure> {
         let (planned, mask) = planned;
-        if let Some(asked) = cell(&row.cells, Column::Role).map(str::trim).filter(|v| !v.is_empty()) {
-            let asked: TenantRole = asked
-                .parse()
-                .map_err(|e: String| failure("INVALID_ARGUMENT", "role", e))?;
-            let stored = current.map_or(TenantRole::Member, |u| u.role);
-            if asked != stored {
-                let message = match current {
-                    None => format!(
-                        "an import creates members only, not the role {asked}: import the user as a member (or with \
-                         the role cell empty), then SetUserRole"
-                    ),
-                    Some(_) => format!(
-                        "the user's role is {stored} and the row says {asked}: an import never changes a role; use \
-                         SetUserRole or TransferTenantOwnership, or leave the role cell empty"
-                    ),
-                };
-                return Err(failure("ROLE_NOT_IMPORTABLE", "role", message));
-            }
-        }
-        let (action, target) = match current {
-            None => (Action::CreateUser, None),
-            Some(user) if *user == planned => return Ok(planned),
-            Some(user) => (Action::UpdateUser(&mask), Some(Target::of(user))),
-        };
-        let tenant = Some(&self.tenant.id);
-        access::decide(&self.caller, tenant, action, target)
-            .map_err(|denied| row_failure(denied.into_error(tenant, action)))?;
+        rights::permit(&self.caller, &self.tenant.id, &row.cells, current, &planned, &mask)?;
         Ok(planned)
     }
 
-    /// Who a FULL_SYNC keeps although the file does not list them: the
-    /// owner, the acting user, admins with `keep_admins` or when the caller
-    /// may not delete them. Without `keep_admins`, a file that does not
-    /// list the acting user is an error (seed 000).
+    /// Who a FULL_SYNC keeps although the file does not list them ([`rights::protection`]).
     pub(super) fn protection(&self) -> Result<Protection, DomainError> {
-        let mut protect = Protection::default();
-        if let Some(acting) = &self.caller.acting {
-            if !self.options.keep_admins && !self.keep.contains(&acting.user.0) {
-                return Err(DomainError::Precondition {
-                    reason: "OPERATING_ADMIN_ABSENT",
-                    message: format!(
-                        "the file does not list the acting user ({}): a FULL_SYNC without keep_admins must list the \
-                         user who runs it (seed 000). Nothing was deleted (the file's rows were imported); add that \
-                         user to the file, or set keep_admins",
-                        acting.user
-                    ),
-                });
-            }
-            protect.users.push((acting.user.0, "ACTING_USER"));
-        }
-        protect.roles.push((TenantRole::Owner, "OWNER"));
-        let tenant = Some(&self.tenant.id);
-        for role in [TenantRole::Admin, TenantRole::Member] {
-            let someone = Target {
-                user: UserId(Uuid::nil()),
-                role,
-            };
-            if role == TenantRole::Admin && self.options.keep_admins {
-                protect.roles.push((role, "KEEP_ADMINS"));
-            } else if access::decide(&self.caller, tenant, Action::DeleteUser, Some(someone)).is_err() {
-                protect.roles.push((role, "MISSING_PERMISSION"));
-            }
-        }
-        Ok(protect)
+        rights::protection(&self.caller, &self.tenant.id, self.options.keep_admins, &self.keep)
     }
 
     /// The row's email and external id must not belong to another user, in

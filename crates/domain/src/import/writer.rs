@@ -26,13 +26,12 @@ use tokio::task::JoinHandle;
 use tracing::Instrument as _;
 use uuid::Uuid;
 
+use super::GROUP_ROWS;
 use super::plan::Plan;
 use crate::error::DomainError;
 use crate::repo::{ImportRepository, ImportWrite, RepoResult};
 use crate::tenant::TenantId;
 
-/// At most this many creates and updates per transaction (a plan is never split).
-pub const GROUP_ROWS: usize = 20_000;
 /// How long an import that ended waits for its writer to finish.
 const SETTLE_WITHIN: std::time::Duration = std::time::Duration::from_secs(10);
 /// Plans handed over but not yet written: bounds the users held in memory

@@ -122,10 +122,10 @@ async fn import_never_grants_or_changes_a_role(s: TestServer) {
         seen(&results),
         [
             row("a1@example.com", Updated, ""),
-            row("a2@example.com", Failed, "ROLE_NOT_IMPORTABLE"),
-            row("m1@example.com", Failed, "ROLE_NOT_IMPORTABLE"),
+            row("a2@example.com", Failed, "ROLE_NOT_ASSIGNABLE_BY_IMPORT"),
+            row("m1@example.com", Failed, "ROLE_NOT_ASSIGNABLE_BY_IMPORT"),
             row("m2@example.com", Failed, "INVALID_ARGUMENT"),
-            row("new-admin@example.com", Failed, "ROLE_NOT_IMPORTABLE"),
+            row("new-admin@example.com", Failed, "ROLE_NOT_ASSIGNABLE_BY_IMPORT"),
             row("new-blank@example.com", Created, ""),
             row("new-member@example.com", Created, ""),
             row("owner@example.com", Unchanged, ""),

@@ -21,7 +21,7 @@ use crate::user::{User, UserId, UserMask};
 /// stored `current` (`None`: a new user), `mask` naming the fields it
 /// changes; a row that changes nothing needs no right. Checks the row's
 /// `role` cell first: empty or the stored role (member for a new user)
-/// passes, anything else fails `ROLE_NOT_IMPORTABLE`.
+/// passes, anything else fails `ROLE_NOT_ASSIGNABLE_BY_IMPORT`.
 pub(super) fn permit(
     caller: &Caller,
     tenant: &TenantId,
@@ -46,7 +46,7 @@ pub(super) fn permit(
                      SetUserRole or TransferTenantOwnership, or leave the role cell empty"
                 ),
             };
-            return Err(failure("ROLE_NOT_IMPORTABLE", "role", message));
+            return Err(failure("ROLE_NOT_ASSIGNABLE_BY_IMPORT", "role", message));
         }
     }
     let (action, target) = match current {

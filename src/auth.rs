@@ -13,14 +13,15 @@
 //! key revoked on one replica stops working on every replica within one
 //! refresh; last uses are written back about once a minute.
 
+use std::collections::HashMap;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tower::{Layer, Service};
 use userdir_domain::DomainError;
-use userdir_domain::access::Caller;
+use userdir_domain::access::{ActingUser, Caller};
 use userdir_domain::keyring::KeyRing;
 use userdir_domain::text::Timestamp;
 use userdir_store::Store;
@@ -33,23 +34,38 @@ use crate::telemetry::PrincipalSlot;
 pub struct Auth {
     ring: KeyRing<Store>,
     store: Arc<Store>,
-    reflection_open: bool,
-    /// Client certificates that stand for API keys (mTLS).
-    cert_keys: CertKeys,
+    settings: AuthSettings,
+    /// Acting users read lately, by resource name, with when they were read.
+    acting_users: Mutex<HashMap<String, (Instant, ActingUser)>>,
 }
+
+/// How a server authenticates, beside its keys.
+#[derive(Clone, Debug, Default)]
+pub struct AuthSettings {
+    /// Reflection needs no credential on this listener.
+    pub reflection_open: bool,
+    /// Client certificates that stand for API keys (mTLS).
+    pub cert_keys: CertKeys,
+    /// How long an acting user's role, capabilities and enablement are
+    /// taken as read (the key refresh): a change reaches every replica
+    /// within it, as a key's revocation does.
+    pub acting_ttl: Duration,
+}
+
+/// Acting users remembered at most; past it the stale ones go, then all.
+const ACTING_USERS_KEPT: usize = 10_000;
 
 /// The header a key that may act for users names the user with.
 pub const ACTING_USER: &str = "x-userdir-acting-user";
 
 impl Auth {
-    /// Loads every key; `reflection_open` says whether reflection needs no
-    /// credential on this listener.
-    pub async fn load(store: Arc<Store>, reflection_open: bool, cert_keys: CertKeys) -> Result<Arc<Self>, DomainError> {
+    /// Loads every key.
+    pub async fn load(store: Arc<Store>, settings: AuthSettings) -> Result<Arc<Self>, DomainError> {
         Ok(Arc::new(Self {
             ring: KeyRing::load(Arc::clone(&store)).await?,
             store,
-            reflection_open,
-            cert_keys,
+            settings,
+            acting_users: Mutex::new(HashMap::new()),
         }))
     }
 
@@ -86,7 +102,7 @@ impl Auth {
     /// belong to the key's tenant. Effective rights are then the key's
     /// scopes and the user's role, both (`access::decide`).
     async fn acting(&self, mut caller: Caller, header: Option<String>) -> Result<Caller, DomainError> {
-        use userdir_domain::access::{ActingUser, TenantScope};
+        use userdir_domain::access::TenantScope;
         use userdir_domain::repo::UserRepository as _;
         let Some(name) = header else {
             return Err(DomainError::Unauthenticated {
@@ -110,18 +126,53 @@ impl Auth {
         if caller.tenants != TenantScope::One(name.tenant.clone()) {
             return Err(unknown());
         }
-        let user = match self.store.get_user(&name).await {
-            Ok(user) if user.enabled => user,
-            Ok(_) | Err(DomainError::NotFound { .. }) => return Err(unknown()),
-            Err(e) => return Err(e),
+        let key = name.to_string();
+        let acting = match self.remembered(&key) {
+            Some(acting) => acting,
+            None => {
+                let user = match self.store.get_user(&name).await {
+                    Ok(user) if user.enabled => user,
+                    Ok(_) | Err(DomainError::NotFound { .. }) => return Err(unknown()),
+                    Err(e) => return Err(e),
+                };
+                let acting = ActingUser {
+                    user: user.id,
+                    role: user.role,
+                    capabilities: user.capabilities,
+                };
+                self.remember(key, acting.clone());
+                acting
+            }
         };
         caller.principal = format!("{name} via {}", caller.principal);
-        caller.acting = Some(ActingUser {
-            user: user.id,
-            role: user.role,
-            capabilities: user.capabilities,
-        });
+        caller.acting = Some(acting);
         Ok(caller)
+    }
+
+    /// The acting user `name` as read within the last `acting_ttl`.
+    fn remembered(&self, name: &str) -> Option<ActingUser> {
+        let users = self
+            .acting_users
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        users
+            .get(name)
+            .filter(|(read, _)| read.elapsed() < self.settings.acting_ttl)
+            .map(|(_, acting)| acting.clone())
+    }
+
+    fn remember(&self, name: String, acting: ActingUser) {
+        let mut users = self
+            .acting_users
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if users.len() >= ACTING_USERS_KEPT {
+            users.retain(|_, (read, _)| read.elapsed() < self.settings.acting_ttl);
+            if users.len() >= ACTING_USERS_KEPT {
+                users.clear();
+            }
+        }
+        users.insert(name, (Instant::now(), acting));
     }
 
     /// The caller of a request, `None` for one that needs no credential,
@@ -131,12 +182,12 @@ impl Auth {
         if path.starts_with("/grpc.health.v1.Health/") {
             return Ok(None);
         }
-        if self.reflection_open && path.starts_with("/grpc.reflection.") {
+        if self.settings.reflection_open && path.starts_with("/grpc.reflection.") {
             return Ok(None);
         }
         if !request.headers().contains_key(http::header::AUTHORIZATION)
             && let Some(peer) = PeerIdentity::of(request)
-            && let Some((key, selector)) = self.cert_keys.key_for(&peer)
+            && let Some((key, selector)) = self.settings.cert_keys.key_for(&peer)
         {
             let mut caller = self.ring.authenticate_id(key, Timestamp::now())?;
             caller.principal = format!("{} (certificate {selector})", caller.principal);

@@ -185,7 +185,12 @@ pub async fn serve(
         .with_page_tokens(PageTokens::new(&key));
     bootstrap_operator_key(&directory, config).await?;
     let cert_keys = crate::certmap::CertKeys::parse(&config.client_cert_key).map_err(ServeError::ClientCertKeys)?;
-    let auth = Auth::load(Arc::clone(&store), config.reflection_open(), cert_keys)
+    let settings = crate::auth::AuthSettings {
+        reflection_open: config.reflection_open(),
+        cert_keys,
+        acting_ttl: config.key_refresh(),
+    };
+    let auth = Auth::load(Arc::clone(&store), settings)
         .await
         .map_err(ServeError::Keys)?;
     let key_keeper = tokio::spawn(Arc::clone(&auth).maintain(config.key_refresh(), Duration::from_secs(60)));

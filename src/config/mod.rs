@@ -182,7 +182,8 @@ pub struct Config {
     #[arg(long, env = "USERDIR_REFLECTION", value_enum, default_value_t = ReflectionAccess::Loopback)]
     pub reflection: ReflectionAccess,
     /// Milliseconds between re-reads of the API keys: a key revoked on any
-    /// replica stops working on this one within this time.
+    /// replica stops working on this one within this time. An acting user's
+    /// role and enablement are taken as read for as long.
     #[arg(long, env = "USERDIR_KEY_REFRESH_MS", default_value_t = 2000)]
     pub key_refresh_ms: u64,
 }

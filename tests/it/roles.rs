@@ -418,6 +418,52 @@ async fn acting_users_have_their_own_rights(s: TestServer) {
     .await
     .unwrap_err();
     assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+
+    // A user disabled or demoted stops acting so within the key refresh.
+    let acting_admin = as_user(&admin.name);
+    let read = userdir::pb::GetUserRequest {
+        name: member.name.clone(),
+    };
+    acting_admin().get_user(read.clone()).await.unwrap();
+    s.users
+        .clone()
+        .update_user(UpdateUserRequest {
+            user: Some(User {
+                name: member.name.clone(),
+                enabled: Some(false),
+                ..Default::default()
+            }),
+            update_mask: Some(prost_types::FieldMask {
+                paths: vec!["enabled".into()],
+            }),
+        })
+        .await
+        .unwrap();
+    let since = std::time::Instant::now();
+    let err = loop {
+        match as_user(&member.name)().get_user(read.clone()).await {
+            Err(e) => break e,
+            Ok(_) if since.elapsed() < std::time::Duration::from_secs(5) => {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            Ok(_) => panic!("a disabled user still acts after 5 s"),
+        }
+    };
+    assert_eq!(err.code(), Code::Unauthenticated, "{err:?}");
+    let second = s.user("acme", "second@example.com", "Second").await;
+    set_role(&s, &second.name, TenantRole::Admin).await.unwrap();
+    set_role(&s, &admin.name, TenantRole::Member).await.unwrap();
+    let since = std::time::Instant::now();
+    loop {
+        match acting_admin().update_user(rename(&member.name, "display_name")).await {
+            Err(e) if e.code() == Code::PermissionDenied => break,
+            Err(e) => panic!("{e:?}"),
+            Ok(_) if since.elapsed() < std::time::Duration::from_secs(5) => {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            Ok(_) => panic!("a demoted admin still edits others after 5 s"),
+        }
+    }
 }
 
 crate::on_both_backends!(

@@ -36,7 +36,7 @@ fn as_key(s: &TestServer, key: Option<&str>) -> As {
 }
 
 /// Makes a key as the operator; returns its token and record.
-async fn make_key(s: &TestServer, tenant: &str, scopes: &[Scope]) -> (String, ApiKey) {
+pub(crate) async fn make_key(s: &TestServer, tenant: &str, scopes: &[Scope]) -> (String, ApiKey) {
     let made = s
         .keys
         .clone()
@@ -58,7 +58,7 @@ async fn make_key(s: &TestServer, tenant: &str, scopes: &[Scope]) -> (String, Ap
     (made.token, made.api_key.unwrap())
 }
 
-const ALL: [Scope; 5] = [Scope::Read, Scope::Write, Scope::Import, Scope::Export, Scope::Admin];
+pub(crate) const ALL: [Scope; 5] = [Scope::Read, Scope::Write, Scope::Import, Scope::Export, Scope::Admin];
 
 /// The `grpc-status` and `grpc-message` of one call of `path` with an
 /// empty message and `authorization` if given.
@@ -72,7 +72,7 @@ async fn raw_call(addr: std::net::SocketAddr, path: &str, authorization: Option<
 
 /// Every method of every `userdir.v1` service, from the descriptor set
 /// reflection serves (so a new RPC is covered the day it is added).
-fn every_method() -> Vec<String> {
+pub(crate) fn every_method() -> Vec<String> {
     let set = prost_types::FileDescriptorSet::decode(userdir::pb::FILE_DESCRIPTOR_SET).unwrap();
     let mut paths = Vec::new();
     for file in set.file {

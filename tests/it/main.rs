@@ -18,6 +18,7 @@ mod ops;
 mod pg_tls;
 mod promises;
 mod roles;
+mod rpc_matrix;
 mod safety;
 mod secrets;
 mod telemetry;

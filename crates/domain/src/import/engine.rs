@@ -11,12 +11,11 @@ use std::time::{Duration, Instant};
 
 use uuid::Uuid;
 
-use super::columns::{Column, ColumnMap, resolve};
-use super::csv::{CsvDecoder, Record};
+use super::input::Intake;
 use super::job::{AbortOnDrop, SyncLease, spawn_heartbeat};
 use super::plan::{Plan, Planner, Prepare};
 use super::rights::protected_because;
-use super::rows::{Pending, Prepared, cell, failure, file_error, unprotect_formula};
+use super::rows::{Pending, Prepared, failure};
 use super::writer::{Writer, Written};
 use super::{
     DeleteGuard, ImportCounts, ImportJob, ImportLimits, ImportMode, ImportOptions, ImportState, RowOutcome, RowResult,
@@ -40,18 +39,6 @@ pub const BATCH_ROWS: usize = 500;
 const LOOKAHEAD: usize = 2;
 /// How often a running job's counts are saved, for GetImportJob.
 const JOB_SAVE_EVERY: Duration = Duration::from_secs(2);
-
-/// Where rows come from; fixed by the first data message.
-enum Input {
-    Unknown,
-    Csv {
-        decoder: Box<CsvDecoder>,
-        columns: Option<ColumnMap>,
-    },
-    Rows {
-        next_line: u64,
-    },
-}
 
 /// A batch whose keys are checked and whose users are being looked up.
 struct Staged {
@@ -86,7 +73,8 @@ pub struct Importer<R> {
     repo: Arc<R>,
     job: ImportJob,
     limits: ImportLimits,
-    input: Input,
+    /// File bytes or parsed rows, read into rows waiting for their batch.
+    intake: Intake,
     pending: Vec<Pending>,
     planner: Planner,
     sync_lock: SyncLease,
@@ -138,12 +126,13 @@ impl<R: TenantRepository + UserRepository + ImportRepository> Importer<R> {
         }
         let writer = (!job.options.validate_only).then(|| Writer::spawn(Arc::clone(&repo), tenant.id.clone(), job.id));
         let heartbeat = spawn_heartbeat(Arc::clone(&repo), tenant.id.clone(), job.id, limits.job_lease);
+        let intake = Intake::new(&job.options, limits.max_record_bytes);
         Ok(Self {
             repo,
             planner: Planner::new(tenant, job.options.clone(), caller),
             job,
             limits,
-            input: Input::Unknown,
+            intake,
             pending: Vec::new(),
             sync_lock,
             last_save: Instant::now(),
@@ -164,18 +153,15 @@ impl<R: TenantRepository + UserRepository + ImportRepository> Importer<R> {
     /// Whether rows wait for a full batch (or bytes for the encoding to be
     /// known): [`Self::flush_partial`] moves them along.
     pub fn has_partial(&self) -> bool {
-        !self.pending.is_empty() || matches!(&self.input, Input::Csv { decoder, .. } if decoder.holds_bytes())
+        !self.pending.is_empty() || self.intake.holds_bytes()
     }
 
     /// The client paused: the rows read so far go on as a batch of their
     /// own (and AUTO decides on the bytes it has), so their results leave
     /// without waiting for 500 rows or 64 KiB.
     pub async fn flush_partial(&mut self) -> Result<Vec<RowResult>, DomainError> {
-        if let Input::Csv { decoder, .. } = &mut self.input {
-            let mut records = Vec::new();
-            decoder.decide_early(&mut records).map_err(file_error)?;
-            self.take_records(records)?;
-        }
+        let read = self.intake.decide_early(&mut self.pending)?;
+        self.note_rows(read);
         let mut results = Vec::new();
         if !self.pending.is_empty() {
             let batch: Vec<Pending> = self.pending.drain(..).collect();
@@ -202,127 +188,23 @@ impl<R: TenantRepository + UserRepository + ImportRepository> Importer<R> {
 
     /// Feeds the next bytes of a CSV file.
     pub async fn push_chunk(&mut self, bytes: &[u8]) -> Result<Vec<RowResult>, DomainError> {
-        if matches!(self.input, Input::Unknown) {
-            let decoder =
-                Box::new(CsvDecoder::new(self.job.options.encoding).with_max_record(self.limits.max_record_bytes));
-            self.input = Input::Csv { decoder, columns: None };
-        }
-        let Input::Csv { decoder, .. } = &mut self.input else {
-            return Err(DomainError::invalid(
-                "chunk",
-                "an import takes file chunks or parsed rows, not both",
-            ));
-        };
-        let mut records = Vec::new();
-        decoder.push(bytes, &mut records).map_err(file_error)?;
-        self.take_records(records)?;
+        let read = self.intake.push_chunk(bytes, &mut self.pending)?;
+        self.note_rows(read);
         self.flush_full_batches().await
     }
 
     /// Feeds parsed rows: each a list of (field name, value).
     pub async fn push_rows(&mut self, rows: Vec<Vec<(String, String)>>) -> Result<Vec<RowResult>, DomainError> {
-        if matches!(self.input, Input::Unknown) {
-            self.input = Input::Rows { next_line: 1 };
-        }
-        let Input::Rows { next_line } = &mut self.input else {
-            return Err(DomainError::invalid(
-                "rows",
-                "an import takes file chunks or parsed rows, not both",
-            ));
-        };
-        let key_column = Column::for_key(self.job.options.match_key);
-        for row in rows {
-            let line = *next_line;
-            *next_line += 1;
-            let mut cells = Vec::with_capacity(row.len());
-            let mut bad = None;
-            let size: usize = row.iter().map(|(name, value)| name.len() + value.len()).sum();
-            if size > self.limits.max_record_bytes {
-                bad = Some(failure(
-                    "RECORD_TOO_LARGE",
-                    "",
-                    format!(
-                        "the row holds {size} bytes of names and values, more than the {} a row may have",
-                        self.limits.max_record_bytes
-                    ),
-                ));
-            }
-            for (name, value) in row {
-                match resolve(&name, &self.job.options.column_mapping) {
-                    Ok(column) if cells.iter().any(|(c, _)| *c == column) && column != Column::Ignored => {
-                        bad = Some(failure(
-                            "DUPLICATE_FIELD",
-                            column.field(),
-                            format!("{name:?} is given twice"),
-                        ));
-                    }
-                    Ok(column) => cells.push((column, value)),
-                    Err(message) => bad = Some(failure("UNKNOWN_FIELD", name, message)),
-                }
-            }
-            let cells = match bad {
-                Some(f) => Err(f),
-                None if key_column != Column::UserId && cell(&cells, key_column).is_none() => Err(failure(
-                    "MISSING_KEY",
-                    key_column.field(),
-                    format!("the row has no {} to match users by", key_column.field()),
-                )),
-                None => Ok(cells),
-            };
-            self.last_progress = tokio::time::Instant::now();
-            self.pending.push(Pending {
-                line,
-                cells,
-                attempt: 0,
-            });
-        }
+        let read = self.intake.push_rows(rows, &mut self.pending)?;
+        self.note_rows(read);
         self.flush_full_batches().await
     }
 
-    fn take_records(&mut self, records: Vec<Record>) -> Result<(), DomainError> {
-        let Input::Csv { columns, .. } = &mut self.input else {
-            return Ok(());
-        };
-        for record in records {
-            let Some(map) = columns.as_ref() else {
-                let header = record.fields.map_err(|e| {
-                    DomainError::invalid(
-                        "file",
-                        format!("line {}: the header row is unreadable: {}", record.line, e.message),
-                    )
-                })?;
-                let map = ColumnMap::from_header(&header, &self.job.options.column_mapping, self.job.options.match_key)
-                    .map_err(|m| DomainError::invalid("file", format!("line {}: {m}", record.line)))?;
-                *columns = Some(map);
-                continue;
-            };
-            let cells = match record.fields {
-                Err(e) => Err(failure(e.reason, "", e.message)),
-                Ok(fields) if fields.len() != map.columns.len() => Err(failure(
-                    "RAGGED_ROW",
-                    "",
-                    format!(
-                        "the row has {} values but the header has {} columns",
-                        fields.len(),
-                        map.columns.len()
-                    ),
-                )),
-                Ok(fields) => Ok(map
-                    .columns
-                    .iter()
-                    .zip(fields)
-                    .filter(|(c, _)| !matches!(c, Column::Ignored | Column::ReadOnly))
-                    .map(|(c, v)| (*c, unprotect_formula(&v).to_owned()))
-                    .collect()),
-            };
+    /// New rows arrived: the import is moving.
+    fn note_rows(&mut self, read: usize) {
+        if read > 0 {
             self.last_progress = tokio::time::Instant::now();
-            self.pending.push(Pending {
-                line: record.line,
-                cells,
-                attempt: 0,
-            });
         }
-        Ok(())
     }
 
     async fn flush_full_batches(&mut self) -> Result<Vec<RowResult>, DomainError> {
@@ -348,20 +230,7 @@ impl<R: TenantRepository + UserRepository + ImportRepository> Importer<R> {
     /// Ends the input: processes what is left, then (FULL_SYNC) deletes the
     /// users absent from the file, and records the job as SUCCEEDED.
     pub async fn finish(&mut self) -> Result<Vec<RowResult>, DomainError> {
-        if matches!(self.input, Input::Unknown) {
-            return Err(DomainError::invalid(
-                "file",
-                "the import received neither file bytes nor rows",
-            ));
-        }
-        if let Input::Csv { decoder, .. } = &mut self.input {
-            let mut records = Vec::new();
-            decoder.finish(&mut records).map_err(file_error)?;
-            self.take_records(records)?;
-            if matches!(&self.input, Input::Csv { columns: None, .. }) {
-                return Err(DomainError::invalid("file", "the file is empty: it has no header row"));
-            }
-        }
+        self.intake.finish(&mut self.pending)?;
         let mut results = Vec::new();
         // Rows whose create lost a race come back as pending once written.
         loop {

@@ -5,6 +5,7 @@
 pub mod columns;
 pub mod csv;
 pub mod engine;
+mod input;
 mod job;
 mod plan;
 mod rights;

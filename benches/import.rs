@@ -491,6 +491,7 @@ async fn main() {
             let started = Instant::now();
             sh(Command::new(bin)
                 .args(["import", "--tenant", "bench", "--mode", "upsert", "--server", &addr])
+                .env("USERDIR_API_KEY", support::operator_key())
                 .arg(&csv)
                 .stdout(Stdio::null())
                 .stderr(Stdio::null()));

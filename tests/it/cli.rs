@@ -240,7 +240,49 @@ async fn health_cli_for_a_healthcheck(s: TestServer) {
     assert!(text(&out.stderr).contains("cannot reach"), "{}", text(&out.stderr));
 }
 
+/// A FULL_SYNC through the CLI lists the users it kept, and why.
+async fn full_sync_cli_names_who_it_kept(s: TestServer) {
+    s.tenant("acme").await;
+    let admin = s.user("acme", "admin@example.com", "Admin").await;
+    crate::roles::set_role(&s, &admin.name, userdir::pb::TenantRole::Admin)
+        .await
+        .unwrap();
+    s.user("acme", "gone@example.com", "Gone").await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(
+        dir.path(),
+        "users.csv",
+        b"name,email
+Stays,stays@example.com
+",
+    );
+    let server = format!("http://{}", s.addr);
+    let out = userdir(args(&[
+        "import",
+        "--tenant",
+        "acme",
+        "--mode",
+        "full-sync",
+        "--keep-admins",
+        "--server",
+        &server,
+        &file,
+    ]))
+    .await;
+    let said = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert!(said.contains("deleted 1") && said.contains("protected 1"), "{said}");
+    assert!(
+        said.contains(&format!(
+            "kept, not in the file: {} admin@example.com (KEEP_ADMINS",
+            admin.name
+        )),
+        "{said}"
+    );
+}
+
 crate::on_both_backends!(
+    full_sync_cli_names_who_it_kept,
     import_cli_as_an_operator_meets_it,
     export_cli_to_stdout_and_flags_it_names,
     health_cli_for_a_healthcheck

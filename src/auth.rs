@@ -137,6 +137,7 @@ impl Auth {
                 };
                 let acting = ActingUser {
                     user: user.id,
+                    email: user.email.as_str().to_owned(),
                     role: user.role,
                     capabilities: user.capabilities,
                 };

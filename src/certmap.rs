@@ -70,6 +70,7 @@ impl CertKeys {
             .ok()
             .filter(|_| id.len() == 32)
             .ok_or_else(|| bad("the key is not apiKeys/ and 32 hex digits"))?;
+        let text = selector.trim().to_owned();
         let (kind, value) = selector
             .split_once(':')
             .ok_or_else(|| bad("the selector has no kind"))?;
@@ -84,11 +85,7 @@ impl CertKeys {
             "email" => Selector::Email(value),
             _ => return Err(bad("unknown selector kind")),
         };
-        Ok(Mapping {
-            selector,
-            key,
-            text: selector_text(entry),
-        })
+        Ok(Mapping { selector, key, text })
     }
 
     /// The key a certificate stands for, and the mapping's selector as
@@ -99,14 +96,6 @@ impl CertKeys {
             .find(|m| m.selector.matches(peer))
             .map(|m| (m.key, m.text.as_str()))
     }
-
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-}
-
-fn selector_text(entry: &str) -> String {
-    entry.rsplit_once('=').map_or(entry, |(s, _)| s).trim().to_owned()
 }
 
 #[cfg(test)]

@@ -37,25 +37,7 @@ fn as_key(s: &TestServer, key: Option<&str>) -> As {
 
 /// Makes a key as the operator; returns its token and record.
 pub(crate) async fn make_key(s: &TestServer, tenant: &str, scopes: &[Scope]) -> (String, ApiKey) {
-    let made = s
-        .keys
-        .clone()
-        .create_api_key(CreateApiKeyRequest {
-            api_key: Some(ApiKey {
-                display_name: format!("test {tenant} {scopes:?}"),
-                tenant: if tenant.is_empty() {
-                    String::new()
-                } else {
-                    format!("tenants/{tenant}")
-                },
-                scopes: scopes.iter().map(|s| *s as i32).collect(),
-                ..Default::default()
-            }),
-        })
-        .await
-        .expect("create key")
-        .into_inner();
-    (made.token, made.api_key.unwrap())
+    crate::common::create_key(&s.channel, tenant, scopes, false).await
 }
 
 pub(crate) const ALL: [Scope; 5] = [Scope::Read, Scope::Write, Scope::Import, Scope::Export, Scope::Admin];

@@ -283,6 +283,7 @@ async fn full_sync_keeps_the_owner_the_acting_user_and_admins(s: TestServer) {
         (Code::FailedPrecondition, "OPERATING_ADMIN_ABSENT"),
         "{err:?}"
     );
+    assert!(err.message().contains("a1@example.com"), "names whom to add: {err:?}");
     assert_eq!(users(&s).await.len(), 5, "nothing was deleted");
 
     // With them in it, absent admins go like anyone; the owner stays.

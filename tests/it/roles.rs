@@ -310,22 +310,8 @@ impl ActingClient {
 /// A channel with a key of `tenant` that has every scope and may act for
 /// its users, as a console that signs its users in would hold.
 pub(crate) async fn console(s: &TestServer, tenant: &str) -> userdir::client::AuthedChannel {
-    let made = s
-        .keys
-        .clone()
-        .create_api_key(userdir::pb::CreateApiKeyRequest {
-            api_key: Some(userdir::pb::ApiKey {
-                display_name: "console".into(),
-                tenant: format!("tenants/{tenant}"),
-                scopes: vec![1, 2, 3, 4, 5],
-                act_as_users: true,
-                ..Default::default()
-            }),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    crate::common::with_key(&s.plain, Some(&made.token))
+    let (token, _) = crate::common::create_key(&s.channel, tenant, &crate::auth::ALL, true).await;
+    crate::common::with_key(&s.plain, Some(&token))
 }
 
 /// A key that may act for users, with a member, an admin and strangers

@@ -10,7 +10,7 @@ use sea_orm::{ConnectionTrait, Database, Statement};
 use tonic::Code;
 use userdir::pb::api_keys_client::ApiKeysClient;
 use userdir::pb::tenant_admin_client::TenantAdminClient;
-use userdir::pb::{ApiKey, CreateApiKeyRequest, CreateTenantRequest, GetTenantRequest, RevokeApiKeyRequest, Tenant};
+use userdir::pb::{CreateTenantRequest, GetTenantRequest, RevokeApiKeyRequest, Scope, Tenant};
 
 use crate::auth::{start_serve, stop};
 use crate::common::with_key;
@@ -111,21 +111,8 @@ async fn keys_never_leak_and_revocation_reaches_another_process() {
         })
         .await
         .unwrap();
+    let (token, key) = crate::common::create_key(&operator_channel, "acme", &[Scope::Read], false).await;
     let mut keys = ApiKeysClient::new(operator_channel);
-    let made = keys
-        .create_api_key(CreateApiKeyRequest {
-            api_key: Some(ApiKey {
-                display_name: "sentinel".into(),
-                tenant: "tenants/acme".into(),
-                scopes: vec![1],
-                ..Default::default()
-            }),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let token = made.token.clone();
-    let key = made.api_key.unwrap();
     assert!(token.starts_with("udk_"));
     // The secret part: what must never be seen again.
     let secret = token[4 + 33..].to_owned();
@@ -181,7 +168,7 @@ async fn keys_never_leak_and_revocation_reaches_another_process() {
     }
     let stored = dump(&url, &schema).await;
     assert!(
-        stored.contains("\"sentinel\""),
+        stored.contains(&key.display_name),
         "the dump holds the key's row: {stored}"
     );
     for (what, text) in [

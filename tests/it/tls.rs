@@ -363,27 +363,15 @@ async fn mtls_channel(pki: &Pki, port: u16, cert: &Path, key: &Path) -> tonic::t
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_mapped_client_certificate_has_its_keys_rights() {
     use userdir::pb::api_keys_client::ApiKeysClient;
-    use userdir::pb::{ApiKey, CreateApiKeyRequest, GetTenantRequest, RevokeApiKeyRequest};
+    use userdir::pb::{GetTenantRequest, RevokeApiKeyRequest};
     let dir = tempfile::tempdir().unwrap();
     let pki = pki(dir.path());
     // First start: a tenant and a read-only key of it.
     let (port, stop) = tls_server(dir.path(), &pki, true).await;
     let ops = mtls_channel(&pki, port, &pki.client_cert, &pki.client_key).await;
     create_tenant(ops.clone(), "acme").await.unwrap();
-    let key = ApiKeysClient::new(crate::common::with_key(&ops, Some(crate::common::operator_key())))
-        .create_api_key(CreateApiKeyRequest {
-            api_key: Some(ApiKey {
-                display_name: "ops robot".into(),
-                tenant: "tenants/acme".into(),
-                scopes: vec![1],
-                ..Default::default()
-            }),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .api_key
-        .unwrap();
+    let operator = crate::common::with_key(&ops, Some(crate::common::operator_key()));
+    let (_, key) = crate::common::create_key(&operator, "acme", &[userdir::pb::Scope::Read], false).await;
     let _ = stop.send(());
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
 

@@ -90,6 +90,8 @@ pub enum TenantScope {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ActingUser {
     pub user: UserId,
+    /// For messages that ask the caller to find the user (in a file, say).
+    pub email: String,
     pub role: TenantRole,
     pub capabilities: Capabilities,
 }
@@ -416,6 +418,7 @@ mod tests {
             act_as_users: true,
             acting: role.map(|role| ActingUser {
                 user: UserId(Uuid::from_u128(ME)),
+                email: "me@example.com".into(),
                 role,
                 capabilities: Capabilities {
                     user_management: caps.contains("um"),

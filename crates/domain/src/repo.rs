@@ -216,19 +216,57 @@ pub struct AbsentSweep<'a> {
     pub dry_run: bool,
 }
 
-/// Users a FULL_SYNC keeps although its file does not list them, each with
-/// the reason reported (`OWNER`, `ACTING_USER`, `KEEP_ADMINS`, ...).
+/// Why a FULL_SYNC keeps a user its file does not list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kept {
+    /// The owner is never deleted.
+    Owner,
+    /// The user who runs the FULL_SYNC.
+    ActingUser,
+    /// An admin, with `keep_admins`.
+    KeepAdmins,
+    /// The caller may not delete users of this role.
+    MissingPermission,
+}
+
+impl Kept {
+    /// The result's `reason`.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Kept::Owner => "OWNER",
+            Kept::ActingUser => "ACTING_USER",
+            Kept::KeepAdmins => "KEEP_ADMINS",
+            Kept::MissingPermission => "MISSING_PERMISSION",
+        }
+    }
+
+    /// The result's `message`.
+    pub fn message(self) -> &'static str {
+        match self {
+            Kept::Owner => {
+                "the tenant's owner is never deleted; the owner first hands the role on (TransferTenantOwnership)"
+            }
+            Kept::ActingUser => "the user who runs the FULL_SYNC is never deleted by it",
+            Kept::KeepAdmins => "an admin, and keep_admins is set: admins absent from the file stay",
+            Kept::MissingPermission => {
+                "the caller may not delete this user (users.delete): their role is above what the caller manages"
+            }
+        }
+    }
+}
+
+/// Users a FULL_SYNC keeps although its file does not list them, and why.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Protection {
     /// By id, asked first.
-    pub users: Vec<(Uuid, &'static str)>,
+    pub users: Vec<(Uuid, Kept)>,
     /// By role.
-    pub roles: Vec<(TenantRole, &'static str)>,
+    pub roles: Vec<(TenantRole, Kept)>,
 }
 
 impl Protection {
     /// Why the user `id` of `role` stays, if it does.
-    pub fn reason(&self, id: Uuid, role: TenantRole) -> Option<&'static str> {
+    pub fn reason(&self, id: Uuid, role: TenantRole) -> Option<Kept> {
         let by_id = self.users.iter().find(|(u, _)| *u == id).map(|(_, why)| *why);
         by_id.or_else(|| self.roles.iter().find(|(r, _)| *r == role).map(|(_, why)| *why))
     }
@@ -238,7 +276,7 @@ impl Protection {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Swept {
     pub deleted: Vec<(UserId, String)>,
-    pub protected: Vec<(UserId, String, &'static str)>,
+    pub protected: Vec<(UserId, String, Kept)>,
 }
 
 /// One transaction of an import's writes; dropped without [`Self::commit`],

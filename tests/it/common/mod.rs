@@ -47,6 +47,34 @@ pub fn with_key(channel: &Channel, key: Option<&str>) -> AuthedChannel {
     authed(channel.clone(), BearerAuth::new(key).expect("a header-safe key"))
 }
 
+/// A new API key of `tenant` ("" for an operator's), made through `channel`
+/// (a credential allowed to): its token, shown this once, and its record.
+pub async fn create_key(
+    channel: &AuthedChannel,
+    tenant: &str,
+    scopes: &[userdir::pb::Scope],
+    act_as_users: bool,
+) -> (String, userdir::pb::ApiKey) {
+    let made = ApiKeysClient::new(channel.clone())
+        .create_api_key(userdir::pb::CreateApiKeyRequest {
+            api_key: Some(userdir::pb::ApiKey {
+                display_name: format!("test {tenant} {scopes:?}"),
+                tenant: if tenant.is_empty() {
+                    String::new()
+                } else {
+                    format!("tenants/{tenant}")
+                },
+                scopes: scopes.iter().map(|s| *s as i32).collect(),
+                act_as_users,
+                ..Default::default()
+            }),
+        })
+        .await
+        .expect("create key")
+        .into_inner();
+    (made.token, made.api_key.expect("the key's record"))
+}
+
 /// A port nothing listens on right now, for a process the test starts.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

@@ -14,7 +14,6 @@ use uuid::Uuid;
 use super::input::Intake;
 use super::job::{AbortOnDrop, SyncLease, spawn_heartbeat};
 use super::plan::{Plan, Planner, Prepare};
-use super::rights::protected_because;
 use super::rows::{Pending, Prepared, failure};
 use super::writer::{Writer, Written};
 use super::{
@@ -23,7 +22,7 @@ use super::{
 use crate::access::Caller;
 use crate::admission::Slot;
 use crate::error::DomainError;
-use crate::repo::{AbsentSweep, ImportRepository, RepoResult, TenantRepository, UserRepository};
+use crate::repo::{AbsentSweep, ImportRepository, Kept, RepoResult, TenantRepository, UserRepository};
 use crate::tenant::Tenant;
 use crate::text::Timestamp;
 use crate::user::{User, UserId};
@@ -281,7 +280,7 @@ impl<R: TenantRepository + UserRepository + ImportRepository> Importer<R> {
             dry_run: self.job.options.validate_only,
         };
         let swept = self.repo.delete_absent_users(&tenant, sweep).await?;
-        let absent = |(id, email, why): (UserId, String, Option<&'static str>)| {
+        let absent = |(id, email, why): (UserId, String, Option<Kept>)| {
             let outcome = if why.is_some() {
                 RowOutcome::Protected
             } else {
@@ -293,7 +292,7 @@ impl<R: TenantRepository + UserRepository + ImportRepository> Importer<R> {
                 outcome,
                 user: format!("tenants/{tenant}/users/{id}"),
                 email,
-                failure: why.map(|why| failure(why, "", protected_because(why))),
+                failure: why.map(|why| failure(why.reason(), "", why.message())),
             }
         };
         let deleted = swept.deleted.into_iter().map(|(id, email)| (id, email, None));

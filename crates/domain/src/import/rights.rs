@@ -13,7 +13,7 @@ use super::columns::Column;
 use super::rows::{cell, failure, row_failure};
 use crate::access::{self, Action, Caller, Target, TenantRole};
 use crate::error::DomainError;
-use crate::repo::Protection;
+use crate::repo::{Kept, Protection};
 use crate::tenant::TenantId;
 use crate::user::{User, UserId, UserMask};
 
@@ -75,39 +75,26 @@ pub(super) fn protection(
             return Err(DomainError::Precondition {
                 reason: "OPERATING_ADMIN_ABSENT",
                 message: format!(
-                    "the file does not list the acting user ({}): a FULL_SYNC without keep_admins must list the \
-                     user who runs it (seed 000). Nothing was deleted (the file's rows were imported); add that \
-                     user to the file, or set keep_admins",
-                    acting.user
+                    "the file does not list the acting user, {} ({}): a FULL_SYNC without keep_admins must list \
+                     the user who runs it (seed 000). Nothing was deleted (the file's rows were imported); add \
+                     that user to the file, or set keep_admins",
+                    acting.email, acting.user
                 ),
             });
         }
-        protect.users.push((acting.user.0, "ACTING_USER"));
+        protect.users.push((acting.user.0, Kept::ActingUser));
     }
-    protect.roles.push((TenantRole::Owner, "OWNER"));
+    protect.roles.push((TenantRole::Owner, Kept::Owner));
     for role in [TenantRole::Admin, TenantRole::Member] {
         let someone = Target {
             user: UserId(Uuid::nil()),
             role,
         };
         if role == TenantRole::Admin && keep_admins {
-            protect.roles.push((role, "KEEP_ADMINS"));
+            protect.roles.push((role, Kept::KeepAdmins));
         } else if access::decide(caller, Some(tenant), Action::DeleteUser, Some(someone)).is_err() {
-            protect.roles.push((role, "MISSING_PERMISSION"));
+            protect.roles.push((role, Kept::MissingPermission));
         }
     }
     Ok(protect)
-}
-
-/// What a PROTECTED result says, by its reason.
-pub(super) fn protected_because(why: &str) -> &'static str {
-    match why {
-        "OWNER" => "the tenant's owner is never deleted; the owner first hands the role on (TransferTenantOwnership)",
-        "ACTING_USER" => "the user who runs the FULL_SYNC is never deleted by it",
-        "KEEP_ADMINS" => "an admin, and keep_admins is set: admins absent from the file stay",
-        "MISSING_PERMISSION" => {
-            "the caller may not delete this user (users.delete): their role is above what the caller manages"
-        }
-        _ => "kept although the file does not list this user",
-    }
 }

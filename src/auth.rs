@@ -21,9 +21,11 @@ use std::time::{Duration, Instant};
 
 use tower::{Layer, Service};
 use userdir_domain::DomainError;
-use userdir_domain::access::{ActingUser, Caller};
-use userdir_domain::keyring::KeyRing;
+use userdir_domain::access::{ActingUser, Caller, TenantScope};
+use userdir_domain::keyring::{Credential, KeyRing};
+use userdir_domain::repo::UserRepository as _;
 use userdir_domain::text::Timestamp;
+use userdir_domain::user::{UserId, UserName};
 use userdir_store::Store;
 
 use crate::certmap::CertKeys;
@@ -101,9 +103,7 @@ impl Auth {
     /// allowed to act for users, and the user must exist, be enabled and
     /// belong to the key's tenant. Effective rights are then the key's
     /// scopes and the user's role, both (`access::decide`).
-    async fn acting(&self, mut caller: Caller, header: Option<String>) -> Result<Caller, DomainError> {
-        use userdir_domain::access::TenantScope;
-        use userdir_domain::repo::UserRepository as _;
+    async fn acting(&self, caller: Caller, header: Option<String>) -> Result<Caller, DomainError> {
         let Some(name) = header else {
             return Err(DomainError::Unauthenticated {
                 message: format!("the {ACTING_USER} header is not text"),
@@ -122,17 +122,33 @@ impl Auth {
                 "the {ACTING_USER} user is not an enabled user of this key's tenant (tenants/{{id}}/users/{{id}})"
             ),
         };
-        let name = userdir_domain::user::UserName::parse(ACTING_USER, name.trim()).map_err(|_| unknown())?;
+        let name = UserName::parse(ACTING_USER, name.trim()).map_err(|_| unknown())?;
+        self.act_for(caller, &name).await?.ok_or_else(unknown)
+    }
+
+    /// `caller` acting for the user its key is bound to (a key made while
+    /// acting for them): refused once that user is disabled or gone.
+    async fn bound(&self, caller: Caller, user: UserId) -> Result<Caller, DomainError> {
+        let TenantScope::One(tenant) = caller.tenants.clone() else {
+            return Err(unbound_user());
+        };
+        let name = UserName { tenant, id: user };
+        self.act_for(caller, &name).await?.ok_or_else(unbound_user)
+    }
+
+    /// `caller` acting for `name`, as read within the key refresh; `None`
+    /// when that is not an enabled user of the caller's tenant.
+    async fn act_for(&self, mut caller: Caller, name: &UserName) -> Result<Option<Caller>, DomainError> {
         if caller.tenants != TenantScope::One(name.tenant.clone()) {
-            return Err(unknown());
+            return Ok(None);
         }
         let key = name.to_string();
         let acting = match self.remembered(&key) {
             Some(acting) => acting,
             None => {
-                let user = match self.store.get_user(&name).await {
+                let user = match self.store.get_user(name).await {
                     Ok(user) if user.enabled => user,
-                    Ok(_) | Err(DomainError::NotFound { .. }) => return Err(unknown()),
+                    Ok(_) | Err(DomainError::NotFound { .. }) => return Ok(None),
                     Err(e) => return Err(e),
                 };
                 let acting = ActingUser {
@@ -141,13 +157,40 @@ impl Auth {
                     role: user.role,
                     capabilities: user.capabilities,
                 };
-                self.remember(key, acting.clone());
+                self.remember(key.clone(), acting.clone());
                 acting
             }
         };
-        caller.principal = format!("{name} via {}", caller.principal);
+        caller.principal.acting_user = Some(key);
         caller.acting = Some(acting);
-        Ok(caller)
+        Ok(Some(caller))
+    }
+
+    /// Whether `caller`, who began a long stream (an import, an export),
+    /// may still go on: its key neither revoked nor expired, the user it
+    /// acts for still enabled. Asked about once a key refresh, so a revoked
+    /// key's stream ends within about that.
+    pub async fn still_valid(&self, caller: &Caller) -> Result<(), DomainError> {
+        self.ring.check_live(caller.principal.key, Timestamp::now())?;
+        if let Some(user) = &caller.principal.acting_user {
+            let name = UserName::parse(ACTING_USER, user)
+                .map_err(|_| DomainError::storage("a caller's acting user is not a user's name"))?;
+            let again = Caller {
+                acting: None,
+                ..caller.clone()
+            };
+            if self.act_for(again, &name).await?.is_none() {
+                return Err(DomainError::Unauthenticated {
+                    message: format!("{user}, whom this call acts for, was disabled or deleted"),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// How often a long stream asks [`Self::still_valid`].
+    pub fn recheck_every(&self) -> Duration {
+        self.settings.acting_ttl.max(Duration::from_millis(100))
     }
 
     /// The acting user `name` as read within the last `acting_ttl`.
@@ -176,9 +219,9 @@ impl Auth {
         users.insert(name, (Instant::now(), acting));
     }
 
-    /// The caller of a request, `None` for one that needs no credential,
-    /// or why it is refused.
-    fn check<B>(&self, request: &http::Request<B>) -> Result<Option<Arc<Caller>>, DomainError> {
+    /// The credential of a request, `None` for one that needs no
+    /// credential, or why it is refused.
+    fn check<B>(&self, request: &http::Request<B>) -> Result<Option<Credential>, DomainError> {
         let path = request.uri().path();
         if path.starts_with("/grpc.health.v1.Health/") {
             return Ok(None);
@@ -190,13 +233,20 @@ impl Auth {
             && let Some(peer) = PeerIdentity::of(request)
             && let Some((key, selector)) = self.settings.cert_keys.key_for(&peer)
         {
-            let mut caller = self.ring.authenticate_id(key, Timestamp::now())?;
-            caller.principal = format!("{} (certificate {selector})", caller.principal);
-            return Ok(Some(Arc::new(caller)));
+            let mut credential = self.ring.authenticate_id(key, Timestamp::now())?;
+            credential.caller.principal.certificate = Some(selector.to_owned());
+            return Ok(Some(credential));
         }
         let token = bearer(request.headers())?;
-        let caller = self.ring.authenticate(token, Timestamp::now())?;
-        Ok(Some(Arc::new(caller)))
+        Ok(Some(self.ring.authenticate(token, Timestamp::now())?))
+    }
+}
+
+fn unbound_user() -> DomainError {
+    DomainError::Unauthenticated {
+        message: "the user this API key acts for (it was made while acting for them) is disabled or deleted, so the \
+                  key opens nothing"
+            .to_owned(),
     }
 }
 
@@ -266,23 +316,30 @@ where
 
     fn call(&mut self, mut request: http::Request<ReqBody>) -> Self::Future {
         match self.auth.check(&request) {
-            Ok(Some(caller)) if request.headers().contains_key(ACTING_USER) => {
+            Ok(Some(credential)) if credential.bound_user.is_some() || request.headers().contains_key(ACTING_USER) => {
                 // The acting user is read from the database: the call waits for it.
-                let header = request
-                    .headers()
-                    .get(ACTING_USER)
-                    .and_then(|v| v.to_str().ok())
-                    .map(str::to_owned);
+                let header = request.headers().contains_key(ACTING_USER).then(|| {
+                    request
+                        .headers()
+                        .get(ACTING_USER)
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_owned)
+                });
                 let auth = Arc::clone(&self.auth);
                 // The service that was polled ready serves this call; a clone waits for the next.
                 let clone = self.inner.clone();
                 let mut inner = std::mem::replace(&mut self.inner, clone);
                 AuthFuture::Acting {
                     fut: Box::pin(async move {
-                        match auth.acting(Caller::clone(&caller), header).await {
+                        let acting = match (header, credential.bound_user) {
+                            (Some(header), _) => auth.acting(credential.caller, header).await,
+                            (None, Some(user)) => auth.bound(credential.caller, user).await,
+                            (None, None) => Ok(credential.caller),
+                        };
+                        match acting {
                             Ok(acting) => {
                                 if let Some(slot) = request.extensions().get::<PrincipalSlot>() {
-                                    slot.set(&acting.principal);
+                                    slot.set(&acting.principal.to_string());
                                 }
                                 request.extensions_mut().insert(Arc::new(acting));
                                 inner.call(request).await
@@ -292,12 +349,12 @@ where
                     }),
                 }
             }
-            Ok(caller) => {
-                if let Some(caller) = caller {
+            Ok(credential) => {
+                if let Some(credential) = credential {
                     if let Some(slot) = request.extensions().get::<PrincipalSlot>() {
-                        slot.set(&caller.principal);
+                        slot.set(&credential.caller.principal.to_string());
                     }
-                    request.extensions_mut().insert(caller);
+                    request.extensions_mut().insert(Arc::new(credential.caller));
                 }
                 AuthFuture::Inner {
                     inner: self.inner.call(request),

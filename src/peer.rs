@@ -13,8 +13,13 @@ use x509_parser::prelude::{FromDer as _, GeneralName, X509Certificate};
 /// The identity in a verified client certificate.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PeerIdentity {
-    /// The subject, RFC 4514 (`CN=ops,O=Example`).
+    /// The subject as x509-parser displays it (`CN=ops, O=Example`), for
+    /// logs only: its values are not escaped, so never compare it.
     pub subject: String,
+    /// The subject's attributes, each as (dotted OID, value), in the
+    /// certificate's order (several per RDN flattened); `None` for a value
+    /// that is not a string. What mappings compare.
+    pub subject_attributes: Vec<(String, Option<String>)>,
     /// DNS names among the subject alternative names.
     pub dns_names: Vec<String>,
     /// URIs among them (a SPIFFE id, `spiffe://cluster/ns/x/sa/y`).
@@ -28,8 +33,15 @@ impl PeerIdentity {
     /// handshake verified it, so that does not happen in practice).
     pub fn from_der(der: &[u8]) -> Option<Self> {
         let (_, cert) = X509Certificate::from_der(der).ok()?;
+        let subject_attributes = cert
+            .subject()
+            .iter()
+            .flat_map(|rdn| rdn.iter())
+            .map(|attr| (attr.attr_type().to_id_string(), attr.as_str().ok().map(str::to_owned)))
+            .collect();
         let mut identity = Self {
             subject: cert.subject().to_string(),
+            subject_attributes,
             dns_names: Vec::new(),
             uris: Vec::new(),
             emails: Vec::new(),
@@ -135,6 +147,13 @@ mod tests {
         let identity = PeerIdentity::from_der(cert.der()).unwrap();
         assert!(identity.subject.contains("CN=ops"), "{}", identity.subject);
         assert!(identity.subject.contains("O=Example"), "{}", identity.subject);
+        assert_eq!(
+            identity.subject_attributes,
+            [
+                ("2.5.4.3".to_owned(), Some("ops".to_owned())),
+                ("2.5.4.10".to_owned(), Some("Example".to_owned()))
+            ]
+        );
         assert_eq!(identity.dns_names, ["ops.example.com"]);
         assert_eq!(identity.uris, ["spiffe://example.org/ns/ops/sa/importer"]);
         assert_eq!(identity.emails, ["ops@example.com"]);

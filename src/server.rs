@@ -181,6 +181,7 @@ pub async fn serve(
     let store = Arc::new(store);
     let directory = Directory::new(Arc::clone(&store))
         .with_import_limits(config.import_limits())
+        .with_key_quota(config.max_api_keys_per_tenant)
         .with_stream_limits(config.stream_limits())
         .with_page_tokens(PageTokens::new(&key));
     bootstrap_operator_key(&directory, config).await?;
@@ -252,6 +253,7 @@ pub async fn serve(
             closing_rx,
             config.export_stall_timeout(),
             metrics,
+            Arc::clone(&auth),
         )))
         .add_service(TenantAdminServer::new(TenantAdminService::new(directory.clone())))
         .add_service(ApiKeysServer::new(ApiKeysService::new(directory, Arc::clone(&auth))));

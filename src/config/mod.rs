@@ -186,6 +186,11 @@ pub struct Config {
     /// role and enablement are taken as read for as long.
     #[arg(long, env = "USERDIR_KEY_REFRESH_MS", default_value_t = 2000)]
     pub key_refresh_ms: u64,
+    /// Live API keys a tenant may hold at once (the operators' keys count
+    /// together, as one more tenant); a create past it is RESOURCE_EXHAUSTED.
+    #[arg(long, env = "USERDIR_MAX_API_KEYS_PER_TENANT", default_value_t = userdir_domain::keys::DEFAULT_KEY_QUOTA,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_api_keys_per_tenant: u32,
 }
 
 /// Settings of `userdir migrate`: just the database.
@@ -243,6 +248,7 @@ impl std::fmt::Debug for Config {
             .field("client_cert_key", &self.client_cert_key)
             .field("reflection", &self.reflection)
             .field("key_refresh_ms", &self.key_refresh_ms)
+            .field("max_api_keys_per_tenant", &self.max_api_keys_per_tenant)
             .finish()
     }
 }
@@ -284,6 +290,7 @@ impl Config {
             client_cert_key: Vec::new(),
             reflection: ReflectionAccess::Loopback,
             key_refresh_ms: 200,
+            max_api_keys_per_tenant: userdir_domain::keys::DEFAULT_KEY_QUOTA,
         }
     }
 

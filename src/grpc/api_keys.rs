@@ -4,7 +4,9 @@ use tonic::{Request, Response, Status};
 use userdir_domain::access::{Scope, Scopes};
 use userdir_domain::apikey::ApiKey;
 use userdir_domain::keys::{KeyRequest, key_resource_name};
+use userdir_domain::tenant::TenantId;
 use userdir_domain::text::Timestamp;
+use userdir_domain::user::UserName;
 use userdir_domain::{Directory, DomainError};
 use userdir_store::Store;
 
@@ -56,7 +58,7 @@ pub fn key_to_pb(key: ApiKey) -> pb::ApiKey {
     pb::ApiKey {
         name: key_resource_name(key.id),
         display_name: key.name,
-        tenant: key.tenant.map(|t| t.resource_name()).unwrap_or_default(),
+        tenant: key.tenant.as_ref().map(TenantId::resource_name).unwrap_or_default(),
         scopes: SCOPES
             .iter()
             .filter(|(_, s)| key.scopes.has(*s))
@@ -68,6 +70,14 @@ pub fn key_to_pb(key: ApiKey) -> pb::ApiKey {
         expire_time: key.expire_time.and_then(timestamp),
         last_used_time: key.last_used_time.and_then(timestamp),
         revoke_time: key.revoke_time.and_then(timestamp),
+        user: match (&key.tenant, key.user) {
+            (Some(tenant), Some(id)) => UserName {
+                tenant: tenant.clone(),
+                id,
+            }
+            .to_string(),
+            _ => String::new(),
+        },
     }
 }
 
@@ -87,6 +97,7 @@ impl ApiKeys for ApiKeysService {
             expire_time: key
                 .expire_time
                 .map(|t| Timestamp::from_seconds_nanos(t.seconds, t.nanos)),
+            user: key.user,
         };
         let created = self.dir.create_api_key(&caller, request).await.map_err(to_status)?;
         self.auth.refresh().await;

@@ -189,7 +189,17 @@ where
             return;
         }
     }
-    match importer.finish().await {
+    let ended = match importer.end_input().await {
+        Ok(results) => results,
+        Err(e) => return fail(importer, tx, e).await,
+    };
+    if !send_results(tx, ended).await {
+        let _ = importer
+            .end(ImportState::Cancelled, Some("the client went away".into()))
+            .await;
+        return;
+    }
+    match importer.conclude().await {
         Ok(results) => {
             if !send_results(tx, results).await {
                 return;

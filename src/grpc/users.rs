@@ -34,6 +34,8 @@ pub struct UserDirectoryService {
     export_stall: std::time::Duration,
     /// Rows imported and exported, for the metrics.
     metrics: Metrics,
+    /// Asked while a stream runs whether its caller may still go on.
+    auth: std::sync::Arc<crate::auth::Auth>,
 }
 
 impl UserDirectoryService {
@@ -42,12 +44,14 @@ impl UserDirectoryService {
         closing: tokio::sync::watch::Receiver<bool>,
         export_stall: std::time::Duration,
         metrics: Metrics,
+        auth: std::sync::Arc<crate::auth::Auth>,
     ) -> Self {
         Self {
             dir,
             closing,
             export_stall,
             metrics,
+            auth,
         }
     }
 }
@@ -162,7 +166,7 @@ impl UserDirectory for UserDirectoryService {
         let mut response = Response::new(ReceiverStream::new(spawn_import(
             importer,
             inbound,
-            Ending::new(self.closing.clone(), deadline),
+            Ending::new(self.closing.clone(), deadline).while_valid(&self.auth, &caller),
             self.metrics.clone(),
         )));
         // The job's name comes first, in the response headers, so a client
@@ -216,7 +220,7 @@ impl UserDirectory for UserDirectoryService {
         Ok(Response::new(ReceiverStream::new(spawn_export(
             exporter,
             format,
-            Ending::new(self.closing.clone(), deadline),
+            Ending::new(self.closing.clone(), deadline).while_valid(&self.auth, &caller),
             self.export_stall,
             self.metrics.clone(),
         ))))

@@ -5,7 +5,7 @@
 use sea_orm::EntityTrait;
 use userdir_domain::access::{Scope, Scopes};
 use userdir_domain::apikey::{ApiKey, NewApiKey, PresentedKey};
-use userdir_domain::repo::ApiKeyRepository;
+use userdir_domain::repo::{ApiKeyRepository, KeyQuery, Revoked};
 use userdir_domain::tenant::TenantId;
 use userdir_domain::text::Timestamp;
 use userdir_store::Store;
@@ -23,6 +23,7 @@ async fn keys_are_stored_as_hashes_and_revoked(s: TestServer) {
         tenant: Some(TenantId::parse("tenant", "acme").unwrap()),
         scopes: Scopes::of(&[Scope::Read, Scope::Import]),
         act_as_users: true,
+        user: None,
         creator: "test".to_owned(),
         create_time: now,
         expire_time: None,
@@ -30,7 +31,7 @@ async fn keys_are_stored_as_hashes_and_revoked(s: TestServer) {
         revoke_time: None,
         hash: made.hash(),
     };
-    store.insert_api_key(&key).await.unwrap();
+    store.insert_api_key(&key, 10).await.unwrap();
     let operator = NewApiKey::generate().unwrap();
     let operator_key = ApiKey {
         id: operator.id,
@@ -38,6 +39,7 @@ async fn keys_are_stored_as_hashes_and_revoked(s: TestServer) {
         tenant: None,
         scopes: Scopes::ALL,
         act_as_users: false,
+        user: None,
         creator: "test".to_owned(),
         create_time: Timestamp::from_unix_micros(now.unix_micros() + 1),
         expire_time: Some(Timestamp::from_unix_micros(now.unix_micros() + 60_000_000)),
@@ -45,11 +47,11 @@ async fn keys_are_stored_as_hashes_and_revoked(s: TestServer) {
         revoke_time: None,
         hash: operator.hash(),
     };
-    store.insert_api_key(&operator_key).await.unwrap();
+    store.insert_api_key(&operator_key, 10).await.unwrap();
 
     // Besides the operator key the test server was configured with.
     let listed: Vec<ApiKey> = store
-        .list_api_keys()
+        .list_api_keys(&every_key())
         .await
         .unwrap()
         .into_iter()
@@ -78,14 +80,17 @@ async fn keys_are_stored_as_hashes_and_revoked(s: TestServer) {
     store.touch_api_keys(&[(key.id, later)]).await.unwrap();
     store.touch_api_keys(&[(key.id, now)]).await.unwrap();
     let ours = |keys: Vec<ApiKey>| keys.into_iter().find(|k| k.id == key.id).unwrap();
-    let listed = ours(store.list_api_keys().await.unwrap());
+    let listed = ours(store.list_api_keys(&every_key()).await.unwrap());
     assert_eq!(listed.last_used_time, Some(later));
 
     // Revoked once.
-    assert!(store.revoke_api_key(key.id, later).await.unwrap());
-    assert!(!store.revoke_api_key(key.id, later).await.unwrap());
-    assert!(!store.revoke_api_key(uuid::Uuid::now_v7(), later).await.unwrap());
-    let listed = ours(store.list_api_keys().await.unwrap());
+    assert_eq!(store.revoke_api_key(key.id, later).await.unwrap(), Revoked::Now);
+    assert_eq!(store.revoke_api_key(key.id, later).await.unwrap(), Revoked::Unchanged);
+    assert_eq!(
+        store.revoke_api_key(uuid::Uuid::now_v7(), later).await.unwrap(),
+        Revoked::Unchanged
+    );
+    let listed = ours(store.list_api_keys(&every_key()).await.unwrap());
     assert_eq!(listed.revoke_time, Some(later));
     assert!(!listed.live_at(now));
     store.close().await.unwrap();
@@ -105,70 +110,248 @@ async fn a_revoked_key_stops_on_every_replica(s: TestServer) {
     );
     let now = Timestamp::now();
     let made = NewApiKey::generate().unwrap();
-    one.insert_api_key(&ApiKey {
-        id: made.id,
-        name: "svc".into(),
-        tenant: Some(TenantId::parse("tenant", "acme").unwrap()),
-        scopes: Scopes::of(&[Scope::Read]),
-        act_as_users: false,
-        creator: "test".to_owned(),
-        create_time: now,
-        expire_time: None,
-        last_used_time: None,
-        revoke_time: None,
-        hash: made.hash(),
-    })
+    one.insert_api_key(
+        &ApiKey {
+            id: made.id,
+            name: "svc".into(),
+            tenant: Some(TenantId::parse("tenant", "acme").unwrap()),
+            scopes: Scopes::of(&[Scope::Read]),
+            act_as_users: false,
+            user: None,
+            creator: "test".to_owned(),
+            create_time: now,
+            expire_time: None,
+            last_used_time: None,
+            revoke_time: None,
+            hash: made.hash(),
+        },
+        10,
+    )
     .await
     .unwrap();
     let ring_one = KeyRing::load(Arc::clone(&one)).await.unwrap();
     let ring_two = KeyRing::load(Arc::clone(&two)).await.unwrap();
     let token = made.token();
     for ring in [&ring_one, &ring_two] {
-        let caller = ring.authenticate(&token, now).unwrap();
+        let caller = ring.authenticate(&token, now).unwrap().caller;
         assert_eq!(
             caller.tenants,
             TenantScope::One(TenantId::parse("tenant", "acme").unwrap())
         );
         assert!(caller.scopes.has(Scope::Read) && !caller.scopes.has(Scope::Write));
-        assert_eq!(caller.principal, format!("apikey:{}", made.id.simple()));
+        assert_eq!(caller.principal.to_string(), format!("apikey:{}", made.id.simple()));
     }
     // A well-formed key whose secret is not the one stored under its id:
     // unknown, like any wrong key.
     let (presented, stored) = (NewApiKey::generate().unwrap(), NewApiKey::generate().unwrap());
-    one.insert_api_key(&ApiKey {
-        id: presented.id,
-        name: "other".into(),
-        tenant: None,
-        scopes: Scopes::ALL,
-        act_as_users: false,
-        creator: "test".to_owned(),
-        create_time: now,
-        expire_time: None,
-        last_used_time: None,
-        revoke_time: None,
-        hash: stored.hash(),
-    })
+    one.insert_api_key(
+        &ApiKey {
+            id: presented.id,
+            name: "other".into(),
+            tenant: None,
+            scopes: Scopes::ALL,
+            act_as_users: false,
+            user: None,
+            creator: "test".to_owned(),
+            create_time: now,
+            expire_time: None,
+            last_used_time: None,
+            revoke_time: None,
+            hash: stored.hash(),
+        },
+        10,
+    )
     .await
     .unwrap();
     ring_one.refresh().await.unwrap();
-    assert_eq!(ring_one.authenticate(&presented.token(), now), Err(AuthError::Unknown));
+    assert_eq!(
+        ring_one.authenticate(&presented.token(), now).unwrap_err(),
+        AuthError::Unknown
+    );
     assert!(matches!(
         ring_one.authenticate("udk_nope", now),
         Err(AuthError::Malformed(_))
     ));
     ring_one.flush_last_used().await.unwrap();
-    let listed = one.list_api_keys().await.unwrap();
+    let listed = one.list_api_keys(&every_key()).await.unwrap();
     let svc = listed.iter().find(|k| k.id == made.id).unwrap();
     assert_eq!(svc.last_used_time, Some(now));
 
     // Revoked through one replica's store: the other refuses it after its refresh.
-    assert!(one.revoke_api_key(made.id, Timestamp::now()).await.unwrap());
+    assert_eq!(
+        one.revoke_api_key(made.id, Timestamp::now()).await.unwrap(),
+        Revoked::Now
+    );
     assert!(ring_two.authenticate(&token, now).is_ok(), "until the refresh");
     ring_two.refresh().await.unwrap();
-    assert_eq!(ring_two.authenticate(&token, now), Err(AuthError::Revoked));
+    assert_eq!(ring_two.authenticate(&token, now).unwrap_err(), AuthError::Revoked);
+
+    // A row that does not decode stops nothing: that key is refused (it is
+    // forgotten), every other change still arrives.
+    let (broken, fresh) = (NewApiKey::generate().unwrap(), NewApiKey::generate().unwrap());
+    for (made, name) in [(&broken, "broken"), (&fresh, "fresh")] {
+        one.insert_api_key(&svc_key(made, name), 10).await.unwrap();
+    }
+    ring_two.refresh().await.unwrap();
+    assert!(ring_two.authenticate(&broken.token(), now).is_ok());
+    corrupt_key(&one, broken.id).await;
+    let newer = NewApiKey::generate().unwrap();
+    one.insert_api_key(&svc_key(&newer, "newer"), 10).await.unwrap();
+    ring_two.refresh().await.unwrap();
+    assert_eq!(
+        ring_two.authenticate(&broken.token(), now).unwrap_err(),
+        AuthError::Unknown
+    );
+    assert!(ring_two.authenticate(&fresh.token(), now).is_ok());
+    assert!(
+        ring_two.authenticate(&newer.token(), now).is_ok(),
+        "a later change still arrives"
+    );
+    assert_eq!(
+        ring_one.authenticate(&newer.token(), now).unwrap_err(),
+        AuthError::Unknown,
+        "until its refresh"
+    );
+    ring_one.refresh().await.unwrap();
+    assert!(ring_one.authenticate(&newer.token(), now).is_ok());
+}
+
+/// Every key of the installation, revoked ones too.
+fn every_key() -> KeyQuery {
+    KeyQuery {
+        tenant: None,
+        show_revoked: true,
+        after: None,
+        limit: 1_000_000,
+    }
+}
+
+/// A live read key of tenant acme.
+fn svc_key(made: &NewApiKey, name: &str) -> ApiKey {
+    ApiKey {
+        id: made.id,
+        name: name.into(),
+        tenant: Some(TenantId::parse("tenant", "acme").unwrap()),
+        scopes: Scopes::of(&[Scope::Read]),
+        act_as_users: false,
+        user: None,
+        creator: "test".to_owned(),
+        create_time: Timestamp::now(),
+        expire_time: None,
+        last_used_time: None,
+        revoke_time: None,
+        hash: made.hash(),
+    }
+}
+
+/// Damages key `id`'s stored hash (a hand edit), as a new change.
+async fn corrupt_key(store: &Store, id: uuid::Uuid) {
+    use sea_orm::{ColumnTrait, ConnectionTrait, QueryFilter};
+    use userdir_store::entity::api_key::{Column, Entity};
+    store
+        .connection()
+        .execute_unprepared("UPDATE api_key_counter SET seq = seq + 1 WHERE id = 1")
+        .await
+        .unwrap();
+    Entity::update_many()
+        .col_expr(Column::SecretHash, sea_orm::sea_query::Expr::value("not hex"))
+        .col_expr(
+            Column::ChangeSeq,
+            sea_orm::sea_query::Expr::cust("(SELECT seq FROM api_key_counter WHERE id = 1)"),
+        )
+        .filter(Column::Id.eq(id))
+        .exec(store.connection())
+        .await
+        .unwrap();
+}
+
+/// Many keys made at once against a quota of 5: exactly 5 are made, the
+/// others refused `API_KEY_QUOTA`; a revoked key frees its place.
+async fn the_key_quota_holds_under_a_race(s: TestServer) {
+    use std::sync::Arc;
+    let store = Arc::new(Store::connect(&s.store_options).await.unwrap());
+    let tasks: Vec<_> = (0..20)
+        .map(|i| {
+            let store = Arc::clone(&store);
+            tokio::spawn(async move {
+                let made = NewApiKey::generate().unwrap();
+                let key = ApiKey {
+                    tenant: Some(TenantId::parse("tenant", "quota").unwrap()),
+                    ..svc_key(&made, &format!("k{i}"))
+                };
+                store.insert_api_key(&key, 5).await.map(|()| key.id)
+            })
+        })
+        .collect();
+    let mut made = Vec::new();
+    let mut refused = 0;
+    for task in tasks {
+        match task.await.unwrap() {
+            Ok(id) => made.push(id),
+            Err(e) => {
+                assert_eq!(e.reason(), "API_KEY_QUOTA", "{e}");
+                refused += 1;
+            }
+        }
+    }
+    assert_eq!((made.len(), refused), (5, 15));
+    let one_more = NewApiKey::generate().unwrap();
+    let key = ApiKey {
+        tenant: Some(TenantId::parse("tenant", "quota").unwrap()),
+        ..svc_key(&one_more, "after")
+    };
+    assert!(store.insert_api_key(&key, 5).await.is_err());
+    store.revoke_api_key(made[0], Timestamp::now()).await.unwrap();
+    store.insert_api_key(&key, 5).await.unwrap();
+}
+
+/// The last live operator key with the admin scope is never revoked: a
+/// read-only operator key does not count, and operators revoking all the
+/// admin keys at once leave exactly one.
+async fn the_last_operator_admin_key_stays_under_a_race(s: TestServer) {
+    use std::sync::Arc;
+    let store = Arc::new(Store::connect(&s.store_options).await.unwrap());
+    let operator_key = |scopes: Scopes| {
+        let made = NewApiKey::generate().unwrap();
+        ApiKey {
+            tenant: None,
+            scopes,
+            ..svc_key(&made, "operator")
+        }
+    };
+    let reader = operator_key(Scopes::of(&[Scope::Read]));
+    store.insert_api_key(&reader, 100).await.unwrap();
+    let mut admins = vec![crate::common::operator_key()[4..36].parse::<uuid::Uuid>().unwrap()];
+    for _ in 0..4 {
+        let key = operator_key(Scopes::ALL);
+        store.insert_api_key(&key, 100).await.unwrap();
+        admins.push(key.id);
+    }
+    let tasks: Vec<_> = admins
+        .iter()
+        .map(|id| {
+            let (store, id) = (Arc::clone(&store), *id);
+            tokio::spawn(async move { store.revoke_api_key(id, Timestamp::now()).await.unwrap() })
+        })
+        .collect();
+    let mut outcomes = Vec::new();
+    for task in tasks {
+        outcomes.push(task.await.unwrap());
+    }
+    let revoked = outcomes.iter().filter(|o| **o == Revoked::Now).count();
+    let kept = outcomes.iter().filter(|o| **o == Revoked::LastOperatorKey).count();
+    assert_eq!((revoked, kept), (4, 1), "{outcomes:?}");
+    assert!(store.has_operator_admin_key(Timestamp::now()).await.unwrap());
+    assert_eq!(
+        store.revoke_api_key(reader.id, Timestamp::now()).await.unwrap(),
+        Revoked::Now,
+        "a read-only operator key is no administrator: it may go"
+    );
 }
 
 crate::on_both_backends!(
     keys_are_stored_as_hashes_and_revoked,
-    a_revoked_key_stops_on_every_replica
+    a_revoked_key_stops_on_every_replica,
+    the_key_quota_holds_under_a_race,
+    the_last_operator_admin_key_stays_under_a_race
 );

@@ -24,6 +24,8 @@ struct Pki {
     /// A second client, `CN=other`, that no mapping names.
     other_cert: PathBuf,
     other_key: PathBuf,
+    /// The CA, to issue more client certificates.
+    issuer: crate::common::pki::TestCa,
 }
 
 fn pki(dir: &Path) -> Pki {
@@ -44,6 +46,7 @@ fn pki(dir: &Path) -> Pki {
         client_key: write("client.key", &client_key),
         other_cert: write("other.pem", &other_cert),
         other_key: write("other.key", &other_key),
+        issuer: ca,
     }
 }
 
@@ -423,4 +426,46 @@ async fn a_mapped_client_certificate_has_its_keys_rights() {
     let err = get(ops, "acme").await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::Unauthenticated, "{err:?}");
     assert!(err.message().contains("revoked"), "{err:?}");
+}
+
+/// A subject mapping compares the certificate's attributes, not its
+/// subject as text: the README's form (`subject:CN=ops,O=Example`) matches
+/// a certificate whose subject holds those two attributes, and a
+/// certificate whose one common name reads `ops, O=Example` is no
+/// credential (it was taken for that mapping when subjects were compared
+/// as display text).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subject_mapping_compares_attributes_not_text() {
+    use rcgen::DnType::{CommonName, OrganizationName};
+    let dir = tempfile::tempdir().unwrap();
+    let pki = pki(dir.path());
+    let operator_id = crate::common::operator_key().split('_').nth(1).unwrap().to_owned();
+    let mappings = vec![format!("subject:CN=ops,O=Example=apiKeys/{operator_id}")];
+    let (port, _stop) = tls_server_with(dir.path(), &pki, true, mappings).await;
+    let write = |name: &str, pem: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, pem).unwrap();
+        path
+    };
+    let (cert, key) = pki.issuer.issue_subject(
+        &["ops.example.com"],
+        &[(CommonName, "ops"), (OrganizationName, "Example")],
+    );
+    let (exact_cert, exact_key) = (write("exact.pem", &cert), write("exact.key", &key));
+    let (cert, key) = pki
+        .issuer
+        .issue_subject(&["ops.example.com"], &[(CommonName, "ops, O=Example")]);
+    let (spoof_cert, spoof_key) = (write("spoof.pem", &cert), write("spoof.key", &key));
+
+    // No authorization header: the certificate alone is the credential.
+    let list = |channel: tonic::transport::Channel| async move {
+        TenantAdminClient::new(channel)
+            .list_tenants(userdir::pb::ListTenantsRequest::default())
+            .await
+    };
+    let exact = mtls_channel(&pki, port, &exact_cert, &exact_key).await;
+    list(exact).await.unwrap();
+    let spoof = mtls_channel(&pki, port, &spoof_cert, &spoof_key).await;
+    let err = list(spoof).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unauthenticated, "{err:?}");
 }

@@ -21,10 +21,27 @@
 //! are the key's scopes intersected with the acting user's role. A caller
 //! whose tenant scope does not cover the tenant is told the tenant does not
 //! exist (no existence oracle).
+//!
+//! Keys and ownership (the rules that keep a caller from gaining, through
+//! a key it makes, more than it holds):
+//! - a new key never has a scope, a reach or an expiry beyond its maker's,
+//!   nor acts for users unless its maker may and acts for nobody;
+//! - a key made while acting for a user is **bound** to that user: every
+//!   call with it acts for them, judged by their role and state as they are
+//!   now (a disabled, demoted or deleted user's keys stop or shrink with
+//!   them);
+//! - ownership (handing it on, editing the owner) is the owner's or an
+//!   operator's, never a tenant key's acting for nobody: such a key may only
+//!   name the first owner of a tenant that has none.
+
+use std::fmt;
+
+use uuid::Uuid;
 
 use crate::error::{DomainError, ResourceKind};
 use crate::tenant::TenantId;
 pub use crate::tenant_role::{Capabilities, TenantRole};
+use crate::text::Timestamp;
 use crate::user::{ProfileField, User, UserId, UserMask};
 
 /// What a credential (an API key, a mapped certificate) may do at all.
@@ -96,18 +113,65 @@ pub struct ActingUser {
     pub capabilities: Capabilities,
 }
 
+/// Who a call comes from, as logs, job records and key records name it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Principal {
+    /// The API key of the credential (a mapped certificate stands for one).
+    pub key: Uuid,
+    /// The user the call acts for (`tenants/{t}/users/{id}`): named in the
+    /// acting-user header, or the user the key is bound to.
+    pub acting_user: Option<String>,
+    /// The certificate mapping that stood for the key, as configured.
+    pub certificate: Option<String>,
+}
+
+impl Principal {
+    /// The principal of key `key`, acting for nobody, without a certificate.
+    pub fn key(key: Uuid) -> Self {
+        Self {
+            key,
+            acting_user: None,
+            certificate: None,
+        }
+    }
+}
+
+/// `tenants/acme/users/… via apikey:… (certificate subject:CN=ops)`.
+impl fmt::Display for Principal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(user) = &self.acting_user {
+            write!(f, "{user} via ")?;
+        }
+        write!(f, "apikey:{}", self.key.simple())?;
+        if let Some(selector) = &self.certificate {
+            write!(f, " (certificate {selector})")?;
+        }
+        Ok(())
+    }
+}
+
 /// Who is calling: built once per request by the gRPC layer, passed to
 /// every domain operation.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Caller {
-    /// Who the credential belongs to, for events and logs (`apikey:…`).
-    pub principal: String,
+    /// Who the credential belongs to, for events and logs.
+    pub principal: Principal,
     pub tenants: TenantScope,
     pub scopes: Scopes,
-    /// The credential may act for users of its tenant.
+    /// The credential may act for users of its tenant (named per call).
     pub act_as_users: bool,
-    /// The user the call acts for, if the credential may and said so.
+    /// When the credential stops working; a key it makes stops no later.
+    pub expire_time: Option<Timestamp>,
+    /// The user the call acts for: named by a key that may act for users,
+    /// or the user the key is bound to.
     pub acting: Option<ActingUser>,
+}
+
+impl Caller {
+    /// An operator's credential: it reaches every tenant.
+    pub fn is_operator(&self) -> bool {
+        self.tenants == TenantScope::All
+    }
 }
 
 /// The user an action is about.
@@ -141,7 +205,11 @@ pub enum Action<'a> {
     ExportUsers,
     SetRole(TenantRole),
     SetCapabilities,
-    TransferOwnership,
+    /// Handing the owner role to a user; `first` when the tenant has no
+    /// owner yet (naming the first one).
+    TransferOwnership {
+        first: bool,
+    },
     GetTenant,
     UpdateTenant,
     /// Installation-wide: only operator credentials.
@@ -151,17 +219,24 @@ pub enum Action<'a> {
     /// A new API key with these rights: never more than the caller's own.
     CreateApiKey(&'a KeyGrant),
     ListApiKeys,
-    RevokeApiKey,
+    /// Revoking a key with these rights: only a caller that could have
+    /// made it (so an admin's console cannot cut the owner's keys).
+    RevokeApiKey(&'a KeyGrant),
 }
 
-/// What a new API key would be allowed: what [`Action::CreateApiKey`] checks
-/// against the caller's own credential, so no key mints a stronger one.
+/// What an API key is (or would be) allowed: what [`Action::CreateApiKey`]
+/// checks against the caller's own credential, so no key mints a stronger
+/// one, and [`Action::RevokeApiKey`] against the revoker's.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct KeyGrant {
     pub scopes: Scopes,
     pub act_as_users: bool,
     /// Reaching every tenant (an operator's key).
     pub all_tenants: bool,
+    pub expire_time: Option<Timestamp>,
+    /// The user the key is bound to, and their role now (a key made while
+    /// acting; a gone user counts as a member).
+    pub bound_to: Option<Target>,
 }
 
 impl Action<'_> {
@@ -177,14 +252,14 @@ impl Action<'_> {
             Action::ExportUsers => "users.export",
             Action::SetRole(_) => "users.setRole",
             Action::SetCapabilities => "users.setCapabilities",
-            Action::TransferOwnership => "tenants.transferOwnership",
+            Action::TransferOwnership { .. } => "tenants.transferOwnership",
             Action::GetTenant => "tenants.get",
             Action::UpdateTenant => "tenants.update",
             Action::CreateTenant => "tenants.create",
             Action::GetImportJobs => "importJobs.get",
             Action::CreateApiKey(_) => "apiKeys.create",
             Action::ListApiKeys => "apiKeys.list",
-            Action::RevokeApiKey => "apiKeys.revoke",
+            Action::RevokeApiKey(_) => "apiKeys.revoke",
         }
     }
 
@@ -197,12 +272,12 @@ impl Action<'_> {
             Action::ExportUsers => Scope::Export,
             Action::SetRole(_)
             | Action::SetCapabilities
-            | Action::TransferOwnership
+            | Action::TransferOwnership { .. }
             | Action::UpdateTenant
             | Action::CreateTenant
             | Action::CreateApiKey(_)
             | Action::ListApiKeys
-            | Action::RevokeApiKey => Scope::Admin,
+            | Action::RevokeApiKey(_) => Scope::Admin,
         }
     }
 }
@@ -215,26 +290,44 @@ pub enum Denied {
     TenantNotFound,
     /// PERMISSION_DENIED `MISSING_PERMISSION`, naming the permission.
     Missing(&'static str),
+    /// PERMISSION_DENIED `MISSING_PERMISSION`: ownership is the owner's
+    /// (acting as themselves) or an operator's, not a tenant key's acting
+    /// for nobody.
+    OwnersOnly(&'static str),
     /// FAILED_PRECONDITION `SELF_ACTION_FORBIDDEN`: deleting, disabling or
     /// demoting oneself.
     SelfAction,
     /// FAILED_PRECONDITION `OWNER_PROTECTED`: the owner is not deleted,
     /// disabled, demoted or edited by anyone else.
     OwnerProtected,
-    /// PERMISSION_DENIED `KEY_ESCALATION`: a new key would be allowed more
-    /// than the credential that asks for it.
-    Escalation,
+    /// PERMISSION_DENIED `KEY_ESCALATION`: a key would be allowed more than
+    /// the credential that makes (or revokes) it; says what.
+    Escalation(&'static str),
 }
 
 impl Denied {
+    /// Whether `reason` is that of a refusal for rights (an import row's
+    /// failure, say), not of bad data.
+    pub fn is_reason(reason: &str) -> bool {
+        [
+            Denied::Missing(""),
+            Denied::OwnersOnly(""),
+            Denied::SelfAction,
+            Denied::OwnerProtected,
+            Denied::Escalation(""),
+        ]
+        .iter()
+        .any(|d| d.reason() == reason)
+    }
+
     /// The `ErrorInfo.reason` of the refusal.
     pub fn reason(self) -> &'static str {
         match self {
             Denied::TenantNotFound => "TENANT_NOT_FOUND",
-            Denied::Missing(_) => "MISSING_PERMISSION",
+            Denied::Missing(_) | Denied::OwnersOnly(_) => "MISSING_PERMISSION",
             Denied::SelfAction => "SELF_ACTION_FORBIDDEN",
             Denied::OwnerProtected => "OWNER_PROTECTED",
-            Denied::Escalation => "KEY_ESCALATION",
+            Denied::Escalation(_) => "KEY_ESCALATION",
         }
     }
 }
@@ -263,11 +356,23 @@ impl Denied {
                      do not allow it"
                 ),
             },
-            Denied::Escalation => DomainError::PermissionDenied {
+            Denied::OwnersOnly(permission) => DomainError::PermissionDenied {
+                permission,
+                message: format!(
+                    "only the owner of {place} (acting as themselves) or an operator's key may {permission}; a \
+                     tenant key acting for nobody may only name the first owner of a tenant that has none"
+                ),
+            },
+            Denied::Escalation(what) => DomainError::PermissionDenied {
                 permission: action.permission(),
-                message: "a key cannot be given more than the credential that creates it: scopes it lacks, acting \
-                          for users when it may not, or every tenant when it reaches one"
-                    .to_owned(),
+                message: format!(
+                    "a key cannot be given more than the credential that {}: {what}",
+                    if matches!(action, Action::RevokeApiKey(_)) {
+                        "revokes it holds (only a caller that could have made a key revokes it)"
+                    } else {
+                        "creates it"
+                    }
+                ),
             },
             Denied::SelfAction => DomainError::Precondition {
                 reason: self.reason(),
@@ -283,8 +388,8 @@ impl Denied {
             Denied::OwnerProtected => DomainError::Precondition {
                 reason: self.reason(),
                 message: format!(
-                    "the owner of {place} cannot be deleted, disabled, demoted or edited by another user; the owner \
-                     first hands the role on (TransferTenantOwnership)"
+                    "the owner of {place} is never deleted, disabled or demoted, and is edited only by themselves \
+                     or an operator's key; the owner first hands the role on (TransferTenantOwnership)"
                 ),
             },
         }
@@ -319,17 +424,17 @@ fn manages(actor: &ActingUser, target: TenantRole) -> bool {
 /// and holds the scope `action` needs. Asked first, so a caller without
 /// the right learns nothing of which users exist.
 pub fn reaches(caller: &Caller, tenant: Option<&TenantId>, action: Action<'_>) -> Result<(), Denied> {
+    reaches_with(caller, tenant, action, action.scope())
+}
+
+fn reaches_with(caller: &Caller, tenant: Option<&TenantId>, action: Action<'_>, scope: Scope) -> Result<(), Denied> {
     let missing = Err(Denied::Missing(action.permission()));
     match (&caller.tenants, tenant) {
         (TenantScope::One(scoped), Some(tenant)) if scoped != tenant => return Err(Denied::TenantNotFound),
         (TenantScope::One(_), None) => return missing,
         _ => {}
     }
-    if caller.scopes.has(action.scope()) {
-        Ok(())
-    } else {
-        missing
-    }
+    if caller.scopes.has(scope) { Ok(()) } else { missing }
 }
 
 /// Whether `caller` may do `action` in `tenant` (`None`: installation-wide,
@@ -342,17 +447,68 @@ pub fn decide(
     action: Action<'_>,
     target: Option<Target>,
 ) -> Result<(), Denied> {
-    let missing = Err(Denied::Missing(action.permission()));
-    reaches(caller, tenant, action)?;
-    if let Action::CreateApiKey(grant) = action {
-        let within = Scopes::from_bits(grant.scopes.bits() & !caller.scopes.bits()) == Scopes::default();
-        let acts = !grant.act_as_users
-            || caller.acting.is_none() && (caller.act_as_users || caller.tenants == TenantScope::All);
-        let reach = !grant.all_tenants || caller.tenants == TenantScope::All;
-        if !(within && acts && reach) {
-            return Err(Denied::Escalation);
-        }
+    decide_with(caller, tenant, action, target, action.scope())
+}
+
+/// [`decide`] for a row of an import, or a user a FULL_SYNC deletes: the
+/// `import` scope is what the credential needs for the writes (so a
+/// `read,import` key imports), and the acting user's role still applies.
+pub fn decide_imported(
+    caller: &Caller,
+    tenant: &TenantId,
+    action: Action<'_>,
+    target: Option<Target>,
+) -> Result<(), Denied> {
+    decide_with(caller, Some(tenant), action, target, Scope::Import)
+}
+
+/// Whether `grant` stays within what `caller` holds: no scope, reach or
+/// expiry beyond it, no acting for users unless it may act for them and
+/// acts for nobody, bound to no user it could not act for. A caller acting
+/// for a user makes only keys bound to a user; it may revoke an unbound key
+/// within its rights (an admin cutting off a leaked service key).
+fn within(caller: &Caller, grant: &KeyGrant, revoking: bool) -> Result<(), Denied> {
+    if Scopes::from_bits(grant.scopes.bits() & !caller.scopes.bits()) != Scopes::default() {
+        return Err(Denied::Escalation("a scope the caller's credential does not hold"));
     }
+    if grant.all_tenants && !caller.is_operator() {
+        return Err(Denied::Escalation("every tenant, from a credential that reaches one"));
+    }
+    let may_act = caller.acting.is_none() && (caller.act_as_users || caller.is_operator());
+    if grant.act_as_users && !may_act {
+        return Err(Denied::Escalation(
+            "acting for users, from a credential that may not or that acts for a user itself",
+        ));
+    }
+    if !revoking
+        && let Some(limit) = caller.expire_time
+        && grant.expire_time.is_none_or(|t| t > limit)
+    {
+        return Err(Denied::Escalation("a later expiry than the caller's credential has"));
+    }
+    match (grant.bound_to, &caller.acting) {
+        (None, Some(_)) if !revoking => Err(Denied::Escalation(
+            "no bound user, from a caller acting for a user (its keys act for that user)",
+        )),
+        (Some(_), None) if !may_act => Err(Denied::Escalation(
+            "a bound user, from a credential that may not act for users",
+        )),
+        (Some(bound), Some(actor)) if bound.user != actor.user && (!revoking || !manages(actor, bound.role)) => {
+            Err(Denied::Escalation("a user other than the one the caller acts for"))
+        }
+        _ => Ok(()),
+    }
+}
+
+fn decide_with(
+    caller: &Caller,
+    tenant: Option<&TenantId>,
+    action: Action<'_>,
+    target: Option<Target>,
+    scope: Scope,
+) -> Result<(), Denied> {
+    let missing = Err(Denied::Missing(action.permission()));
+    reaches_with(caller, tenant, action, scope)?;
     let acting = caller.acting.as_ref();
     let is_self = matches!((acting, target), (Some(a), Some(t)) if a.user == t.user);
     // Protections that hold for every caller, with or without an acting user.
@@ -362,20 +518,31 @@ pub fn decide(
         if is_self && (disables || removes) {
             return Err(Denied::SelfAction);
         }
-        if target.role == TenantRole::Owner && (disables || removes || matches!(action, Action::SetCapabilities)) {
-            return Err(Denied::OwnerProtected);
+        if target.role == TenantRole::Owner {
+            if disables || removes || matches!(action, Action::SetCapabilities) {
+                return Err(Denied::OwnerProtected);
+            }
+            // Editing the owner: the owner themselves, or an operator.
+            if matches!(action, Action::UpdateUser(_)) && !is_self && !caller.is_operator() {
+                return Err(Denied::OwnerProtected);
+            }
         }
     }
-    // Without an acting user the credential's scopes are the rights.
+    // Without an acting user the credential's scopes are the rights, but
+    // ownership stays the owner's or an operator's.
     let Some(actor) = acting else {
-        return Ok(());
+        return match action {
+            Action::TransferOwnership { first: false } if !caller.is_operator() => {
+                Err(Denied::OwnersOnly(action.permission()))
+            }
+            _ => keys_within(caller, action),
+        };
     };
     let allowed = match action {
         Action::GetUser | Action::ListUsers | Action::GetTenant | Action::GetImportJobs => true,
         Action::CreateUser | Action::ImportUsers => manages(actor, TenantRole::Member),
         Action::UpdateUser(mask) => match target {
             Some(_) if is_self && self_editable(mask) => true,
-            Some(t) if t.role == TenantRole::Owner && !is_self => return Err(Denied::OwnerProtected),
             Some(t) => manages(actor, t.role),
             None => false,
         },
@@ -386,12 +553,24 @@ pub fn decide(
         | Action::UpdateTenant
         | Action::CreateApiKey(_)
         | Action::ListApiKeys
-        | Action::RevokeApiKey => actor.role >= TenantRole::Admin,
-        Action::TransferOwnership => actor.role == TenantRole::Owner,
+        | Action::RevokeApiKey(_) => actor.role >= TenantRole::Admin,
+        // Naming the first owner is an admin's; handing it on, the owner's.
+        Action::TransferOwnership { first: true } => actor.role >= TenantRole::Admin,
+        Action::TransferOwnership { first: false } => actor.role == TenantRole::Owner,
         // Acting users belong to one tenant: never installation-wide.
         Action::CreateTenant => false,
     };
-    if allowed { Ok(()) } else { missing }
+    if allowed { keys_within(caller, action) } else { missing }
+}
+
+/// For a caller who holds the right to make or revoke keys: whether this
+/// key is within what it holds.
+fn keys_within(caller: &Caller, action: Action<'_>) -> Result<(), Denied> {
+    match action {
+        Action::CreateApiKey(grant) => within(caller, grant, false),
+        Action::RevokeApiKey(grant) => within(caller, grant, true),
+        _ => Ok(()),
+    }
 }
 
 #[cfg(test)]
@@ -412,10 +591,11 @@ mod tests {
     /// An acting user: role, and capabilities as "um" (user management), "ex" (export).
     fn caller(role: Option<TenantRole>, caps: &str, scopes: Scopes) -> Caller {
         Caller {
-            principal: "apikey:test".into(),
+            principal: Principal::key(Uuid::from_u128(99)),
             tenants: TenantScope::One(tenant()),
             scopes,
             act_as_users: true,
+            expire_time: None,
             acting: role.map(|role| ActingUser {
                 user: UserId(Uuid::from_u128(ME)),
                 email: "me@example.com".into(),
@@ -456,6 +636,10 @@ mod tests {
     const OK: Result<(), Denied> = Ok(());
     const SELF: Result<(), Denied> = Err(Denied::SelfAction);
     const OWNER: Result<(), Denied> = Err(Denied::OwnerProtected);
+
+    fn escalates(result: &Result<(), Denied>) -> bool {
+        matches!(result, Err(Denied::Escalation(_)))
+    }
 
     fn no(permission: &'static str) -> Result<(), Denied> {
         Err(Denied::Missing(permission))
@@ -504,8 +688,8 @@ mod tests {
             (Admin, "", Action::SetCapabilities, target(OTHER, Member), OK),
             (Member, "um", Action::SetCapabilities, target(OTHER, Member), no("users.setCapabilities")),
             // Ownership: the owner alone.
-            (Owner, "", Action::TransferOwnership, target(OTHER, Admin), OK),
-            (Admin, "", Action::TransferOwnership, target(OTHER, Admin), no("tenants.transferOwnership")),
+            (Owner, "", Action::TransferOwnership { first: false }, target(OTHER, Admin), OK),
+            (Admin, "", Action::TransferOwnership { first: false }, target(OTHER, Admin), no("tenants.transferOwnership")),
             // A member on themselves: name and name parts, nothing else.
             (Member, "", Action::UpdateUser(&name), target(ME, Member), OK),
             (Member, "", Action::UpdateUser(&own_name), target(ME, Member), OK),
@@ -629,6 +813,8 @@ mod tests {
             scopes: Scopes::of(scopes),
             act_as_users,
             all_tenants,
+            expire_time: None,
+            bound_to: None,
         };
         let operator = Caller {
             tenants: TenantScope::All,
@@ -652,10 +838,12 @@ mod tests {
         // An operator key makes operator keys; a tenant key only its tenant's.
         let all = grant(&[Scope::Read], false, true);
         assert_eq!(decide(&operator, None, Action::CreateApiKey(&all), None), OK);
-        assert_eq!(
-            decide(&tenant_admin, Some(&tenant()), Action::CreateApiKey(&all), None),
-            Err(Denied::Escalation)
-        );
+        assert!(escalates(&decide(
+            &tenant_admin,
+            Some(&tenant()),
+            Action::CreateApiKey(&all),
+            None
+        )));
         let read = grant(&[Scope::Read], false, false);
         assert_eq!(
             decide(&tenant_admin, Some(&tenant()), Action::CreateApiKey(&read), None),
@@ -664,10 +852,12 @@ mod tests {
         // Never a scope the caller lacks, nor acting for users when it may not.
         let writer = caller(None, "", Scopes::of(&[Scope::Read, Scope::Write, Scope::Admin]));
         let export = grant(&[Scope::Export], false, false);
-        assert_eq!(
-            decide(&writer, Some(&tenant()), Action::CreateApiKey(&export), None),
-            Err(Denied::Escalation)
-        );
+        assert!(escalates(&decide(
+            &writer,
+            Some(&tenant()),
+            Action::CreateApiKey(&export),
+            None
+        )));
         let acting_key = grant(&[Scope::Read], true, false);
         assert_eq!(
             decide(&operator, Some(&tenant()), Action::CreateApiKey(&acting_key), None),
@@ -679,14 +869,13 @@ mod tests {
             act_as_users: false,
             ..reader_key
         };
-        assert_eq!(
-            decide(
+        assert!(
+            escalates(&decide(
                 &reader_key,
                 Some(&tenant()),
                 Action::CreateApiKey(&grant(&[Scope::Read], true, false)),
                 None
-            ),
-            Err(Denied::Escalation),
+            )),
             "a tenant key that may not act for users makes no key that may"
         );
         assert_eq!(
@@ -704,7 +893,14 @@ mod tests {
             no("apiKeys.list")
         );
         let as_admin = caller(Some(Admin), "", Scopes::ALL);
-        assert_eq!(decide(&as_admin, Some(&tenant()), Action::RevokeApiKey, None), OK);
+        let bound_member = KeyGrant {
+            bound_to: target(OTHER, Member),
+            ..read
+        };
+        assert_eq!(
+            decide(&as_admin, Some(&tenant()), Action::RevokeApiKey(&bound_member), None),
+            OK
+        );
         // Reading a tenant and its import jobs: any reader in it.
         let reader = caller(None, "", Scopes::of(&[Scope::Read]));
         assert_eq!(decide(&reader, Some(&tenant()), Action::GetTenant, None), OK);
@@ -712,6 +908,205 @@ mod tests {
         assert_eq!(
             decide(&reader, Some(&tenant()), Action::UpdateTenant, None),
             no("tenants.update")
+        );
+    }
+
+    /// Keys made while acting, and ownership: nobody gains, through a key
+    /// it makes or acting for nobody, more than it holds (issue 22).
+    #[test]
+    fn keys_made_while_acting_and_ownership() {
+        let t = tenant();
+        let owner_target = target(OTHER, Owner);
+        let email = mask(&["email"]);
+        let name = mask(&["display_name"]);
+        // A console key acting for nobody: all scopes, yet ownership is not its.
+        let console = caller(None, "", Scopes::ALL);
+        let transfer = Action::TransferOwnership { first: false };
+        assert_eq!(
+            decide(&console, Some(&t), transfer, target(OTHER, Admin)),
+            Err(Denied::OwnersOnly("tenants.transferOwnership"))
+        );
+        assert_eq!(
+            decide(
+                &console,
+                Some(&t),
+                Action::TransferOwnership { first: true },
+                target(OTHER, Admin)
+            ),
+            OK,
+            "it may name the first owner of a tenant that has none"
+        );
+        assert_eq!(
+            decide(&console, Some(&t), Action::UpdateUser(&email), owner_target),
+            OWNER
+        );
+        assert_eq!(
+            decide(&console, Some(&t), Action::UpdateUser(&name), owner_target),
+            OWNER
+        );
+        // An operator may hand ownership on and edit the owner, never disable or delete them.
+        let operator = Caller {
+            tenants: TenantScope::All,
+            act_as_users: false,
+            ..caller(None, "", Scopes::ALL)
+        };
+        assert_eq!(decide(&operator, Some(&t), transfer, target(OTHER, Admin)), OK);
+        assert_eq!(
+            decide(&operator, Some(&t), Action::UpdateUser(&email), owner_target),
+            OK
+        );
+        assert_eq!(
+            decide(
+                &operator,
+                Some(&t),
+                Action::UpdateUser(&mask(&["enabled"])),
+                owner_target
+            ),
+            OWNER
+        );
+        assert_eq!(decide(&operator, Some(&t), Action::DeleteUser, owner_target), OWNER);
+        // The owner acting as themselves.
+        let owner = caller(Some(Owner), "", Scopes::ALL);
+        assert_eq!(decide(&owner, Some(&t), transfer, target(OTHER, Admin)), OK);
+
+        // An admin acting through the console makes keys bound to themselves only.
+        let admin = caller(Some(Admin), "", Scopes::ALL);
+        let grant = |bound_to: Option<Target>, act_as_users: bool| KeyGrant {
+            scopes: Scopes::ALL,
+            act_as_users,
+            all_tenants: false,
+            expire_time: None,
+            bound_to,
+        };
+        let own = grant(target(ME, Admin), false);
+        assert_eq!(decide(&admin, Some(&t), Action::CreateApiKey(&own), None), OK);
+        for wrong in [
+            grant(None, false),
+            grant(target(OTHER, Member), false),
+            grant(target(ME, Admin), true),
+        ] {
+            assert!(
+                escalates(&decide(&admin, Some(&t), Action::CreateApiKey(&wrong), None)),
+                "{wrong:?}"
+            );
+        }
+        // The key it made acts for that admin at every call: no more than an admin.
+        let bound = Caller {
+            act_as_users: false,
+            ..admin.clone()
+        };
+        assert_eq!(
+            decide(&bound, Some(&t), transfer, target(OTHER, Admin)),
+            no("tenants.transferOwnership")
+        );
+        assert_eq!(
+            decide(&bound, Some(&t), Action::UpdateUser(&email), owner_target),
+            OWNER
+        );
+        assert_eq!(decide(&bound, Some(&t), Action::CreateApiKey(&own), None), OK);
+        // Demoted: the same key now has a member's rights (the layer reads the
+        // role anew each key refresh; disabled or deleted, it is refused there).
+        let demoted = caller(Some(Member), "", Scopes::ALL);
+        let demoted = Caller {
+            act_as_users: false,
+            ..demoted
+        };
+        let as_member = grant(target(ME, Member), false);
+        assert_eq!(
+            decide(&demoted, Some(&t), Action::CreateApiKey(&as_member), None),
+            no("apiKeys.create")
+        );
+        assert_eq!(
+            decide(&demoted, Some(&t), Action::DeleteUser, target(OTHER, Member)),
+            no("users.delete")
+        );
+        // A key never outlives its maker.
+        let at = |s: i64| Some(Timestamp::from_unix_micros(s * 1_000_000));
+        let expiring = Caller {
+            expire_time: at(100),
+            ..console.clone()
+        };
+        let read = |expire_time| KeyGrant {
+            scopes: Scopes::of(&[Scope::Read]),
+            act_as_users: false,
+            all_tenants: false,
+            expire_time,
+            bound_to: None,
+        };
+        assert_eq!(
+            decide(&expiring, Some(&t), Action::CreateApiKey(&read(at(100))), None),
+            OK
+        );
+        assert!(escalates(&decide(
+            &expiring,
+            Some(&t),
+            Action::CreateApiKey(&read(at(101))),
+            None
+        )));
+        assert!(escalates(&decide(
+            &expiring,
+            Some(&t),
+            Action::CreateApiKey(&read(None)),
+            None
+        )));
+        // Revoking: only what the caller could have made (an admin never
+        // cuts the owner's or the console's keys; it may cut a leaked
+        // service key within its scopes).
+        let revoke = |c: &Caller, g: &KeyGrant| decide(c, Some(&t), Action::RevokeApiKey(g), None);
+        assert!(escalates(&revoke(&admin, &grant(owner_target, false))));
+        assert!(escalates(&revoke(&admin, &grant(None, true))));
+        assert_eq!(revoke(&admin, &grant(target(OTHER, Member), false)), OK);
+        assert_eq!(revoke(&admin, &read(None)), OK);
+        assert_eq!(
+            revoke(&admin, &read(at(1))),
+            OK,
+            "a key's expiry does not matter to revoke it"
+        );
+        let plain_admin_key = Caller {
+            act_as_users: false,
+            ..console.clone()
+        };
+        assert!(escalates(&revoke(
+            &plain_admin_key,
+            &grant(target(OTHER, Member), false)
+        )));
+        assert_eq!(revoke(&operator, &grant(owner_target, false)), OK);
+    }
+
+    /// An import's rows need the import scope, not write: a `read,import`
+    /// key imports, and the acting user's role still applies row by row.
+    #[test]
+    fn import_rows_need_the_import_scope() {
+        let t = tenant();
+        let importer = caller(None, "", Scopes::of(&[Scope::Read, Scope::Import]));
+        assert_eq!(decide_imported(&importer, &t, Action::CreateUser, None), OK);
+        assert_eq!(
+            decide_imported(&importer, &t, Action::DeleteUser, target(OTHER, Admin)),
+            OK
+        );
+        assert_eq!(
+            decide(&importer, Some(&t), Action::CreateUser, None),
+            no("users.create")
+        );
+        let writer = caller(None, "", Scopes::of(&[Scope::Read, Scope::Write]));
+        assert_eq!(
+            decide_imported(&writer, &t, Action::CreateUser, None),
+            no("users.create")
+        );
+        let member = caller(Some(Member), "um", Scopes::of(&[Scope::Read, Scope::Import]));
+        assert_eq!(
+            decide_imported(&member, &t, Action::UpdateUser(&mask(&["email"])), target(OTHER, Admin)),
+            no("users.update")
+        );
+        assert_eq!(
+            decide_imported(
+                &importer,
+                &t,
+                Action::UpdateUser(&mask(&["email"])),
+                target(OTHER, Owner)
+            ),
+            OWNER,
+            "a tenant key acting for nobody does not edit the owner, in an import either"
         );
     }
 }

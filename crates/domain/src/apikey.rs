@@ -15,6 +15,7 @@ use uuid::Uuid;
 use crate::access::Scopes;
 use crate::tenant::TenantId;
 use crate::text::Timestamp;
+use crate::user::UserId;
 
 /// The prefix of every key.
 pub const PREFIX: &str = "udk_";
@@ -32,6 +33,9 @@ pub struct ApiKey {
     pub scopes: Scopes,
     /// May send `x-userdir-acting-user` to act for a user of its tenant.
     pub act_as_users: bool,
+    /// The user every call with the key acts for (a key made while acting
+    /// for them): judged by that user's role and state at each call.
+    pub user: Option<UserId>,
     /// The principal that made it (`apikey:…`, or `configuration` for the
     /// operator key a deployment supplies).
     pub creator: String,

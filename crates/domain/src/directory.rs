@@ -27,6 +27,8 @@ pub struct Directory<R> {
     import_limits: ImportLimits,
     tokens: PageTokens,
     admission: Admission,
+    /// Live API keys a tenant (or the operators) may hold at once.
+    key_quota: u32,
 }
 
 impl<R> Clone for Directory<R> {
@@ -36,6 +38,7 @@ impl<R> Clone for Directory<R> {
             import_limits: self.import_limits,
             tokens: self.tokens.clone(),
             admission: self.admission.clone(),
+            key_quota: self.key_quota,
         }
     }
 }
@@ -75,6 +78,7 @@ impl<R: TenantRepository + UserRepository> Directory<R> {
             import_limits: ImportLimits::default(),
             tokens: PageTokens::random(),
             admission: Admission::default(),
+            key_quota: crate::keys::DEFAULT_KEY_QUOTA,
         }
     }
 
@@ -98,6 +102,16 @@ impl<R: TenantRepository + UserRepository> Directory<R> {
     }
 
     /// Sets the limits every import runs under.
+    /// At most `quota` live API keys per tenant (and for operators).
+    pub fn with_key_quota(mut self, quota: u32) -> Self {
+        self.key_quota = quota;
+        self
+    }
+
+    pub(crate) fn key_quota(&self) -> u32 {
+        self.key_quota
+    }
+
     pub fn with_import_limits(mut self, limits: ImportLimits) -> Self {
         self.import_limits = limits;
         self

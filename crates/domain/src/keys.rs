@@ -3,14 +3,15 @@
 
 use uuid::Uuid;
 
-use crate::access::{Action, Caller, KeyGrant, Scopes, TenantScope};
+use crate::access::{Action, Caller, KeyGrant, Scopes, Target, TenantRole, TenantScope};
 use crate::apikey::{ApiKey, NewApiKey, PREFIX, PresentedKey, SecretHash};
-use crate::directory::{Directory, Page};
+use crate::directory::{Directory, Page, reach};
 use crate::error::{DomainError, FieldViolation, ResourceKind};
 use crate::list::{SortKey, page_size};
-use crate::repo::{ApiKeyRepository, TenantRepository, UserRepository};
+use crate::repo::{ApiKeyRepository, KeyQuery, Revoked, TenantRepository, UserRepository};
 use crate::tenant::TenantId;
 use crate::text::{Timestamp, check_text};
+use crate::user::UserName;
 
 /// The prefix of an operator key given by its hash (`udkh_<id>_<sha256>`),
 /// for a deployment that keeps the token itself out of its configuration.
@@ -25,7 +26,29 @@ pub struct KeyRequest {
     pub tenant: String,
     pub scopes: Scopes,
     pub act_as_users: bool,
+    /// None: the maker's own expiry (none if it has none).
     pub expire_time: Option<Timestamp>,
+    /// `tenants/{t}/users/{id}`: the user every call with the key acts for.
+    /// Empty: the user the caller acts for, if any (a key made while acting
+    /// is always bound to that user).
+    pub user: String,
+}
+
+/// Live keys a tenant holds at most, unless configured otherwise (and the
+/// operators, together): enough for every service and console of a
+/// customer, few enough that a runaway script cannot fill the database.
+pub const DEFAULT_KEY_QUOTA: u32 = 1_000;
+
+/// The error of a tenant (`None`: the operators) at its key quota.
+pub fn quota_exceeded(tenant: Option<&TenantId>, quota: u32) -> DomainError {
+    DomainError::Exhausted {
+        reason: "API_KEY_QUOTA",
+        message: format!(
+            "{} already holds {quota} live API keys, the most allowed (--max-api-keys-per-tenant): revoke keys no \
+             longer used, then create this one",
+            tenant.map_or_else(|| "the installation's operators".to_owned(), TenantId::resource_name)
+        ),
+    }
 }
 
 /// A key just made, and its token: the only time the token is seen.
@@ -95,7 +118,7 @@ pub enum Bootstrap {
     /// None configured, and a live operator key exists.
     Present,
     /// None configured and none live: a new one, to show once.
-    Generated(CreatedKey),
+    Generated(Box<CreatedKey>),
 }
 
 const KEYS_SCOPE: &str = "apiKeys";
@@ -128,8 +151,23 @@ fn sees(caller: &Caller, key: &ApiKey) -> bool {
     }
 }
 
+/// A bearer token or `udkh_` hash is never a key's name: say so rather than
+/// echo it back.
+fn no_secret_name(caller_sent: &str) -> Result<(), DomainError> {
+    if caller_sent.starts_with(PREFIX) || caller_sent.starts_with(HASH_PREFIX) {
+        return Err(DomainError::invalid(
+            "name",
+            "is a key's token or hash, not its name: name a key as apiKeys/{id} (the id is the token's second part)",
+        ));
+    }
+    Ok(())
+}
+
 impl<R: TenantRepository + UserRepository + ApiKeyRepository> Directory<R> {
-    /// Makes a key; its token is in the result and nowhere else, ever.
+    /// Makes a key; its token is in the result and nowhere else, ever. The
+    /// key never holds more than its maker: not a scope, reach or later
+    /// expiry it lacks (no expiry asked: the maker's); made while acting
+    /// for a user, it is bound to that user.
     pub async fn create_api_key(&self, caller: &Caller, request: KeyRequest) -> Result<CreatedKey, DomainError> {
         let mut violations = Vec::new();
         let display_name = request.display_name.trim().to_owned();
@@ -151,6 +189,18 @@ impl<R: TenantRepository + UserRepository + ApiKeyRepository> Directory<R> {
         if request.expire_time.is_some_and(|t| t <= now) {
             violations.push(FieldViolation::new("api_key.expire_time", "is not in the future"));
         }
+        if let (Some(asked), Some(limit)) = (request.expire_time, caller.expire_time)
+            && asked > limit
+        {
+            violations.push(FieldViolation::new(
+                "api_key.expire_time",
+                format!(
+                    "is later than the expiry of the key that creates it ({}): a key never outlives its maker; \
+                     leave it empty to take the maker's",
+                    limit.to_rfc3339()
+                ),
+            ));
+        }
         let tenant = if request.tenant.is_empty() {
             None
         } else {
@@ -168,13 +218,53 @@ impl<R: TenantRepository + UserRepository + ApiKeyRepository> Directory<R> {
                 "is for a tenant's key: an operator's key acts for nobody",
             ));
         }
+        let bound = if request.user.is_empty() {
+            None
+        } else {
+            match UserName::parse("api_key.user", &request.user) {
+                Ok(name) if tenant.as_ref() == Some(&name.tenant) => Some(name),
+                Ok(_) => {
+                    violations.push(FieldViolation::new(
+                        "api_key.user",
+                        "is not a user of the key's tenant: a key acts only for a user of its own tenant",
+                    ));
+                    None
+                }
+                Err(v) => {
+                    violations.push(v);
+                    None
+                }
+            }
+        };
+        if bound.is_some() && request.act_as_users {
+            violations.push(FieldViolation::new(
+                "api_key.act_as_users",
+                "is for keys that name their user per call; a key bound to one user acts for that user alone",
+            ));
+        }
         if !violations.is_empty() {
             return Err(DomainError::Invalid(violations));
         }
+        // Made while acting: bound to the acting user unless it names one
+        // (which must be that user: the rules below refuse any other).
+        let bound_to = match (&bound, &caller.acting) {
+            (Some(name), _) => {
+                reach(caller, tenant.as_ref(), Action::ListApiKeys)?;
+                Some(Target::of(&self.repo().get_user(name).await?))
+            }
+            (None, Some(actor)) => Some(Target {
+                user: actor.user,
+                role: actor.role,
+            }),
+            (None, None) => None,
+        };
+        let expire_time = request.expire_time.or(caller.expire_time);
         let grant = KeyGrant {
             scopes: request.scopes,
             act_as_users: request.act_as_users,
             all_tenants: tenant.is_none(),
+            expire_time,
+            bound_to,
         };
         let action = Action::CreateApiKey(&grant);
         crate::access::decide(caller, tenant.as_ref(), action, None)
@@ -190,21 +280,22 @@ impl<R: TenantRepository + UserRepository + ApiKeyRepository> Directory<R> {
             tenant,
             scopes: request.scopes,
             act_as_users: request.act_as_users,
-            creator: caller.principal.clone(),
+            user: bound_to.map(|t| t.user),
+            creator: caller.principal.to_string(),
             create_time: now,
-            expire_time: request.expire_time,
+            expire_time,
             last_used_time: None,
             revoke_time: None,
             hash: new.hash(),
         };
-        self.repo().insert_api_key(&key).await?;
+        self.repo().insert_api_key(&key, self.key_quota()).await?;
         Ok(CreatedKey {
             key,
             token: new.token(),
         })
     }
 
-    /// The keys the caller may see, oldest first; `tenant` (`tenants/{id}`)
+    /// The keys the caller may see, by id; `tenant` (`tenants/{id}`)
     /// narrows an operator's list to one tenant's keys.
     pub async fn list_api_keys(
         &self,
@@ -232,17 +323,13 @@ impl<R: TenantRepository + UserRepository + ApiKeyRepository> Directory<R> {
             let key = self.tokens().decode(KEYS_SCOPE, page_token)?;
             Some(Uuid::try_parse(&key.id).map_err(|_| DomainError::invalid("page_token", "is damaged"))?)
         };
-        let mut items: Vec<ApiKey> = self
-            .repo()
-            .list_api_keys()
-            .await?
-            .into_iter()
-            .filter(|k| sees(caller, k))
-            .filter(|k| only.is_none() || k.tenant == only)
-            .filter(|k| show_revoked || k.revoke_time.is_none())
-            .filter(|k| after.is_none_or(|after| k.id > after))
-            .collect();
-        items.sort_by_key(|k| k.id);
+        let query = KeyQuery {
+            tenant: within.cloned(),
+            show_revoked,
+            after,
+            limit: limit + 1,
+        };
+        let mut items = self.repo().list_api_keys(&query).await?;
         let next_page_token = if items.len() > limit {
             items.truncate(limit);
             items.last().map_or_else(String::new, |k| {
@@ -263,6 +350,7 @@ impl<R: TenantRepository + UserRepository + ApiKeyRepository> Directory<R> {
 
     /// One key the caller may see.
     pub async fn get_api_key(&self, caller: &Caller, name: &str) -> Result<ApiKey, DomainError> {
+        no_secret_name(name)?;
         let id = parse_key_name("name", name)?;
         let key = self.visible_key(caller, id).await?;
         crate::access::decide(caller, key.tenant.as_ref(), Action::ListApiKeys, None)
@@ -270,66 +358,87 @@ impl<R: TenantRepository + UserRepository + ApiKeyRepository> Directory<R> {
         Ok(key)
     }
 
-    /// Revokes a key at once (every replica within one key refresh). A
-    /// revoked key stays listed, with its revoke time; revoking it again
-    /// changes nothing. The last live operator key is not revoked: that
-    /// would lock every operator out.
+    /// Revokes a key at once (every replica within one key refresh), if
+    /// the caller could have made it. A revoked key stays listed, with its
+    /// revoke time; revoking it again changes nothing. The last live
+    /// operator key with the admin scope is not revoked: that would lock
+    /// every operator out (decided under the key lock, so two operators
+    /// revoking each other's keys at once cannot both succeed).
     pub async fn revoke_api_key(&self, caller: &Caller, name: &str) -> Result<ApiKey, DomainError> {
+        no_secret_name(name)?;
         let id = parse_key_name("name", name)?;
         let key = self.visible_key(caller, id).await?;
-        crate::access::decide(caller, key.tenant.as_ref(), Action::RevokeApiKey, None)
-            .map_err(|d| d.into_error(key.tenant.as_ref(), Action::RevokeApiKey))?;
+        let bound_to = match key.user {
+            Some(user) => Some(match &key.tenant {
+                Some(tenant) => match self
+                    .repo()
+                    .get_user(&UserName {
+                        tenant: tenant.clone(),
+                        id: user,
+                    })
+                    .await
+                {
+                    Ok(u) => Target::of(&u),
+                    // A gone user's keys: any manager of members may revoke them.
+                    Err(DomainError::NotFound { .. }) => Target {
+                        user,
+                        role: TenantRole::Member,
+                    },
+                    Err(e) => return Err(e),
+                },
+                None => Target {
+                    user,
+                    role: TenantRole::Member,
+                },
+            }),
+            None => None,
+        };
+        let grant = KeyGrant {
+            scopes: key.scopes,
+            act_as_users: key.act_as_users,
+            all_tenants: key.tenant.is_none(),
+            expire_time: key.expire_time,
+            bound_to,
+        };
+        let action = Action::RevokeApiKey(&grant);
+        crate::access::decide(caller, key.tenant.as_ref(), action, None)
+            .map_err(|d| d.into_error(key.tenant.as_ref(), action))?;
         if key.revoke_time.is_some() {
             return Ok(key);
         }
-        let now = Timestamp::now();
-        if key.tenant.is_none() {
-            let others = self
-                .repo()
-                .list_api_keys()
-                .await?
-                .into_iter()
-                .filter(|k| k.tenant.is_none() && k.id != key.id && k.live_at(now))
-                .count();
-            if others == 0 {
-                return Err(DomainError::Precondition {
-                    reason: "LAST_OPERATOR_KEY",
-                    message: format!(
-                        "{} is the last live operator key: create another operator key first, then revoke this one",
-                        key_resource_name(id)
-                    ),
-                });
-            }
+        match self.repo().revoke_api_key(id, Timestamp::now()).await? {
+            Revoked::Now | Revoked::Unchanged => self.visible_key(caller, id).await,
+            Revoked::LastOperatorKey => Err(DomainError::Precondition {
+                reason: "LAST_OPERATOR_KEY",
+                message: format!(
+                    "{} is the last live operator key with the admin scope: create another such key first, then \
+                     revoke this one",
+                    key_resource_name(id)
+                ),
+            }),
         }
-        self.repo().revoke_api_key(id, now).await?;
-        self.visible_key(caller, id).await
     }
 
     async fn visible_key(&self, caller: &Caller, id: Uuid) -> Result<ApiKey, DomainError> {
         self.repo()
-            .list_api_keys()
+            .get_api_key(id)
             .await?
-            .into_iter()
-            .find(|k| k.id == id && sees(caller, k))
+            .filter(|k| sees(caller, k))
             .ok_or_else(|| not_found(id))
     }
 
-    /// Whether a live operator key is stored.
+    /// Whether a live operator key with the admin scope is stored: one that
+    /// can administer the installation.
     pub async fn has_live_operator_key(&self) -> Result<bool, DomainError> {
-        let now = Timestamp::now();
-        Ok(self
-            .repo()
-            .list_api_keys()
-            .await?
-            .iter()
-            .any(|k| k.tenant.is_none() && k.live_at(now)))
+        self.repo().has_operator_admin_key(Timestamp::now()).await
     }
 
     /// Makes sure an operator can get in: stores the configured operator key
     /// (every tenant, every scope) if it is not stored yet, or, with none
-    /// configured and no live operator key, generates one for the caller to
-    /// show once. A configured key whose id is stored with another secret is
-    /// refused: the configuration and the database disagree.
+    /// configured and no live operator key with the admin scope, generates
+    /// one for the caller to show once. A configured key whose id is stored
+    /// with another secret is refused: the configuration and the database
+    /// disagree.
     pub async fn bootstrap_operator_key(&self, configured: Option<ConfiguredKey>) -> Result<Bootstrap, DomainError> {
         let now = Timestamp::now();
         let operator_key = |id: Uuid, hash: SecretHash, creator: &str| ApiKey {
@@ -338,6 +447,7 @@ impl<R: TenantRepository + UserRepository + ApiKeyRepository> Directory<R> {
             tenant: None,
             scopes: Scopes::ALL,
             act_as_users: false,
+            user: None,
             creator: creator.to_owned(),
             create_time: now,
             expire_time: None,
@@ -345,25 +455,26 @@ impl<R: TenantRepository + UserRepository + ApiKeyRepository> Directory<R> {
             revoke_time: None,
             hash,
         };
-        let keys = self.repo().list_api_keys().await?;
+        // The installation's own key is never refused for the quota.
+        let quota = u32::MAX;
         let Some(configured) = configured else {
-            if keys.iter().any(|k| k.tenant.is_none() && k.live_at(now)) {
+            if self.repo().has_operator_admin_key(now).await? {
                 return Ok(Bootstrap::Present);
             }
             let new = NewApiKey::generate()
                 .map_err(|e| DomainError::storage(format!("no random bytes from the system: {e}")))?;
             let key = operator_key(new.id, new.hash(), "first start");
-            self.repo().insert_api_key(&key).await?;
-            return Ok(Bootstrap::Generated(CreatedKey {
+            self.repo().insert_api_key(&key, quota).await?;
+            return Ok(Bootstrap::Generated(Box::new(CreatedKey {
                 key,
                 token: new.token(),
-            }));
+            })));
         };
-        let stored = match keys.into_iter().find(|k| k.id == configured.id) {
+        let stored = match self.repo().get_api_key(configured.id).await? {
             Some(stored) => stored,
             None => {
                 let key = operator_key(configured.id, configured.hash, "configuration");
-                match self.repo().insert_api_key(&key).await {
+                match self.repo().insert_api_key(&key, quota).await {
                     Ok(()) => {
                         return Ok(Bootstrap::Configured {
                             id: configured.id,
@@ -373,10 +484,8 @@ impl<R: TenantRepository + UserRepository + ApiKeyRepository> Directory<R> {
                     // Another replica stored it first: check it as stored.
                     Err(DomainError::AlreadyExists { .. }) => self
                         .repo()
-                        .list_api_keys()
+                        .get_api_key(configured.id)
                         .await?
-                        .into_iter()
-                        .find(|k| k.id == configured.id)
                         .ok_or_else(|| not_found(configured.id))?,
                     Err(e) => return Err(e),
                 }

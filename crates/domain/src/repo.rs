@@ -89,14 +89,58 @@ pub trait UserRepository: Send + Sync + 'static {
     ) -> impl Future<Output = RepoResult<Vec<User>>> + Send;
 }
 
-/// API keys: only their hashes are stored.
+/// Which API keys a list reads: by id, after `after`, at most `limit`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyQuery {
+    /// One tenant's keys, or (`None`) every key.
+    pub tenant: Option<TenantId>,
+    pub show_revoked: bool,
+    pub after: Option<Uuid>,
+    pub limit: usize,
+}
+
+/// Keys written (made, revoked) after a change number, for servers that
+/// hold keys in memory and re-read only what changed.
+#[derive(Debug, Clone, Default)]
+pub struct KeyChanges {
+    /// The keys as written, in change order.
+    pub keys: Vec<ApiKey>,
+    /// Rows that changed but do not decode (a hand-edited row): the server
+    /// forgets these keys, so they open nothing, and logs their ids.
+    pub undecodable: Vec<Uuid>,
+    /// The highest change number read (the next read starts after it).
+    pub last: i64,
+}
+
+/// How a revocation went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Revoked {
+    /// Revoked now.
+    Now,
+    /// Revoked before, or no such key: nothing changed.
+    Unchanged,
+    /// Refused: it is the last live operator key with the admin scope, and
+    /// without one nobody can administer the installation.
+    LastOperatorKey,
+}
+
+/// API keys: only their hashes are stored. Every write takes one lock (see
+/// the store's migration 11), so the checks made under it hold under races.
 pub trait ApiKeyRepository: Send + Sync + 'static {
-    /// A new key; its id is new.
-    fn insert_api_key(&self, key: &ApiKey) -> impl Future<Output = RepoResult<()>> + Send;
-    /// Every key, revoked ones too (the caller filters), oldest first.
-    fn list_api_keys(&self) -> impl Future<Output = RepoResult<Vec<ApiKey>>> + Send;
-    /// Marks a key revoked at `at`; `false` when no such key, or revoked already.
-    fn revoke_api_key(&self, id: Uuid, at: Timestamp) -> impl Future<Output = RepoResult<bool>> + Send;
+    /// A new key (its id is new), unless its tenant (`None`: operators)
+    /// already holds `quota` live keys: then `Exhausted` `API_KEY_QUOTA`.
+    fn insert_api_key(&self, key: &ApiKey, quota: u32) -> impl Future<Output = RepoResult<()>> + Send;
+    /// One key, revoked or not.
+    fn get_api_key(&self, id: Uuid) -> impl Future<Output = RepoResult<Option<ApiKey>>> + Send;
+    /// Keys by id, as `query` says.
+    fn list_api_keys(&self, query: &KeyQuery) -> impl Future<Output = RepoResult<Vec<ApiKey>>> + Send;
+    /// Whether a live operator key with the admin scope is stored.
+    fn has_operator_admin_key(&self, now: Timestamp) -> impl Future<Output = RepoResult<bool>> + Send;
+    /// Marks a key revoked at `at`, unless that would leave no live operator
+    /// key with the admin scope.
+    fn revoke_api_key(&self, id: Uuid, at: Timestamp) -> impl Future<Output = RepoResult<Revoked>> + Send;
+    /// Keys written after change number `since` (every key for -1).
+    fn api_key_changes(&self, since: i64) -> impl Future<Output = RepoResult<KeyChanges>> + Send;
     /// Records when keys were last used (a later time only).
     fn touch_api_keys(&self, used: &[(Uuid, Timestamp)]) -> impl Future<Output = RepoResult<()>> + Send;
 }

@@ -111,7 +111,7 @@ impl<R: TenantRepository + UserRepository> Directory<R> {
     ) -> Result<(User, Option<User>), DomainError> {
         let tenant = invalid(TenantId::from_resource_name("tenant", tenant))?;
         let to = invalid(UserName::parse("new_owner", new_owner))?;
-        reach(caller, Some(&tenant), Action::TransferOwnership)?;
+        reach(caller, Some(&tenant), Action::TransferOwnership { first: false })?;
         if to.tenant != tenant {
             return Err(DomainError::invalid(
                 "new_owner",
@@ -119,14 +119,17 @@ impl<R: TenantRepository + UserRepository> Directory<R> {
             ));
         }
         let next = self.repo().get_user(&to).await?;
-        allow(caller, &tenant, Action::TransferOwnership, Some(&next))?;
+        let previous = self.repo().find_owner(&tenant).await?;
+        let action = Action::TransferOwnership {
+            first: previous.is_none(),
+        };
+        allow(caller, &tenant, action, Some(&next))?;
         if !next.enabled {
             return Err(DomainError::Precondition {
                 reason: "USER_DISABLED",
                 message: format!("{to} is disabled: enable the user before making them the owner"),
             });
         }
-        let previous = self.repo().find_owner(&tenant).await?;
         if previous.as_ref().is_some_and(|p| p.id == next.id) {
             return Ok((next, None));
         }
@@ -175,15 +178,26 @@ impl<R: TenantRepository + UserRepository> Directory<R> {
                 ),
             ));
         }
-        // A tenant the caller cannot reach does not exist for it.
-        reach(caller, Some(&tenant), Action::GetTenant).or_else(|e| match e {
-            DomainError::PermissionDenied { .. } => Ok(()),
-            e => Err(e),
-        })?;
+        // A tenant the caller cannot reach does not exist for it; naming a
+        // user asks whether it exists (and who owns the tenant), which
+        // needs the right to read users.
+        if user.is_some() {
+            reach(caller, Some(&tenant), Action::GetUser)?;
+        } else {
+            reach(caller, Some(&tenant), Action::GetTenant).or_else(|e| match e {
+                DomainError::PermissionDenied { .. } => Ok(()),
+                e => Err(e),
+            })?;
+        }
         self.repo().get_tenant(&tenant).await?;
         let target = match &user {
             Some(name) => Some(self.repo().get_user(name).await?),
             None => None,
+        };
+        let first_owner = if asked.contains(&"tenants.transferOwnership") {
+            self.repo().find_owner(&tenant).await?.is_none()
+        } else {
+            false
         };
         let everything = UserMask::all();
         let held = asked
@@ -192,7 +206,7 @@ impl<R: TenantRepository + UserRepository> Directory<R> {
                 let action = match *permission {
                     "tenants.get" => Action::GetTenant,
                     "tenants.update" => Action::UpdateTenant,
-                    "tenants.transferOwnership" => Action::TransferOwnership,
+                    "tenants.transferOwnership" => Action::TransferOwnership { first: first_owner },
                     "users.list" => Action::ListUsers,
                     "users.create" => Action::CreateUser,
                     "users.import" => Action::ImportUsers,

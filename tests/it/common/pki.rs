@@ -27,9 +27,16 @@ impl TestCa {
     /// A certificate for `names` (DNS names or IP addresses) with common
     /// name `cn`, signed by this CA: (certificate PEM, private key PEM).
     pub fn issue(&self, names: &[&str], cn: &str) -> (String, String) {
+        self.issue_subject(names, &[(DnType::CommonName, cn)])
+    }
+
+    /// The same with these subject attributes, in this order.
+    pub fn issue_subject(&self, names: &[&str], subject: &[(DnType, &str)]) -> (String, String) {
         let key = KeyPair::generate().unwrap();
         let mut params = CertificateParams::new(names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>()).unwrap();
-        params.distinguished_name.push(DnType::CommonName, cn);
+        for (kind, value) in subject {
+            params.distinguished_name.push(kind.clone(), *value);
+        }
         let issuer = Issuer::new(self.params.clone(), &self.key);
         (params.signed_by(&key, &issuer).unwrap().pem(), key.serialize_pem())
     }

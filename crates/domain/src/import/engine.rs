@@ -85,6 +85,9 @@ pub struct Importer<R> {
     staged: VecDeque<Staged>,
     /// Writes decided batches, group-committing them; `None` in dry runs.
     writer: Option<Writer>,
+    /// Rows refused for the caller's rights, and the first of them (line,
+    /// message): an import whose every row was refused so fails.
+    refused: (u64, Option<(u64, String)>),
     /// Renews the job's heartbeat while the import lives.
     _heartbeat: AbortOnDrop,
     /// The import's place under the server's caps, given back when it ends.
@@ -106,7 +109,7 @@ impl<R: TenantRepository + UserRepository + ImportRepository> Importer<R> {
         let job = ImportJob {
             tenant: tenant.id.clone(),
             id: Uuid::now_v7(),
-            actor: caller.principal.clone(),
+            actor: caller.principal.to_string(),
             options,
             state: ImportState::Running,
             start_time: now,
@@ -138,6 +141,7 @@ impl<R: TenantRepository + UserRepository + ImportRepository> Importer<R> {
             last_progress: tokio::time::Instant::now(),
             staged: VecDeque::new(),
             writer,
+            refused: (0, None),
             _heartbeat: heartbeat,
             _slot: slot,
         })
@@ -226,9 +230,9 @@ impl<R: TenantRepository + UserRepository + ImportRepository> Importer<R> {
         Ok(())
     }
 
-    /// Ends the input: processes what is left, then (FULL_SYNC) deletes the
-    /// users absent from the file, and records the job as SUCCEEDED.
-    pub async fn finish(&mut self) -> Result<Vec<RowResult>, DomainError> {
+    /// Ends the input: processes what is left and returns its results;
+    /// [`Self::conclude`] then ends the import.
+    pub async fn end_input(&mut self) -> Result<Vec<RowResult>, DomainError> {
         self.intake.finish(&mut self.pending)?;
         let mut results = Vec::new();
         // Rows whose create lost a race come back as pending once written.
@@ -243,6 +247,28 @@ impl<R: TenantRepository + UserRepository + ImportRepository> Importer<R> {
                 break;
             }
         }
+        Ok(results)
+    }
+
+    /// After [`Self::end_input`] (its results delivered): refuses an import
+    /// whose every row was refused for the caller's rights (PERMISSION_DENIED,
+    /// the job FAILED: not a SUCCEEDED that wrote nothing), then (FULL_SYNC)
+    /// deletes the users absent from the file, and records the job as
+    /// SUCCEEDED.
+    pub async fn conclude(&mut self) -> Result<Vec<RowResult>, DomainError> {
+        if let (refused, Some((line, first))) = &self.refused
+            && *refused == self.job.counts.rows
+        {
+            return Err(DomainError::PermissionDenied {
+                permission: "users.import",
+                message: format!(
+                    "every row of the file ({refused}) was refused for the caller's rights, so nothing was written \
+                     (line {line}: {first}). Import with a key (the import scope) or an acting user that may write \
+                     these users"
+                ),
+            });
+        }
+        let mut results = Vec::new();
         if self.job.options.mode == ImportMode::FullSync {
             results.extend(self.delete_absent().await?);
         }
@@ -460,6 +486,13 @@ impl<R: TenantRepository + UserRepository + ImportRepository> Importer<R> {
         let results = self.planner.complete(plan, outcomes, &mut self.pending);
         for r in &results {
             self.job.counts.add(r.outcome);
+            if let Some(failure) = &r.failure
+                && r.outcome == RowOutcome::Failed
+                && crate::access::Denied::is_reason(&failure.reason)
+            {
+                self.refused.0 += 1;
+                self.refused.1.get_or_insert_with(|| (r.line, failure.message.clone()));
+            }
         }
         results
     }

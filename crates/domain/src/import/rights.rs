@@ -54,7 +54,7 @@ pub(super) fn permit(
         Some(user) if user == planned => return Ok(()),
         Some(user) => (Action::UpdateUser(mask), Some(Target::of(user))),
     };
-    access::decide(caller, Some(tenant), action, target)
+    access::decide_imported(caller, tenant, action, target)
         .map_err(|denied| row_failure(denied.into_error(Some(tenant), action)))
 }
 
@@ -92,7 +92,7 @@ pub(super) fn protection(
         };
         if role == TenantRole::Admin && keep_admins {
             protect.roles.push((role, Kept::KeepAdmins));
-        } else if access::decide(caller, Some(tenant), Action::DeleteUser, Some(someone)).is_err() {
+        } else if access::decide_imported(caller, tenant, Action::DeleteUser, Some(someone)).is_err() {
             protect.roles.push((role, Kept::MissingPermission));
         }
     }

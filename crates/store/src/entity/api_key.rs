@@ -17,6 +17,10 @@ pub struct Model {
     pub last_used_time: Option<i64>,
     pub revoke_time: Option<i64>,
     pub secret_hash: String,
+    /// The user the key acts for (a key made while acting).
+    pub user_id: Option<Uuid>,
+    /// The number of the key's last write (see migration 11).
+    pub change_seq: i64,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

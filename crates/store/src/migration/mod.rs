@@ -12,6 +12,7 @@ mod m20261202_000007_api_keys;
 mod m20261202_000008_api_key_creator;
 mod m20261202_000009_user_roles;
 mod m20261203_000010_import_protected;
+mod m20261206_000011_api_key_changes;
 
 pub struct Migrator;
 
@@ -29,6 +30,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261202_000008_api_key_creator::Migration),
             Box::new(m20261202_000009_user_roles::Migration),
             Box::new(m20261203_000010_import_protected::Migration),
+            Box::new(m20261206_000011_api_key_changes::Migration),
         ]
     }
 }

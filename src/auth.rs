@@ -111,6 +111,7 @@ impl Auth {
         };
         if !caller.act_as_users {
             return Err(DomainError::PermissionDenied {
+                reason: "MISSING_PERMISSION",
                 permission: "apiKeys.actAsUsers",
                 message: format!(
                     "this API key may not act for users: send no {ACTING_USER} header, or use a key made with act_as_users"

@@ -112,6 +112,7 @@ mod tests {
     #[test]
     fn callers_refused_get_their_codes_and_the_missing_permission() {
         let status = super::to_status(DomainError::PermissionDenied {
+            reason: "MISSING_PERMISSION",
             permission: "users.delete",
             message: "the caller may not users.delete in tenants/acme".into(),
         });

@@ -82,11 +82,16 @@ pub(crate) fn outcomes(results: &[ImportRowResult]) -> Vec<(i64, ImportOutcome)>
 
 /// Every user of tenant acme, by email, page after page.
 pub(crate) async fn users(s: &TestServer) -> Vec<User> {
+    users_of(s, "acme").await
+}
+
+/// Every user of `tenant`, by email.
+pub(crate) async fn users_of(s: &TestServer, tenant: &str) -> Vec<User> {
     let mut all = Vec::new();
     let mut page_token = String::new();
     loop {
         let req = ListUsersRequest {
-            parent: "tenants/acme".into(),
+            parent: format!("tenants/{tenant}"),
             page_size: 1000,
             order_by: "email".into(),
             page_token,

@@ -265,43 +265,51 @@ async fn corrupt_key(store: &Store, id: uuid::Uuid) {
         .unwrap();
 }
 
-/// Many keys made at once against a quota of 5: exactly 5 are made, the
-/// others refused `API_KEY_QUOTA`; a revoked key frees its place.
+/// Many keys made at once against a quota of 5, in rounds (the pool warm
+/// after the first): exactly 5 are made each time, the others refused
+/// `API_KEY_QUOTA`; a revoked key frees its place.
 async fn the_key_quota_holds_under_a_race(s: TestServer) {
     use std::sync::Arc;
     let store = Arc::new(Store::connect(&s.store_options).await.unwrap());
-    let tasks: Vec<_> = (0..20)
-        .map(|i| {
-            let store = Arc::clone(&store);
-            tokio::spawn(async move {
-                let made = NewApiKey::generate().unwrap();
-                let key = ApiKey {
-                    tenant: Some(TenantId::parse("tenant", "quota").unwrap()),
-                    ..svc_key(&made, &format!("k{i}"))
-                };
-                store.insert_api_key(&key, 5).await.map(|()| key.id)
+    let mut first = Vec::new();
+    for round in 0..5 {
+        let tenant = TenantId::parse("tenant", &format!("quota{round}")).unwrap();
+        let start = Arc::new(tokio::sync::Barrier::new(40));
+        let tasks: Vec<_> = (0..40)
+            .map(|i| {
+                let (store, start, tenant) = (Arc::clone(&store), Arc::clone(&start), tenant.clone());
+                tokio::spawn(async move {
+                    let made = NewApiKey::generate().unwrap();
+                    let key = ApiKey {
+                        tenant: Some(tenant),
+                        ..svc_key(&made, &format!("k{i}"))
+                    };
+                    start.wait().await;
+                    store.insert_api_key(&key, 5).await.map(|()| key.id)
+                })
             })
-        })
-        .collect();
-    let mut made = Vec::new();
-    let mut refused = 0;
-    for task in tasks {
-        match task.await.unwrap() {
-            Ok(id) => made.push(id),
-            Err(e) => {
-                assert_eq!(e.reason(), "API_KEY_QUOTA", "{e}");
-                refused += 1;
+            .collect();
+        let mut made = Vec::new();
+        let mut refused = 0;
+        for task in tasks {
+            match task.await.unwrap() {
+                Ok(id) => made.push(id),
+                Err(e) => {
+                    assert_eq!(e.reason(), "API_KEY_QUOTA", "{e}");
+                    refused += 1;
+                }
             }
         }
+        assert_eq!((made.len(), refused), (5, 35), "round {round}");
+        first.push(made[0]);
     }
-    assert_eq!((made.len(), refused), (5, 15));
     let one_more = NewApiKey::generate().unwrap();
     let key = ApiKey {
-        tenant: Some(TenantId::parse("tenant", "quota").unwrap()),
+        tenant: Some(TenantId::parse("tenant", "quota0").unwrap()),
         ..svc_key(&one_more, "after")
     };
     assert!(store.insert_api_key(&key, 5).await.is_err());
-    store.revoke_api_key(made[0], Timestamp::now()).await.unwrap();
+    store.revoke_api_key(first[0], Timestamp::now()).await.unwrap();
     store.insert_api_key(&key, 5).await.unwrap();
 }
 
@@ -321,26 +329,42 @@ async fn the_last_operator_admin_key_stays_under_a_race(s: TestServer) {
     };
     let reader = operator_key(Scopes::of(&[Scope::Read]));
     store.insert_api_key(&reader, 100).await.unwrap();
-    let mut admins = vec![crate::common::operator_key()[4..36].parse::<uuid::Uuid>().unwrap()];
-    for _ in 0..4 {
-        let key = operator_key(Scopes::ALL);
-        store.insert_api_key(&key, 100).await.unwrap();
-        admins.push(key.id);
+    // Rounds: the one key left by a round is revoked with the next's four.
+    for round in 0..4 {
+        for _ in 0..4 {
+            store.insert_api_key(&operator_key(Scopes::ALL), 100).await.unwrap();
+        }
+        let admins: Vec<uuid::Uuid> = store
+            .list_api_keys(&KeyQuery {
+                show_revoked: false,
+                ..every_key()
+            })
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|k| k.tenant.is_none() && k.scopes == Scopes::ALL)
+            .map(|k| k.id)
+            .collect();
+        assert_eq!(admins.len(), 5, "round {round}");
+        let start = Arc::new(tokio::sync::Barrier::new(admins.len()));
+        let tasks: Vec<_> = admins
+            .iter()
+            .map(|id| {
+                let (store, id, start) = (Arc::clone(&store), *id, Arc::clone(&start));
+                tokio::spawn(async move {
+                    start.wait().await;
+                    store.revoke_api_key(id, Timestamp::now()).await.unwrap()
+                })
+            })
+            .collect();
+        let mut outcomes = Vec::new();
+        for task in tasks {
+            outcomes.push(task.await.unwrap());
+        }
+        let revoked = outcomes.iter().filter(|o| **o == Revoked::Now).count();
+        let kept = outcomes.iter().filter(|o| **o == Revoked::LastOperatorKey).count();
+        assert_eq!((revoked, kept), (4, 1), "round {round}: {outcomes:?}");
     }
-    let tasks: Vec<_> = admins
-        .iter()
-        .map(|id| {
-            let (store, id) = (Arc::clone(&store), *id);
-            tokio::spawn(async move { store.revoke_api_key(id, Timestamp::now()).await.unwrap() })
-        })
-        .collect();
-    let mut outcomes = Vec::new();
-    for task in tasks {
-        outcomes.push(task.await.unwrap());
-    }
-    let revoked = outcomes.iter().filter(|o| **o == Revoked::Now).count();
-    let kept = outcomes.iter().filter(|o| **o == Revoked::LastOperatorKey).count();
-    assert_eq!((revoked, kept), (4, 1), "{outcomes:?}");
     assert!(store.has_operator_admin_key(Timestamp::now()).await.unwrap());
     assert_eq!(
         store.revoke_api_key(reader.id, Timestamp::now()).await.unwrap(),

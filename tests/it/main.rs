@@ -11,6 +11,7 @@ mod export;
 mod import;
 mod import_roles;
 mod jobs;
+mod key_rights;
 mod keys;
 mod limits;
 mod list;

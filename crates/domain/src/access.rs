@@ -343,6 +343,7 @@ impl Denied {
                 name: place,
             },
             Denied::Missing(permission) if tenant.is_none() => DomainError::PermissionDenied {
+                reason: self.reason(),
                 permission,
                 message: format!(
                     "only an operator's credential (one that reaches every tenant) may {permission}, and with \
@@ -350,6 +351,7 @@ impl Denied {
                 ),
             },
             Denied::Missing(permission) => DomainError::PermissionDenied {
+                reason: self.reason(),
                 permission,
                 message: format!(
                     "the caller may not {permission} in {place}: the credential's scopes or the acting user's role \
@@ -357,6 +359,7 @@ impl Denied {
                 ),
             },
             Denied::OwnersOnly(permission) => DomainError::PermissionDenied {
+                reason: self.reason(),
                 permission,
                 message: format!(
                     "only the owner of {place} (acting as themselves) or an operator's key may {permission}; a \
@@ -364,6 +367,7 @@ impl Denied {
                 ),
             },
             Denied::Escalation(what) => DomainError::PermissionDenied {
+                reason: self.reason(),
                 permission: action.permission(),
                 message: format!(
                     "a key cannot be given more than the credential that {}: {what}",

@@ -83,7 +83,13 @@ pub enum DomainError {
     /// The caller may see the tenant but lacks `permission` (PERMISSION_DENIED
     /// `MISSING_PERMISSION`, the permission in the error's metadata).
     #[error("{message}")]
-    PermissionDenied { permission: &'static str, message: String },
+    PermissionDenied {
+        /// `MISSING_PERMISSION`, or `KEY_ESCALATION` for a key that would
+        /// hold more than its maker.
+        reason: &'static str,
+        permission: &'static str,
+        message: String,
+    },
     /// The database cannot be reached right now; retrying later may work.
     #[error("database unavailable: {0}")]
     Unavailable(#[source] BoxError),
@@ -163,7 +169,7 @@ impl DomainError {
             Self::StorageFull(_) => "STORAGE_FULL",
             Self::ShuttingDown => "SERVER_SHUTTING_DOWN",
             Self::Unauthenticated { .. } => "UNAUTHENTICATED",
-            Self::PermissionDenied { .. } => "MISSING_PERMISSION",
+            Self::PermissionDenied { reason, .. } => reason,
             Self::Storage(_) => "STORAGE_FAILURE",
         }
     }

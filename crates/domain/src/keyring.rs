@@ -175,3 +175,129 @@ impl<R: ApiKeyRepository> KeyRing<R> {
         self.repo.touch_api_keys(&used).await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use tokio::sync::Notify;
+
+    use super::*;
+    use crate::access::Scopes;
+    use crate::apikey::NewApiKey;
+    use crate::error::DomainError;
+    use crate::repo::{KeyChanges, KeyQuery, Revoked};
+    use crate::tenant::TenantId;
+
+    /// Keys in memory, each with its change number; the second read of
+    /// changes is held at a gate after taking its snapshot (a slow query).
+    struct SlowRepo {
+        keys: Mutex<Vec<(i64, ApiKey)>>,
+        reads: AtomicUsize,
+        snapshot_taken: Notify,
+        gate: Notify,
+    }
+
+    impl ApiKeyRepository for SlowRepo {
+        async fn insert_api_key(&self, _: &ApiKey, _: u32) -> RepoResult<()> {
+            Err(DomainError::storage("unused"))
+        }
+        async fn get_api_key(&self, _: Uuid) -> RepoResult<Option<ApiKey>> {
+            Err(DomainError::storage("unused"))
+        }
+        async fn list_api_keys(&self, _: &KeyQuery) -> RepoResult<Vec<ApiKey>> {
+            Err(DomainError::storage("unused"))
+        }
+        async fn has_operator_admin_key(&self, _: Timestamp) -> RepoResult<bool> {
+            Err(DomainError::storage("unused"))
+        }
+        async fn revoke_api_key(&self, _: Uuid, _: Timestamp) -> RepoResult<Revoked> {
+            Err(DomainError::storage("unused"))
+        }
+        async fn api_key_changes(&self, since: i64) -> RepoResult<KeyChanges> {
+            let snapshot: Vec<(i64, ApiKey)> = self
+                .keys
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|(seq, _)| *seq > since)
+                .cloned()
+                .collect();
+            if self.reads.fetch_add(1, Ordering::SeqCst) == 1 {
+                self.snapshot_taken.notify_one();
+                self.gate.notified().await;
+            }
+            Ok(KeyChanges {
+                last: snapshot.iter().map(|(seq, _)| *seq).max().unwrap_or(since),
+                keys: snapshot.into_iter().map(|(_, k)| k).collect(),
+                undecodable: Vec::new(),
+            })
+        }
+        async fn touch_api_keys(&self, _: &[(Uuid, Timestamp)]) -> RepoResult<()> {
+            Ok(())
+        }
+    }
+
+    /// A slow refresh that read before a revocation never puts the key back
+    /// after a later refresh saw it revoked: refreshes run one at a time.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_older_read_never_replaces_a_newer_one() {
+        let made = NewApiKey::generate().unwrap();
+        let key = ApiKey {
+            id: made.id,
+            name: "svc".into(),
+            tenant: Some(TenantId::parse("tenant", "acme").unwrap()),
+            scopes: Scopes::ALL,
+            act_as_users: false,
+            user: None,
+            creator: "test".into(),
+            create_time: Timestamp::now(),
+            expire_time: None,
+            last_used_time: None,
+            revoke_time: None,
+            hash: made.hash(),
+        };
+        let repo = Arc::new(SlowRepo {
+            keys: Mutex::new(vec![(1, key.clone())]),
+            reads: AtomicUsize::new(0),
+            snapshot_taken: Notify::new(),
+            gate: Notify::new(),
+        });
+        let ring = Arc::new(KeyRing::load(Arc::clone(&repo)).await.unwrap());
+        // A change (a rename), then a slow refresh reads it...
+        repo.keys.lock().unwrap()[0] = (
+            2,
+            ApiKey {
+                name: "renamed".into(),
+                ..key.clone()
+            },
+        );
+        let slow = tokio::spawn({
+            let ring = Arc::clone(&ring);
+            async move { ring.refresh().await.unwrap() }
+        });
+        repo.snapshot_taken.notified().await;
+        // ...the key is revoked, and another refresh starts meanwhile.
+        repo.keys.lock().unwrap()[0] = (
+            3,
+            ApiKey {
+                revoke_time: Some(Timestamp::now()),
+                ..key.clone()
+            },
+        );
+        let fast = tokio::spawn({
+            let ring = Arc::clone(&ring);
+            async move { ring.refresh().await.unwrap() }
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        repo.gate.notify_one();
+        slow.await.unwrap();
+        fast.await.unwrap();
+        assert_eq!(
+            ring.authenticate(&made.token(), Timestamp::now()).unwrap_err(),
+            AuthError::Revoked
+        );
+    }
+}

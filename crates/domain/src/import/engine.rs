@@ -260,6 +260,7 @@ impl<R: TenantRepository + UserRepository + ImportRepository> Importer<R> {
             && *refused == self.job.counts.rows
         {
             return Err(DomainError::PermissionDenied {
+                reason: "MISSING_PERMISSION",
                 permission: "users.import",
                 message: format!(
                     "every row of the file ({refused}) was refused for the caller's rights, so nothing was written \

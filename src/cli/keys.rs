@@ -56,6 +56,10 @@ pub struct CreateArgs {
     /// It may send `x-userdir-acting-user` to act for a user of its tenant.
     #[arg(long)]
     pub act_as_users: bool,
+    /// Bind it to one user (`tenants/acme/users/ID`, or the ID with
+    /// --tenant): every call with it acts for that user.
+    #[arg(long, conflicts_with = "act_as_users")]
+    pub user: Option<String>,
     /// When it stops working (RFC 3339: `2027-03-31T00:00:00Z`).
     #[arg(long)]
     pub expire_time: Option<String>,
@@ -134,6 +138,12 @@ async fn create(args: CreateArgs) -> Result<(), String> {
         scopes: args.scopes.iter().map(|s| scope_to_pb(*s) as i32).collect(),
         act_as_users: args.act_as_users,
         expire_time,
+        user: match (&args.user, &args.tenant) {
+            (None, _) => String::new(),
+            (Some(user), _) if user.starts_with("tenants/") => user.clone(),
+            (Some(id), Some(tenant)) => format!("{}/users/{id}", tenant_parent(tenant)?),
+            (Some(_), None) => return Err("--user takes tenants/T/users/ID, or the ID with --tenant".to_owned()),
+        },
         ..Default::default()
     };
     let made = client(&args.server)
@@ -235,6 +245,9 @@ fn describe(key: &pb::ApiKey) -> String {
     );
     if key.act_as_users {
         text.push_str("; acts for users");
+    }
+    if !key.user.is_empty() {
+        text.push_str(&format!("; acts for {}", key.user));
     }
     let when = |t: &prost_types::Timestamp| Timestamp::from_seconds_nanos(t.seconds, t.nanos).to_rfc3339();
     if let Some(t) = &key.expire_time {

@@ -486,6 +486,55 @@ async fn an_import_refused_row_by_row_fails(s: TestServer) {
     assert_eq!(job.state, ImportJobState::Succeeded as i32);
 }
 
+/// A `read,import` key (the README's `ci-import`) imports: it creates and
+/// updates rows, and a FULL_SYNC with it deletes the users absent from the
+/// file (it deleted no one, every row refused, before the import scope
+/// counted for the rows).
+async fn an_import_key_imports_and_syncs(s: TestServer) {
+    s.tenant("acme").await;
+    s.user("acme", "stays@acme.example", "Stays").await;
+    s.user("acme", "goes@acme.example", "Goes").await;
+    let (token, _) = create_key(&s.channel, "acme", &[Scope::Read, Scope::Import], false).await;
+    let client = UserDirectoryClient::new(with_key(&s.plain, Some(&token)));
+    let file = "email,name\nstays@acme.example,Stays Renamed\nnew@acme.example,New\n";
+    let mut all = vec![ImportUsersRequest {
+        payload: Some(Payload::Options(ImportOptions {
+            mode: ImportMode::FullSync as i32,
+            ..upsert("acme")
+        })),
+    }];
+    all.extend(crate::import::chunks(file.as_bytes(), 64));
+    all.push(crate::import::end());
+    let (results, job) = crate::import::results_of(client, tonic::Request::new(tokio_stream::iter(all)))
+        .await
+        .unwrap();
+    let outcomes: Vec<(String, i32)> = results.iter().map(|r| (r.email.clone(), r.outcome)).collect();
+    assert_eq!(
+        outcomes,
+        [
+            (
+                "stays@acme.example".to_owned(),
+                userdir::pb::ImportOutcome::Updated as i32
+            ),
+            (
+                "new@acme.example".to_owned(),
+                userdir::pb::ImportOutcome::Created as i32
+            ),
+            (
+                "goes@acme.example".to_owned(),
+                userdir::pb::ImportOutcome::Deleted as i32
+            ),
+        ]
+    );
+    assert_eq!(job.state, ImportJobState::Succeeded as i32);
+    let left: Vec<String> = crate::import::users_of(&s, "acme")
+        .await
+        .into_iter()
+        .map(|u| u.email)
+        .collect();
+    assert_eq!(left, ["new@acme.example", "stays@acme.example"]);
+}
+
 /// An import running with a key that is then revoked ends within the key
 /// refresh (UNAUTHENTICATED, the job CANCELLED), rows already reported stay.
 async fn a_revoked_keys_import_ends(s: TestServer) {
@@ -593,6 +642,7 @@ crate::on_both_backends!(
     keys_are_revoked_only_by_who_could_make_them,
     a_key_never_outlives_its_maker,
     an_import_refused_row_by_row_fails,
+    an_import_key_imports_and_syncs,
     a_revoked_keys_import_ends,
     test_permissions_needs_the_read_scope_to_name_a_user,
 );

@@ -373,7 +373,82 @@ async fn the_last_operator_admin_key_stays_under_a_race(s: TestServer) {
     );
 }
 
+/// The README's key examples, run as written with bash against this
+/// server (`USERDIR_SERVER`, the operator's `USERDIR_API_KEY`): the
+/// `read,import` key imports, the console key is made, the import key is
+/// revoked by name; then the import key is refused.
+async fn the_readme_key_examples_run_as_written(s: TestServer) {
+    s.tenant("acme").await;
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let block: String = readme
+        .split("<!-- key-examples:start -->")
+        .nth(1)
+        .and_then(|rest| rest.split("<!-- key-examples:end -->").next())
+        .expect("the README's key examples, between their markers")
+        .lines()
+        .filter(|l| !l.starts_with("```"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert!(block.contains("--scope read,import"), "{block}");
+    let dir = tempfile::tempdir().unwrap();
+    let bin = std::path::Path::new(env!("CARGO_BIN_EXE_userdir"))
+        .parent()
+        .unwrap()
+        .to_owned();
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
+    let (addr, cwd) = (s.addr, dir.path().to_owned());
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("bash")
+            .args(["-euo", "pipefail", "-c", &block])
+            .current_dir(cwd)
+            .env("PATH", path)
+            .env("USERDIR_SERVER", format!("http://{addr}"))
+            .env("USERDIR_API_KEY", crate::common::operator_key())
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    // The import key imported the file's user.
+    let users = crate::import::users_of(&s, "acme").await;
+    assert_eq!(users.len(), 1, "{stdout}\n{stderr}");
+    assert_eq!(users[0].display_name, "山田 太郎");
+    // The console key was made, the import key revoked, and it shows so.
+    assert!(
+        stdout.contains("console\ttenants/acme: read,write,export,admin; acts for users; expires 2030-12-31"),
+        "{stdout}"
+    );
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.contains("\tci-import\t") && l.contains("; revoked ")),
+        "{stdout}"
+    );
+    let import_key = std::fs::read_to_string(dir.path().join("ci-import.key")).unwrap();
+    let refused = userdir::pb::user_directory_client::UserDirectoryClient::new(crate::common::with_key(
+        &s.plain,
+        Some(import_key.trim()),
+    ))
+    .get_user(userdir::pb::GetUserRequest {
+        name: users[0].name.clone(),
+    })
+    .await
+    .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::Unauthenticated, "{refused:?}");
+    let operator = std::fs::read_to_string(dir.path().join("operator.txt")).unwrap();
+    assert!(
+        operator.starts_with("udk_") && operator.contains("\nudkh_"),
+        "{operator}"
+    );
+}
+
 crate::on_both_backends!(
+    the_readme_key_examples_run_as_written,
     keys_are_stored_as_hashes_and_revoked,
     a_revoked_key_stops_on_every_replica,
     the_key_quota_holds_under_a_race,

@@ -606,6 +606,50 @@ async fn a_revoked_keys_import_ends(s: TestServer) {
     );
 }
 
+/// An export running with a key that is then revoked ends within the key
+/// refresh: a reader that paused finds UNAUTHENTICATED where the trailer
+/// would be, not the rest of the tenant.
+async fn a_revoked_keys_export_ends(s: TestServer) {
+    s.tenant("acme").await;
+    let mut file = String::from("email,name\n");
+    for i in 0..20_000 {
+        file.push_str(&format!("user{i:05}@acme.example,User {i}\n"));
+    }
+    let (_, job) = crate::import::csv(&s, upsert("acme"), &file).await;
+    assert_eq!(job.counts.unwrap().created, 20_000);
+    let (token, key) = create_key(&s.channel, "acme", &[Scope::Export], false).await;
+    let mut stream = UserDirectoryClient::new(with_key(&s.plain, Some(&token)))
+        .export_users(crate::export::request("acme"))
+        .await
+        .unwrap()
+        .into_inner();
+    stream.message().await.unwrap().unwrap();
+    s.keys
+        .clone()
+        .revoke_api_key(RevokeApiKeyRequest { name: key.name })
+        .await
+        .unwrap();
+    // The reader pauses past the key refresh, then reads on.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let err = loop {
+        match stream.message().await {
+            Ok(Some(message)) => {
+                assert!(
+                    !matches!(
+                        message.payload,
+                        Some(userdir::pb::export_users_response::Payload::Trailer(_))
+                    ),
+                    "a revoked key's export ran to its end"
+                );
+            }
+            Ok(None) => panic!("a revoked key's export ended OK"),
+            Err(e) => break e,
+        }
+    };
+    assert_eq!(err.code(), Code::Unauthenticated, "{err:?}");
+    assert!(err.message().contains("revoked"), "{err:?}");
+}
+
 /// TestPermissions names a user only for a caller that may read users:
 /// an import-only key learns nothing of which users exist, or who owns.
 async fn test_permissions_needs_the_read_scope_to_name_a_user(s: TestServer) {
@@ -644,6 +688,7 @@ crate::on_both_backends!(
     an_import_refused_row_by_row_fails,
     an_import_key_imports_and_syncs,
     a_revoked_keys_import_ends,
+    a_revoked_keys_export_ends,
     test_permissions_needs_the_read_scope_to_name_a_user,
 );
 

@@ -45,8 +45,10 @@ pub struct Credential {
 }
 
 /// The keys as last read, and the change number they were read up to.
+/// Changed in place under the lock (a refresh costs what changed, not a
+/// copy of every key); readers hold it for one lookup.
 struct Held {
-    keys: Arc<HashMap<Uuid, ApiKey>>,
+    keys: HashMap<Uuid, Arc<ApiKey>>,
     last: i64,
 }
 
@@ -65,7 +67,7 @@ impl<R: ApiKeyRepository> KeyRing<R> {
         let ring = Self {
             repo,
             held: RwLock::new(Held {
-                keys: Arc::new(HashMap::new()),
+                keys: HashMap::new(),
                 last: -1,
             }),
             refreshing: tokio::sync::Mutex::new(()),
@@ -75,8 +77,13 @@ impl<R: ApiKeyRepository> KeyRing<R> {
         Ok(ring)
     }
 
-    fn keys(&self) -> Arc<HashMap<Uuid, ApiKey>> {
-        Arc::clone(&self.held.read().unwrap_or_else(std::sync::PoisonError::into_inner).keys)
+    fn key(&self, id: &Uuid) -> Option<Arc<ApiKey>> {
+        self.held
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .keys
+            .get(id)
+            .cloned()
     }
 
     /// Reads the keys written since the last read (new and revoked ones;
@@ -94,17 +101,15 @@ impl<R: ApiKeyRepository> KeyRing<R> {
         for id in &changes.undecodable {
             tracing::error!(key = %id.simple(), "an API key's stored row does not decode: the key is refused until it is repaired or revoked");
         }
-        let mut keys = HashMap::clone(&self.keys());
+        let changed: Vec<Arc<ApiKey>> = changes.keys.into_iter().map(Arc::new).collect();
+        let mut held = self.held.write().unwrap_or_else(std::sync::PoisonError::into_inner);
         for id in changes.undecodable {
-            keys.remove(&id);
+            held.keys.remove(&id);
         }
-        for key in changes.keys {
-            keys.insert(key.id, key);
+        for key in changed {
+            held.keys.insert(key.id, key);
         }
-        *self.held.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Held {
-            keys: Arc::new(keys),
-            last: changes.last,
-        };
+        held.last = changes.last;
         Ok(())
     }
 
@@ -112,40 +117,30 @@ impl<R: ApiKeyRepository> KeyRing<R> {
     /// is compared in constant time; the id, which is not secret, finds the key.
     pub fn authenticate(&self, token: &str, now: Timestamp) -> Result<Credential, AuthError> {
         let presented = PresentedKey::parse(token).map_err(AuthError::Malformed)?;
-        let keys = self.keys();
-        let key = keys.get(&presented.id).ok_or(AuthError::Unknown)?;
+        let key = self.key(&presented.id).ok_or(AuthError::Unknown)?;
         if !key.hash.matches(&presented.hash) {
             return Err(AuthError::Unknown);
         }
-        self.caller_of(key, now)
+        self.caller_of(&key, now)
     }
 
     /// The credential of the key `id`, for a caller that proved itself
     /// otherwise (a client certificate the TLS handshake verified and the
     /// configuration maps to this key).
     pub fn authenticate_id(&self, id: Uuid, now: Timestamp) -> Result<Credential, AuthError> {
-        let keys = self.keys();
-        let key = keys.get(&id).ok_or(AuthError::Unknown)?;
-        self.caller_of(key, now)
+        let key = self.key(&id).ok_or(AuthError::Unknown)?;
+        self.caller_of(&key, now)
     }
 
     /// Whether the key `id` still works at `now` (for a long stream that
     /// began with it: a revoked or expired key ends it).
     pub fn check_live(&self, id: Uuid, now: Timestamp) -> Result<(), AuthError> {
-        let keys = self.keys();
-        let key = keys.get(&id).ok_or(AuthError::Unknown)?;
-        if key.revoke_time.is_some() {
-            return Err(AuthError::Revoked);
-        }
-        if !key.live_at(now) {
-            return Err(AuthError::Expired);
-        }
-        Ok(())
+        live(&*self.key(&id).ok_or(AuthError::Unknown)?, now)
     }
 
     /// A known key's caller, unless it was revoked or expired; notes its use.
     fn caller_of(&self, key: &ApiKey, now: Timestamp) -> Result<Credential, AuthError> {
-        self.check_live(key.id, now)?;
+        live(key, now)?;
         self.used
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -174,6 +169,17 @@ impl<R: ApiKeyRepository> KeyRing<R> {
         }
         self.repo.touch_api_keys(&used).await
     }
+}
+
+/// Whether `key` works at `now`: not revoked, not expired.
+fn live(key: &ApiKey, now: Timestamp) -> Result<(), AuthError> {
+    if key.revoke_time.is_some() {
+        return Err(AuthError::Revoked);
+    }
+    if !key.live_at(now) {
+        return Err(AuthError::Expired);
+    }
+    Ok(())
 }
 
 #[cfg(test)]

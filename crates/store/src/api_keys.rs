@@ -206,18 +206,21 @@ impl ApiKeyRepository for Store {
         // Paged by (number, id): the keys of the first migration share 0.
         let mut after: Option<(i64, Uuid)> = None;
         loop {
-            let mut select = Entity::find()
-                .filter(Column::ChangeSeq.gt(since))
+            let select = Entity::find()
                 .order_by_asc(Column::ChangeSeq)
                 .order_by_asc(Column::Id)
                 .limit(CHANGES_PAGE);
-            if let Some((seq, id)) = after {
-                select = select.filter(
-                    sea_orm::Condition::any()
-                        .add(Column::ChangeSeq.gt(seq))
-                        .add(Column::ChangeSeq.eq(seq).and(Column::Id.gt(id))),
-                );
-            }
+            // After the first page the cursor alone bounds the range (a row
+            // comparison, which both databases answer from the
+            // (change_seq, id) index; with `change_seq > since` beside it
+            // SQLite would seek on that and scan every earlier page again).
+            let select = match after {
+                None => select.filter(Column::ChangeSeq.gt(since)),
+                Some((seq, id)) => select.filter(
+                    Expr::tuple([Expr::col(Column::ChangeSeq), Expr::col(Column::Id)])
+                        .gt(Expr::tuple([Expr::value(seq), Expr::value(id)])),
+                ),
+            };
             let rows = select.all(self.connection()).await.map_err(|e| self.db_error(e))?;
             let full = rows.len() as u64 == CHANGES_PAGE;
             for row in rows {

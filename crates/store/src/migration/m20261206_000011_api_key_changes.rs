@@ -18,6 +18,7 @@ pub struct Migration;
 #[derive(DeriveIden)]
 enum ApiKeys {
     Table,
+    Id,
     UserId,
     ChangeSeq,
     TenantId,
@@ -55,6 +56,7 @@ impl MigrationTrait for Migration {
                     .name("ix_api_keys_change_seq")
                     .table(ApiKeys::Table)
                     .col(ApiKeys::ChangeSeq)
+                    .col(ApiKeys::Id)
                     .to_owned(),
             )
             .await?;

@@ -342,67 +342,46 @@ async fn keys_are_revoked_only_by_who_could_make_them(s: TestServer) {
 /// takes its maker's; asked for a later one, it is refused.
 async fn a_key_never_outlives_its_maker(s: TestServer) {
     s.tenant("acme").await;
-    let in_an_hour = prost_types::Timestamp {
-        seconds: (std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs()
-            + 3600) as i64,
+    let in_an_hour_s = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+        + 3600;
+    let at = |offset: i64| prost_types::Timestamp {
+        seconds: in_an_hour_s + offset,
         nanos: 0,
     };
+    let expiring = |scopes: &[Scope], expire_time: Option<prost_types::Timestamp>| CreateApiKeyRequest {
+        api_key: Some(ApiKey {
+            expire_time,
+            ..key_request("acme", scopes).api_key.unwrap()
+        }),
+    };
+    let in_an_hour = at(0);
     let maker = s
         .keys
         .clone()
-        .create_api_key(CreateApiKeyRequest {
-            api_key: Some(ApiKey {
-                expire_time: Some(in_an_hour),
-                ..key_request("acme", &[Scope::Read, Scope::Admin]).api_key.unwrap()
-            }),
-        })
+        .create_api_key(expiring(&[Scope::Read, Scope::Admin], Some(in_an_hour)))
         .await
         .unwrap()
         .into_inner();
     let keys = || ApiKeysClient::new(with_key(&s.plain, Some(&maker.token)));
-    let child = keys()
-        .create_api_key(key_request("acme", &[Scope::Read]))
-        .await
-        .unwrap()
-        .into_inner()
-        .api_key
-        .unwrap();
-    assert_eq!(child.expire_time, Some(in_an_hour), "no expiry asked: the maker's");
-    let later = prost_types::Timestamp {
-        seconds: in_an_hour.seconds + 60,
-        nanos: 0,
+    let child = |expire_time| {
+        let request = expiring(&[Scope::Read], expire_time);
+        async move {
+            keys()
+                .create_api_key(request)
+                .await
+                .map(|r| r.into_inner().api_key.unwrap())
+        }
     };
-    let err = keys()
-        .create_api_key(CreateApiKeyRequest {
-            api_key: Some(ApiKey {
-                expire_time: Some(later),
-                ..key_request("acme", &[Scope::Read]).api_key.unwrap()
-            }),
-        })
-        .await
-        .unwrap_err();
+    let made = child(None).await.unwrap();
+    assert_eq!(made.expire_time, Some(in_an_hour), "no expiry asked: the maker's");
+    let err = child(Some(at(60))).await.unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
     assert_eq!(crate::common::violation_fields(&err), ["api_key.expire_time"]);
-    let sooner = prost_types::Timestamp {
-        seconds: in_an_hour.seconds - 60,
-        nanos: 0,
-    };
-    let child = keys()
-        .create_api_key(CreateApiKeyRequest {
-            api_key: Some(ApiKey {
-                expire_time: Some(sooner),
-                ..key_request("acme", &[Scope::Read]).api_key.unwrap()
-            }),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .api_key
-        .unwrap();
-    assert_eq!(child.expire_time, Some(sooner));
+    let made = child(Some(at(-60))).await.unwrap();
+    assert_eq!(made.expire_time, Some(at(-60)));
 }
 
 fn upsert(tenant: &str) -> ImportOptions {

@@ -112,18 +112,8 @@ async fn a_revoked_key_stops_on_every_replica(s: TestServer) {
     let made = NewApiKey::generate().unwrap();
     one.insert_api_key(
         &ApiKey {
-            id: made.id,
-            name: "svc".into(),
-            tenant: Some(TenantId::parse("tenant", "acme").unwrap()),
-            scopes: Scopes::of(&[Scope::Read]),
-            act_as_users: false,
-            user: None,
-            creator: "test".to_owned(),
             create_time: now,
-            expire_time: None,
-            last_used_time: None,
-            revoke_time: None,
-            hash: made.hash(),
+            ..svc_key(&made, "svc")
         },
         10,
     )
@@ -147,17 +137,9 @@ async fn a_revoked_key_stops_on_every_replica(s: TestServer) {
     one.insert_api_key(
         &ApiKey {
             id: presented.id,
-            name: "other".into(),
             tenant: None,
             scopes: Scopes::ALL,
-            act_as_users: false,
-            user: None,
-            creator: "test".to_owned(),
-            create_time: now,
-            expire_time: None,
-            last_used_time: None,
-            revoke_time: None,
-            hash: stored.hash(),
+            ..svc_key(&stored, "other")
         },
         10,
     )

@@ -452,7 +452,40 @@ async fn acting_users_have_their_own_rights(s: TestServer) {
     }
 }
 
+/// A member promoting themselves is told they may not set roles
+/// (PERMISSION_DENIED), not the self rule; an admin demoting themselves is
+/// told the self rule, naming what was tried.
+async fn the_self_rule_is_for_those_who_hold_the_right(s: TestServer) {
+    s.tenant("acme").await;
+    let member = s.user("acme", "member@example.com", "Member").await;
+    let admin = s.user("acme", "admin@example.com", "Admin").await;
+    set_role(&s, &admin.name, TenantRole::Admin).await.unwrap();
+    let console = console(&s, "acme").await;
+    let set = |who: &str, role: TenantRole| {
+        let mut request = tonic::Request::new(SetUserRoleRequest {
+            name: who.into(),
+            role: role as i32,
+            etag: String::new(),
+        });
+        request
+            .metadata_mut()
+            .insert("x-userdir-acting-user", who.parse().unwrap());
+        let mut client = userdir::pb::user_directory_client::UserDirectoryClient::new(console.clone());
+        async move { client.set_user_role(request).await }
+    };
+    let err = set(&member.name, TenantRole::Admin).await.unwrap_err();
+    assert_eq!(
+        (err.code(), reason(&err).as_str()),
+        (Code::PermissionDenied, "MISSING_PERMISSION"),
+        "{err:?}"
+    );
+    let err = set(&admin.name, TenantRole::Member).await.unwrap_err();
+    assert_eq!(reason(&err), "SELF_ACTION_FORBIDDEN", "{err:?}");
+    assert!(err.message().contains("demote themselves"), "{err:?}");
+}
+
 crate::on_both_backends!(
+    the_self_rule_is_for_those_who_hold_the_right,
     acting_users_have_their_own_rights,
     roles_are_set_by_their_own_rpcs,
     the_last_admin_stays,

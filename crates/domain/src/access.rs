@@ -295,8 +295,9 @@ pub enum Denied {
     /// for nobody.
     OwnersOnly(&'static str),
     /// FAILED_PRECONDITION `SELF_ACTION_FORBIDDEN`: deleting, disabling or
-    /// demoting oneself.
-    SelfAction,
+    /// changing the role of oneself, for a caller who holds the right over
+    /// others; what was tried (`delete`, `disable`, `promote`, `demote`).
+    SelfAction(&'static str),
     /// FAILED_PRECONDITION `OWNER_PROTECTED`: the owner is not deleted,
     /// disabled, demoted or edited by anyone else.
     OwnerProtected,
@@ -312,7 +313,7 @@ impl Denied {
         [
             Denied::Missing(""),
             Denied::OwnersOnly(""),
-            Denied::SelfAction,
+            Denied::SelfAction(""),
             Denied::OwnerProtected,
             Denied::Escalation(""),
         ]
@@ -325,7 +326,7 @@ impl Denied {
         match self {
             Denied::TenantNotFound => "TENANT_NOT_FOUND",
             Denied::Missing(_) | Denied::OwnersOnly(_) => "MISSING_PERMISSION",
-            Denied::SelfAction => "SELF_ACTION_FORBIDDEN",
+            Denied::SelfAction(_) => "SELF_ACTION_FORBIDDEN",
             Denied::OwnerProtected => "OWNER_PROTECTED",
             Denied::Escalation(_) => "KEY_ESCALATION",
         }
@@ -378,16 +379,9 @@ impl Denied {
                     }
                 ),
             },
-            Denied::SelfAction => DomainError::Precondition {
+            Denied::SelfAction(tried) => DomainError::Precondition {
                 reason: self.reason(),
-                message: format!(
-                    "nobody may {} themselves: ask another administrator",
-                    match action {
-                        Action::DeleteUser => "delete",
-                        Action::SetRole(_) => "demote",
-                        _ => "disable",
-                    }
-                ),
+                message: format!("nobody may {tried} themselves: ask another administrator"),
             },
             Denied::OwnerProtected => DomainError::Precondition {
                 reason: self.reason(),
@@ -515,12 +509,26 @@ fn decide_with(
     reaches_with(caller, tenant, action, scope)?;
     let acting = caller.acting.as_ref();
     let is_self = matches!((acting, target), (Some(a), Some(t)) if a.user == t.user);
-    // Protections that hold for every caller, with or without an acting user.
+    // First whether the caller holds the right at all (a member may not set
+    // roles, so a member promoting themselves is told that); the owner
+    // counts as an admin here, so an admin is told the owner is protected.
+    if let Some(actor) = acting
+        && !holds(actor, action, target, is_self)
+    {
+        return missing;
+    }
+    // Then the protections, for every caller that holds the right.
     if let Some(target) = target {
         let disables = matches!(action, Action::UpdateUser(mask) if mask.enabled || mask.status);
         let removes = matches!(action, Action::DeleteUser | Action::SetRole(_));
         if is_self && (disables || removes) {
-            return Err(Denied::SelfAction);
+            return Err(Denied::SelfAction(match action {
+                Action::DeleteUser => "delete",
+                Action::SetRole(role) if role > target.role => "promote",
+                Action::SetRole(role) if role < target.role => "demote",
+                Action::SetRole(_) => "change the role of",
+                _ => "disable",
+            }));
         }
         if target.role == TenantRole::Owner {
             if disables || removes || matches!(action, Action::SetCapabilities) {
@@ -534,23 +542,31 @@ fn decide_with(
     }
     // Without an acting user the credential's scopes are the rights, but
     // ownership stays the owner's or an operator's.
-    let Some(actor) = acting else {
-        return match action {
-            Action::TransferOwnership { first: false } if !caller.is_operator() => {
-                Err(Denied::OwnersOnly(action.permission()))
-            }
-            _ => keys_within(caller, action),
-        };
+    if acting.is_none() && matches!(action, Action::TransferOwnership { first: false }) && !caller.is_operator() {
+        return Err(Denied::OwnersOnly(action.permission()));
+    }
+    keys_within(caller, action)
+}
+
+/// Whether the acting user's role allows `action` (on `target`), the
+/// owner counted as an admin (the protections come after).
+fn holds(actor: &ActingUser, action: Action<'_>, target: Option<Target>, is_self: bool) -> bool {
+    let role_of = |t: Target| {
+        if t.role == TenantRole::Owner {
+            TenantRole::Admin
+        } else {
+            t.role
+        }
     };
-    let allowed = match action {
+    match action {
         Action::GetUser | Action::ListUsers | Action::GetTenant | Action::GetImportJobs => true,
         Action::CreateUser | Action::ImportUsers => manages(actor, TenantRole::Member),
         Action::UpdateUser(mask) => match target {
             Some(_) if is_self && self_editable(mask) => true,
-            Some(t) => manages(actor, t.role),
+            Some(t) => manages(actor, role_of(t)),
             None => false,
         },
-        Action::DeleteUser => target.is_some_and(|t| manages(actor, t.role)),
+        Action::DeleteUser => target.is_some_and(|t| manages(actor, role_of(t))),
         Action::ExportUsers => actor.role >= TenantRole::Admin || actor.capabilities.export_users,
         Action::SetRole(_)
         | Action::SetCapabilities
@@ -563,8 +579,7 @@ fn decide_with(
         Action::TransferOwnership { first: false } => actor.role == TenantRole::Owner,
         // Acting users belong to one tenant: never installation-wide.
         Action::CreateTenant => false,
-    };
-    if allowed { keys_within(caller, action) } else { missing }
+    }
 }
 
 /// For a caller who holds the right to make or revoke keys: whether this
@@ -638,7 +653,9 @@ mod tests {
     use TenantRole::{Admin, Member, Owner};
 
     const OK: Result<(), Denied> = Ok(());
-    const SELF: Result<(), Denied> = Err(Denied::SelfAction);
+    const fn itself(tried: &'static str) -> Result<(), Denied> {
+        Err(Denied::SelfAction(tried))
+    }
     const OWNER: Result<(), Denied> = Err(Denied::OwnerProtected);
 
     fn escalates(result: &Result<(), Denied>) -> bool {
@@ -702,10 +719,17 @@ mod tests {
             (Member, "", Action::UpdateUser(&custom), target(ME, Member), no("users.update")),
             (Member, "um", Action::UpdateUser(&email), target(ME, Member), OK),
             // Nobody deletes, disables or demotes themselves.
-            (Admin, "", Action::DeleteUser, target(ME, Admin), SELF),
-            (Admin, "", Action::UpdateUser(&enabled), target(ME, Admin), SELF),
-            (Admin, "", Action::SetRole(Member), target(ME, Admin), SELF),
-            (Owner, "", Action::DeleteUser, target(ME, Owner), SELF),
+            (Admin, "", Action::DeleteUser, target(ME, Admin), itself("delete")),
+            (Admin, "", Action::UpdateUser(&enabled), target(ME, Admin), itself("disable")),
+            (Admin, "", Action::SetRole(Member), target(ME, Admin), itself("demote")),
+            (Owner, "", Action::DeleteUser, target(ME, Owner), itself("delete")),
+            // ...but a caller without the right is told that first (issue 23).
+            (Member, "", Action::SetRole(Admin), target(ME, Member), no("users.setRole")),
+            (Member, "um", Action::SetRole(Admin), target(ME, Member), no("users.setRole")),
+            (Member, "", Action::UpdateUser(&enabled), target(ME, Member), no("users.update")),
+            (Member, "", Action::DeleteUser, target(ME, Member), no("users.delete")),
+            (Member, "um", Action::DeleteUser, target(ME, Member), itself("delete")),
+            (Member, "um", Action::DeleteUser, target(OTHER, Owner), no("users.delete")),
             // Nobody deletes, disables, demotes or edits the owner.
             (Admin, "", Action::DeleteUser, target(OTHER, Owner), OWNER),
             (Admin, "", Action::UpdateUser(&enabled), target(OTHER, Owner), OWNER),
@@ -746,11 +770,11 @@ mod tests {
             "TENANT_NOT_FOUND",
             "exactly as a tenant that does not exist"
         );
-        let err = Denied::SelfAction.into_error(Some(&t), Action::DeleteUser);
+        let err = Denied::SelfAction("delete").into_error(Some(&t), Action::DeleteUser);
         assert_eq!(err.reason(), "SELF_ACTION_FORBIDDEN");
         assert!(err.to_string().contains("delete themselves"), "{err}");
-        let err = Denied::SelfAction.into_error(Some(&t), Action::SetRole(TenantRole::Member));
-        assert!(err.to_string().contains("demote themselves"), "{err}");
+        let err = Denied::SelfAction("promote").into_error(Some(&t), Action::SetRole(TenantRole::Admin));
+        assert!(err.to_string().contains("promote themselves"), "{err}");
         let err = Denied::OwnerProtected.into_error(Some(&t), Action::DeleteUser);
         assert_eq!(err.reason(), "OWNER_PROTECTED");
     }

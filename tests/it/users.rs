@@ -519,7 +519,53 @@ async fn validate_only_writes_nothing(s: TestServer) {
     );
 }
 
+/// Look-alike addresses (UTS #39 mixed scripts in the local part) are
+/// refused on create, in an import row and in a lookup; single-script
+/// local parts in any script pass (issue 23).
+async fn look_alike_local_parts_are_refused(s: TestServer) {
+    s.tenant("acme").await;
+    s.user("acme", "paypal@x.test", "Real").await;
+    s.user("acme", "иван@x.test", "Ivan").await;
+    s.user("acme", "山田@x.test", "Yamada").await;
+    let look_alike = "p\u{430}ypal@x.test";
+    let err = s.create("acme", user(look_alike, "Fake")).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    assert_eq!(crate::common::violation_fields(&err), ["email"]);
+    assert!(err.message().contains("Latin, Cyrillic"), "{err:?}");
+    let err = s
+        .users
+        .clone()
+        .lookup_user(LookupUserRequest {
+            parent: "tenants/acme".into(),
+            key: Some(Key::Email(look_alike.into())),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    let file = format!("email,name\n{look_alike},Fake\nother@x.test,Other\n");
+    let (results, _) = crate::import::csv(
+        &s,
+        userdir::pb::ImportOptions {
+            parent: "tenants/acme".into(),
+            mode: userdir::pb::ImportMode::Upsert as i32,
+            ..Default::default()
+        },
+        &file,
+    )
+    .await;
+    let seen: Vec<(i64, i32, &str)> = results.iter().map(|r| (r.line, r.outcome, r.field.as_str())).collect();
+    assert_eq!(
+        seen,
+        [
+            (2, userdir::pb::ImportOutcome::Failed as i32, "email"),
+            (3, userdir::pb::ImportOutcome::Created as i32, ""),
+        ]
+    );
+    assert!(results[0].message.contains("mixes scripts"), "{:?}", results[0]);
+}
+
 crate::on_both_backends!(
+    look_alike_local_parts_are_refused,
     create_and_get_round_trip,
     validation_follows_seed_001,
     required_custom_attributes,

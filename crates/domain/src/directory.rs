@@ -397,7 +397,11 @@ impl<R: TenantRepository + UserRepository> Directory<R> {
         let tenant = invalid(TenantId::from_resource_name("parent", parent))?;
         reach(caller, Some(&tenant), Action::GetUser)?;
         let key = match key {
-            UserKey::EmailKey(email) => UserKey::EmailKey(crate::email::email_key(&email)),
+            // An address no user can have (a look-alike that mixes scripts,
+            // say) is a bad request, not a user that is not there.
+            UserKey::EmailKey(email) => {
+                UserKey::EmailKey(invalid(crate::email::Email::parse("email", &email))?.key().to_owned())
+            }
             other => other,
         };
         let user = self.repo.find_user(&tenant, &key).await?;

@@ -84,6 +84,18 @@ impl Email {
         if local.starts_with('.') {
             return bad("email must not start with a dot");
         }
+        // Look-alikes (UTS #39): a local part in one script (`山田`, `иван`,
+        // `やまだ太郎` as Japanese) is fine; one that mixes scripts, such as a
+        // Cyrillic `а` among Latin letters, reads as another address.
+        if !local.is_ascii() && !unicode_security::MixedScript::is_single_script(local) {
+            return Err(FieldViolation::new(
+                field,
+                format!(
+                    "the part before @ mixes scripts ({}), so it can pass for another address: write it in one script",
+                    scripts_of(local).join(", ")
+                ),
+            ));
+        }
         if domain.is_empty() {
             return bad("email needs a domain after the @");
         }
@@ -182,6 +194,19 @@ pub fn is_bidi_control(c: char) -> bool {
     matches!(u32::from(c), 0x202A..=0x202E | 0x2066..=0x2069)
 }
 
+/// The scripts of `text`'s letters, in order of first use (not Common or
+/// Inherited: digits, punctuation, marks).
+fn scripts_of(text: &str) -> Vec<&'static str> {
+    use unicode_script::{Script, UnicodeScript as _};
+    let mut scripts: Vec<&'static str> = Vec::new();
+    for script in text.chars().map(|c| c.script()) {
+        if !matches!(script, Script::Common | Script::Inherited) && !scripts.contains(&script.full_name()) {
+            scripts.push(script.full_name());
+        }
+    }
+    scripts
+}
+
 /// The key that makes emails unique within a tenant: the local part folded
 /// by Unicode NFKC (full-width `ａｄｍｉｎ` is `admin`) and lower-cased
 /// (locale independent), `@`, and the domain in its DNS form (UTS #46 to
@@ -251,6 +276,31 @@ mod tests {
         let too_long = format!("{}@{}.{}.com", "a".repeat(60), "b".repeat(40), "c".repeat(23));
         assert_eq!(too_long.chars().count(), 129);
         assert!(!ok(&too_long));
+    }
+
+    /// UTS #39: one script per local part, any script (issue 23).
+    #[test]
+    fn mixed_script_local_parts_are_refused() {
+        for fine in [
+            "paypal@x.test",
+            "山田@example.jp",
+            "иван@example.ru",
+            "やまだ太郎@example.jp",
+            "ヤマダ.タロウ2@example.jp",
+            "müller-1@example.de",
+            "δοκιμή@example.gr",
+        ] {
+            assert!(ok(fine), "{fine}");
+        }
+        for (mixed, scripts) in [
+            ("p\u{430}ypal@x.test", "Latin, Cyrillic"),
+            ("\u{3b1}lpha@x.test", "Greek, Latin"),
+            ("иван\u{61}@x.test", "Cyrillic, Latin"),
+        ] {
+            let err = Email::parse("email", mixed).unwrap_err();
+            assert!(err.description.contains(scripts), "{mixed}: {err:?}");
+            assert!(err.description.contains("mixes scripts"), "{err:?}");
+        }
     }
 
     #[test]

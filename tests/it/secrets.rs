@@ -188,3 +188,36 @@ async fn keys_never_leak_and_revocation_reaches_another_process() {
     }
     crate::common::drop_pg_schema(&schema).await;
 }
+
+/// The SQLite database holds every user's personal data: a first start
+/// makes it and its `-wal` and `-shm` files owner-only (beside the 0600
+/// operator key), and a database found readable by others is made so.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sqlite_files_are_owner_only() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = |path: &std::path::Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+    let s = crate::common::spawn(crate::common::Backend::Sqlite).await.unwrap();
+    s.tenant("acme").await;
+    s.user("acme", "a@example.com", "A").await;
+    let url = s.store_options.url.clone();
+    let file = std::path::PathBuf::from(url.trim_start_matches("sqlite://").split('?').next().unwrap());
+    for suffix in ["", "-wal", "-shm"] {
+        let path = std::path::PathBuf::from(format!("{}{suffix}", file.display()));
+        assert!(path.exists(), "{}", path.display());
+        assert_eq!(mode(&path), 0o600, "{}", path.display());
+    }
+    // A database left readable by others (an older start, a copy) is tightened.
+    let dir = tempfile::tempdir().unwrap();
+    let old = dir.path().join("old.db");
+    std::fs::write(&old, b"").unwrap();
+    std::fs::set_permissions(&old, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let store = userdir_store::Store::open(&userdir_store::StoreOptions::new(format!(
+        "sqlite://{}?mode=rwc",
+        old.display()
+    )))
+    .await
+    .unwrap();
+    assert_eq!(mode(&old), 0o600);
+    store.close().await.unwrap();
+}

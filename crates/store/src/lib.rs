@@ -8,6 +8,7 @@ mod checkpoint;
 mod convert;
 pub mod entity;
 mod error;
+mod file_mode;
 mod full_sync;
 mod import_jobs;
 mod import_write;
@@ -198,6 +199,14 @@ impl Store {
             .map_sqlx_postgres_opts(|o| o.options([("plan_cache_mode", "force_custom_plan")]));
         if let Some(schema) = &options.pg_schema {
             opts.set_schema_search_path(schema.clone());
+        }
+        if let Some(file) = file_mode::sqlite_file(&options.url) {
+            file_mode::owner_only(&file).map_err(|e| {
+                DbErr::Custom(format!(
+                    "cannot make the database file {} owner-only: {e}",
+                    file.display()
+                ))
+            })?;
         }
         let db = Database::connect(opts.clone()).await?;
         let pg = db.get_database_backend() == DbBackend::Postgres;

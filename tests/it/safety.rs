@@ -341,6 +341,26 @@ async fn database_outage_mid_stream_is_unavailable() {
             assert_eq!(stored[&r.email].name, r.user);
         }
     }
+    // The server that ran the import is alive and knows how it ended: the
+    // job says so soon after the database is back, well before its lease
+    // (60 s) would have it marked INTERRUPTED.
+    let back = std::time::Instant::now();
+    let name = info(&status, "import_job");
+    let job = loop {
+        let job = s
+            .users
+            .clone()
+            .get_import_job(GetImportJobRequest { name: name.clone() })
+            .await
+            .unwrap()
+            .into_inner();
+        if job.state != ImportJobState::Running as i32 || back.elapsed() > std::time::Duration::from_secs(15) {
+            break job;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert_eq!(job.state, ImportJobState::Failed as i32, "{job:?}");
+    assert!(job.error.contains("unavailable"), "{job:?}");
 }
 
 /// Every user of tenant acme, page by page.

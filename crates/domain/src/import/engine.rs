@@ -354,9 +354,16 @@ impl<R: TenantRepository + UserRepository + ImportRepository> Importer<R> {
         }
         // The lock goes first: once the job says it ended, the tenant's next
         // FULL_SYNC may start.
-        self.sync_lock.release(&*self.repo).await;
+        let released = self.sync_lock.release(&*self.repo).await;
         if let Err(e) = self.repo.update_import_job(&self.job).await {
-            tracing::warn!(error = %e, job = %self.job.resource_name(), "could not record the end of an import job");
+            // Most often the database went away (the reason the import
+            // ended): this server is alive and knows how it ended, so it
+            // records that as soon as the database answers, not when the
+            // job's lease runs out.
+            tracing::warn!(error = %e, job = %self.job.resource_name(), "could not record the end of an import job; retrying");
+            super::job::spawn_record_end(Arc::clone(&self.repo), self.job.clone(), !released);
+        } else if !released {
+            super::job::spawn_record_end(Arc::clone(&self.repo), self.job.clone(), true);
         }
         results
     }

@@ -122,11 +122,40 @@ impl SyncLease {
         Ok(())
     }
 
-    /// Gives the lock back (best effort: a lock left behind goes stale).
-    pub(super) async fn release<R: ImportRepository>(&mut self, repo: &R) {
-        if self.held {
-            self.held = false;
-            let _ = repo.release_sync_lock(&self.tenant, self.job).await;
+    /// Gives the lock back; `false` when that failed (the database did not
+    /// answer): [`spawn_record_end`] gives it back later.
+    pub(super) async fn release<R: ImportRepository>(&mut self, repo: &R) -> bool {
+        if !self.held {
+            return true;
         }
+        self.held = false;
+        repo.release_sync_lock(&self.tenant, self.job).await.is_ok()
     }
+}
+
+/// How often, and how long, an ended import's record is retried.
+const RECORD_RETRY_EVERY: Duration = Duration::from_millis(250);
+const RECORD_RETRY_FOR: Duration = Duration::from_secs(600);
+
+/// Records how `job` ended (and gives its FULL_SYNC lock back, with
+/// `release_lock`) once the database answers again, retrying every 250 ms
+/// for up to ten minutes; past that the job's lease tells other servers it
+/// ended (INTERRUPTED).
+pub(super) fn spawn_record_end<R: ImportRepository>(repo: Arc<R>, job: crate::import::ImportJob, release_lock: bool) {
+    tokio::spawn(async move {
+        let started = Instant::now();
+        let mut lock_held = release_lock;
+        while started.elapsed() < RECORD_RETRY_FOR {
+            tokio::time::sleep(RECORD_RETRY_EVERY).await;
+            if lock_held && repo.release_sync_lock(&job.tenant, job.id).await.is_err() {
+                continue;
+            }
+            lock_held = false;
+            if repo.update_import_job(&job).await.is_ok() {
+                tracing::info!(job = %job.resource_name(), state = job.state.as_str(), "recorded the end of an import job once the database answered");
+                return;
+            }
+        }
+        tracing::warn!(job = %job.resource_name(), "gave up recording the end of an import job; its lease will mark it INTERRUPTED");
+    });
 }

@@ -113,6 +113,7 @@ pub fn user_to_pb(u: User) -> pb::User {
         mobile: profile(ProfileField::Mobile),
         locale: profile(ProfileField::Locale),
         time_zone: profile(ProfileField::TimeZone),
+        note: profile(ProfileField::Note),
         create_time: timestamp(u.create_time),
         update_time: timestamp(u.update_time),
         etag: u.revision.etag(),
@@ -160,6 +161,7 @@ pub fn user_input(u: pb::User) -> Result<UserInput, DomainError> {
         (ProfileField::Mobile, u.mobile),
         (ProfileField::Locale, u.locale),
         (ProfileField::TimeZone, u.time_zone),
+        (ProfileField::Note, u.note),
     ];
     Ok(UserInput {
         email: u.email,

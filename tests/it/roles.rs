@@ -485,9 +485,113 @@ async fn the_self_rule_is_for_those_who_hold_the_right(s: TestServer) {
 }
 
 crate::on_both_backends!(
+    a_members_note,
     the_self_rule_is_for_those_who_hold_the_right,
     acting_users_have_their_own_rights,
     roles_are_set_by_their_own_rpcs,
     the_last_admin_stays,
     transfers_race_to_one_owner,
 );
+
+/// Seed 003's other information: `note`, free text of at most 1,000
+/// characters that a member edits on themselves (with their names, and
+/// nothing else), that an import reads and an export writes as a column,
+/// and that a filter searches with `:`.
+async fn a_members_note(s: TestServer) {
+    use userdir::pb::{ExportUsersRequest, ImportMode, ImportOptions};
+    s.tenant("acme").await;
+    let member = s.user("acme", "member@example.com", "Member").await;
+    let other = s.user("acme", "other@example.com", "Other").await;
+    let console = console(&s, "acme").await;
+    let edit_note = |who: &str, target: &str, note: String| {
+        let mut request = tonic::Request::new(UpdateUserRequest {
+            user: Some(User {
+                name: target.into(),
+                note,
+                ..Default::default()
+            }),
+            update_mask: Some(prost_types::FieldMask {
+                paths: vec!["note".into()],
+            }),
+        });
+        request
+            .metadata_mut()
+            .insert("x-userdir-acting-user", who.parse().unwrap());
+        let mut client = userdir::pb::user_directory_client::UserDirectoryClient::new(console.clone());
+        async move { client.update_user(request).await.map(tonic::Response::into_inner) }
+    };
+    let note = "Vegetarian; prefers the Osaka office.\n出張は月曜日から。".to_owned();
+    let updated = edit_note(&member.name, &member.name, note.clone()).await.unwrap();
+    assert_eq!(updated.note, note);
+    let err = edit_note(&member.name, &other.name, "x".into()).await.unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+    let err = edit_note(&member.name, &member.name, "あ".repeat(1001))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    assert_eq!(crate::common::violation_fields(&err), ["note"]);
+    edit_note(&member.name, &member.name, "あ".repeat(1000)).await.unwrap();
+    edit_note(&member.name, &member.name, note.clone()).await.unwrap();
+
+    // The filter finds it with `:`, ignoring case.
+    let found = s
+        .users
+        .clone()
+        .list_users(ListUsersRequest {
+            parent: "tenants/acme".into(),
+            filter: r#"note : "VEGETARIAN""#.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .users;
+    assert_eq!(
+        found.iter().map(|u| u.email.as_str()).collect::<Vec<_>>(),
+        ["member@example.com"]
+    );
+
+    // An export carries it as a column, and imports back unchanged; an
+    // import sets it.
+    let (csv, _) = crate::export::export_csv(
+        &s,
+        ExportUsersRequest {
+            parent: "tenants/acme".into(),
+            columns: vec!["email".into(), "name".into(), "note".into()],
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let text = String::from_utf8(csv).unwrap();
+    assert!(text.contains("出張は月曜日から。"), "{text}");
+    let upsert = ImportOptions {
+        parent: "tenants/acme".into(),
+        mode: ImportMode::Upsert as i32,
+        ..Default::default()
+    };
+    let (results, _) = crate::import::csv(&s, upsert.clone(), &text).await;
+    assert_eq!(results.len(), 2);
+    assert!(
+        results
+            .iter()
+            .all(|r| r.outcome == userdir::pb::ImportOutcome::Unchanged as i32),
+        "{results:?}"
+    );
+    let (results, _) = crate::import::csv(&s, upsert, "email,name,note\nnew@example.com,New,Speaks Finnish\n").await;
+    assert_eq!(
+        results[0].outcome,
+        userdir::pb::ImportOutcome::Created as i32,
+        "{results:?}"
+    );
+    let new = s
+        .users
+        .clone()
+        .get_user(userdir::pb::GetUserRequest {
+            name: results[0].user.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(new.note, "Speaks Finnish");
+}

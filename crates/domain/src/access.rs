@@ -397,7 +397,7 @@ impl Denied {
 /// The fields a member may change of their own record (seed 003: the
 /// user's name, and other information).
 fn self_editable(mask: &UserMask) -> bool {
-    let name_parts = [ProfileField::GivenName, ProfileField::FamilyName];
+    let name_parts = [ProfileField::GivenName, ProfileField::FamilyName, ProfileField::Note];
     !mask.email
         && !mask.enabled
         && !mask.status

@@ -10,13 +10,15 @@
 //! VALUE      := "quoted string" | bare word    `field:*` tests that a field is set
 //! ```
 //! Fields: email, display_name, status, enabled, external_id, create_time,
-//! update_time, custom_01..custom_10. Times are RFC 3339 strings (quote them:
+//! update_time, role, custom_01..custom_10, and the profile fields
+//! (given_name, family_name, title, department, company, job_role, phone,
+//! mobile, locale, time_zone, note). Times are RFC 3339 strings (quote them:
 //! `create_time >= "2026-01-01T00:00:00Z"`).
 
 use crate::error::DomainError;
 use crate::tenant::custom_slot;
 use crate::text::Timestamp;
-use crate::user::UserStatus;
+use crate::user::{ProfileField, UserStatus};
 
 /// Longest filter accepted, in bytes.
 pub const FILTER_MAX_LEN: usize = 4096;
@@ -54,6 +56,8 @@ pub enum FilterField {
     Role,
     /// 0-based custom attribute slot.
     Custom(usize),
+    /// A profile field: `department = "Sales"`, `note : "vegetarian"`.
+    Profile(ProfileField),
 }
 
 /// Comparison operators; `Has` is `:`.
@@ -240,7 +244,8 @@ impl Parser {
                     pos,
                     format!(
                         "unknown field {w:?}; filterable fields: email, display_name, status, enabled, external_id, \
-                         create_time, update_time, custom_01..custom_10"
+                         create_time, update_time, role, custom_01..custom_10, {}",
+                        ProfileField::ALL.map(ProfileField::name).join(", ")
                     ),
                 )
             })?,
@@ -309,6 +314,7 @@ fn parse_field(w: &str) -> Option<FilterField> {
         "create_time" => FilterField::CreateTime,
         "update_time" => FilterField::UpdateTime,
         "role" => FilterField::Role,
+        other if ProfileField::from_name(other).is_some() => FilterField::Profile(ProfileField::from_name(other)?),
         other => FilterField::Custom(custom_slot(other.strip_prefix("custom_attributes.").unwrap_or(other))?),
     })
 }
@@ -319,7 +325,7 @@ fn typed_value(field: FilterField, op: Op, raw: RawValue) -> Result<Value, Strin
         return Ok(Value::Present);
     }
     match field {
-        Email | DisplayName | ExternalId | Custom(_) => {
+        Email | DisplayName | ExternalId | Custom(_) | Profile(_) => {
             let text = if field == Email {
                 crate::email::email_key(&raw.text)
             } else {

@@ -17,6 +17,8 @@ pub const DISPLAY_NAME_MAX_CHARS: usize = 2048;
 pub const CUSTOM_VALUE_MAX_CHARS: usize = 2048;
 /// Most characters in an external id and the free-text profile fields.
 pub const PROFILE_MAX_CHARS: usize = 256;
+/// Longest `note` (other information, seed 003), in characters.
+pub const NOTE_MAX_CHARS: usize = 1000;
 
 /// The service-wide unique id of a user: a UUIDv7, so ids sort by creation time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -147,10 +149,12 @@ pub enum ProfileField {
     Mobile,
     Locale,
     TimeZone,
+    /// Other information, free text (seed 003's その他の情報).
+    Note,
 }
 
 impl ProfileField {
-    pub const ALL: [Self; 10] = [
+    pub const ALL: [Self; 11] = [
         Self::GivenName,
         Self::FamilyName,
         Self::Title,
@@ -161,6 +165,7 @@ impl ProfileField {
         Self::Mobile,
         Self::Locale,
         Self::TimeZone,
+        Self::Note,
     ];
 
     pub fn name(self) -> &'static str {
@@ -175,6 +180,7 @@ impl ProfileField {
             Self::Mobile => "mobile",
             Self::Locale => "locale",
             Self::TimeZone => "time_zone",
+            Self::Note => "note",
         }
     }
 
@@ -182,7 +188,8 @@ impl ProfileField {
         Self::ALL.into_iter().find(|f| f.name() == name)
     }
 
-    pub(crate) fn index(self) -> usize {
+    /// The field's place in [`Self::ALL`] and in a [`Profile`].
+    pub fn index(self) -> usize {
         self as usize
     }
 
@@ -193,6 +200,7 @@ impl ProfileField {
             Self::Phone | Self::Mobile => (64, |c| c.is_ascii_digit() || " +-().#*xXetEXT".contains(c)),
             Self::Locale => (35, |c| c.is_ascii_alphanumeric() || c == '-' || c == '_'),
             Self::TimeZone => (64, |c| c.is_ascii_alphanumeric() || "/_+-".contains(c)),
+            Self::Note => (NOTE_MAX_CHARS, |_| true),
             _ => (PROFILE_MAX_CHARS, |_| true),
         };
         let value = check_text(field, value, max)?;

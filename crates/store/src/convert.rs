@@ -8,9 +8,9 @@ use userdir_domain::DomainError;
 use userdir_domain::access::Capabilities;
 use userdir_domain::email::Email;
 use userdir_domain::repo::RepoResult;
-use userdir_domain::tenant::{CustomAttributeDef, CustomAttributeSchema, Tenant, TenantId};
+use userdir_domain::tenant::{CUSTOM_SLOTS, CustomAttributeDef, CustomAttributeSchema, Tenant, TenantId};
 use userdir_domain::text::{Revision, Timestamp};
-use userdir_domain::user::{User, UserId, UserStatus};
+use userdir_domain::user::{ProfileField, User, UserId, UserStatus};
 use uuid::Uuid;
 
 use crate::entity::{tenant, user};
@@ -91,6 +91,7 @@ pub(crate) fn user_from_row(row: user::Model) -> Result<User, DomainError> {
             row.mobile,
             row.locale,
             row.time_zone,
+            row.note,
         ],
         create_time: Timestamp::from_unix_micros(row.create_time),
         update_time: Timestamp::from_unix_micros(row.update_time),
@@ -116,6 +117,7 @@ pub(crate) fn user_to_active(u: &User) -> user::ActiveModel {
         mobile,
         locale,
         time_zone,
+        note,
     ] = u.profile.clone();
     user::ActiveModel {
         id: Set(u.id.0),
@@ -146,6 +148,7 @@ pub(crate) fn user_to_active(u: &User) -> user::ActiveModel {
         mobile: Set(mobile),
         locale: Set(locale),
         time_zone: Set(time_zone),
+        note: Set(note),
         create_time: Set(u.create_time.unix_micros()),
         update_time: Set(u.update_time.unix_micros()),
         revision: Set(u.revision.0),
@@ -195,17 +198,22 @@ pub(crate) fn user_by_index(row: &QueryResult, tenant: &TenantId) -> RepoResult<
         .ok_or_else(|| DomainError::storage("typed user rows are read on PostgreSQL only"))?;
     let unreadable = |e: sea_orm::sqlx::Error| DomainError::storage(format!("stored user unreadable: {e}"));
     let text = |i: usize| row.try_get_unchecked::<String, _>(i).map_err(unreadable);
-    let texts = |from: usize| -> RepoResult<[String; 10]> {
-        let mut out: [String; 10] = Default::default();
+    fn texts<const N: usize>(text: impl Fn(usize) -> RepoResult<String>, from: usize) -> RepoResult<[String; N]> {
+        let mut out: [String; N] = std::array::from_fn(|_| String::new());
         for (i, cell) in out.iter_mut().enumerate() {
             *cell = text(from + i)?;
         }
         Ok(out)
-    };
+    }
+    // Positions of ROW_COLUMNS: id, email, display_name, enabled, status,
+    // external_id, the custom slots, the profile fields, then the rest.
+    const CUSTOM_AT: usize = 6;
+    const PROFILE_AT: usize = CUSTOM_AT + CUSTOM_SLOTS;
+    const REST_AT: usize = PROFILE_AT + ProfileField::ALL.len();
     let int = |i: usize| row.try_get_unchecked::<i64, _>(i).map_err(unreadable);
     let id: Uuid = row.try_get_unchecked(0).map_err(unreadable)?;
     let status = text(4)?;
-    let role = text(29)?;
+    let role = text(REST_AT + 3)?;
     Ok(User {
         tenant: tenant.clone(),
         id: UserId(id),
@@ -215,15 +223,15 @@ pub(crate) fn user_by_index(row: &QueryResult, tenant: &TenantId) -> RepoResult<
         enabled: row.try_get(3).map_err(unreadable)?,
         status: status.parse().map_err(|_| corrupt("status", &status))?,
         external_id: row.try_get_unchecked(5).map_err(unreadable)?,
-        custom: texts(6)?,
-        profile: texts(16)?,
-        create_time: Timestamp::from_unix_micros(int(26)?),
-        update_time: Timestamp::from_unix_micros(int(27)?),
-        revision: Revision(int(28)?),
+        custom: texts(text, CUSTOM_AT)?,
+        profile: texts(text, PROFILE_AT)?,
+        create_time: Timestamp::from_unix_micros(int(REST_AT)?),
+        update_time: Timestamp::from_unix_micros(int(REST_AT + 1)?),
+        revision: Revision(int(REST_AT + 2)?),
         role: role.parse().map_err(|_| corrupt("role", &role))?,
         capabilities: Capabilities {
-            user_management: row.try_get(30).map_err(unreadable)?,
-            export_users: row.try_get(31).map_err(unreadable)?,
+            user_management: row.try_get(REST_AT + 4).map_err(unreadable)?,
+            export_users: row.try_get(REST_AT + 5).map_err(unreadable)?,
         },
     })
 }

@@ -8,9 +8,10 @@ use sea_orm::IdenStatic;
 use userdir_domain::DomainError;
 use userdir_domain::access::Capabilities;
 use userdir_domain::repo::RepoResult;
+use userdir_domain::tenant::CUSTOM_SLOTS;
 use userdir_domain::tenant::TenantId;
 use userdir_domain::text::{Revision, Timestamp};
-use userdir_domain::user::{User, UserId};
+use userdir_domain::user::{ProfileField, User, UserId};
 use uuid::Uuid;
 
 use crate::convert::ROW_COLUMNS;
@@ -71,10 +72,12 @@ pub(crate) fn unpack_user(record: &str, tenant: &TenantId) -> RepoResult<User> {
     else {
         return Err(corrupt("packed row"));
     };
-    if texts.len() != 20 {
+    if texts.len() != CUSTOM_SLOTS + ProfileField::ALL.len() {
         return Err(corrupt("packed row"));
     }
-    let strings = |values: &[&str]| -> [String; 10] { std::array::from_fn(|i| values[i].to_owned()) };
+    fn strings<const N: usize>(values: &[&str]) -> [String; N] {
+        std::array::from_fn(|i| values[i].to_owned())
+    }
     let number = |what: &str, v: &str| v.parse::<i64>().map_err(|_| corrupt(what));
     Ok(User {
         tenant: tenant.clone(),
@@ -83,9 +86,9 @@ pub(crate) fn unpack_user(record: &str, tenant: &TenantId) -> RepoResult<User> {
         display_name: (*display_name).to_owned(),
         enabled: number("enabled flag", enabled)? != 0,
         status: status.parse().map_err(|_| corrupt("status"))?,
-        custom: strings(&texts[..10]),
+        custom: strings(&texts[..CUSTOM_SLOTS]),
         external_id: external_id.strip_prefix('=').map(str::to_owned),
-        profile: strings(&texts[10..]),
+        profile: strings(&texts[CUSTOM_SLOTS..]),
         create_time: Timestamp::from_unix_micros(number("create time", created)?),
         update_time: Timestamp::from_unix_micros(number("update time", updated)?),
         revision: Revision(number("revision", revision)?),

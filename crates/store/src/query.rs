@@ -8,7 +8,7 @@ use userdir_domain::list::{OrderBy, OrderField, SortKey, UserQuery};
 use userdir_domain::tenant::TenantId;
 use uuid::Uuid;
 
-use crate::entity::user::{CUSTOM_COLUMNS, Column, Entity};
+use crate::entity::user::{CUSTOM_COLUMNS, Column, Entity, PROFILE_COLUMNS};
 
 /// The SQL condition of a parsed filter.
 pub(crate) fn filter_condition(filter: &Filter) -> SimpleExpr {
@@ -37,6 +37,7 @@ fn column(field: FilterField) -> Column {
         FilterField::UpdateTime => Column::UpdateTime,
         FilterField::Role => Column::Role,
         FilterField::Custom(slot) => CUSTOM_COLUMNS[slot.min(CUSTOM_COLUMNS.len() - 1)],
+        FilterField::Profile(field) => PROFILE_COLUMNS[field.index()],
     }
 }
 

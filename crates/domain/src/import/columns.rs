@@ -80,7 +80,7 @@ impl Column {
 /// Names the known columns, for error messages.
 pub const KNOWN_COLUMNS: &str = "userid, email, name (or display_name), enabled, status, external_id, \
      custom_01..custom_10, given_name, family_name, title, department, company, job_role, phone, mobile, \
-     locale, time_zone, role (checked: an import never changes a role), and the read-only created, updated";
+     locale, time_zone, note, role (checked: an import never changes a role), and the read-only created, updated";
 
 /// Resolves a header (or row key) through the caller's mapping, then by name.
 pub fn resolve(header: &str, mapping: &BTreeMap<String, String>) -> Result<Column, String> {

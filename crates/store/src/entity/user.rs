@@ -36,6 +36,8 @@ pub struct Model {
     pub mobile: String,
     pub locale: String,
     pub time_zone: String,
+    /// Other information (seed 003), migration 12.
+    pub note: String,
     pub create_time: i64,
     pub update_time: i64,
     pub revision: i64,
@@ -65,7 +67,7 @@ pub const CUSTOM_COLUMNS: [Column; 10] = [
 ];
 
 /// The profile columns, in `ProfileField::ALL` order.
-pub const PROFILE_COLUMNS: [Column; 10] = [
+pub const PROFILE_COLUMNS: [Column; 11] = [
     Column::GivenName,
     Column::FamilyName,
     Column::Title,
@@ -76,4 +78,5 @@ pub const PROFILE_COLUMNS: [Column; 10] = [
     Column::Mobile,
     Column::Locale,
     Column::TimeZone,
+    Column::Note,
 ];

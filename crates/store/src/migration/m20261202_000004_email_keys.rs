@@ -138,6 +138,7 @@ mod tests {
             row.role = sea_orm::ActiveValue::NotSet;
             row.cap_user_management = sea_orm::ActiveValue::NotSet;
             row.cap_export_users = sea_orm::ActiveValue::NotSet;
+            row.note = sea_orm::ActiveValue::NotSet;
             row.tenant_id = Set("acme".into());
             row.email_key = Set(email.to_lowercase());
             user::Entity::insert(row).exec_without_returning(&db).await.unwrap();

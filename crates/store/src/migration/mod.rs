@@ -13,6 +13,7 @@ mod m20261202_000008_api_key_creator;
 mod m20261202_000009_user_roles;
 mod m20261203_000010_import_protected;
 mod m20261206_000011_api_key_changes;
+mod m20261207_000012_user_note;
 
 pub struct Migrator;
 
@@ -31,6 +32,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261202_000009_user_roles::Migration),
             Box::new(m20261203_000010_import_protected::Migration),
             Box::new(m20261206_000011_api_key_changes::Migration),
+            Box::new(m20261207_000012_user_note::Migration),
         ]
     }
 }

@@ -955,6 +955,12 @@ pub(crate) fn many_rows(n: usize) -> String {
 
 async fn cancelled_import_keeps_committed_rows(s: TestServer) {
     s.tenant("acme").await;
+    // Users the file does not list: a FULL_SYNC that ends without its end
+    // message must delete none of them.
+    let kept = ["keep1@example.org", "keep2@example.org"];
+    for email in kept {
+        s.user("acme", email, "Kept with a longer name").await;
+    }
     let text = many_rows(2000);
     // 1300 rows (past the 64 KiB the encoding check reads first), then the
     // first half of row 1301, then the client goes away without an end.
@@ -976,8 +982,15 @@ async fn cancelled_import_keeps_committed_rows(s: TestServer) {
     drop(stream);
     let job = latest_job_when_done(&s).await;
     assert_eq!(job.state, ImportJobState::Cancelled as i32, "{job:?}");
-    // Every row whose result was sent is stored whole; the cut row is not.
-    let stored = by_email(&users(&s).await);
+    // Every row whose result was sent is stored whole; the cut row is not;
+    // the users the file does not list are all still there.
+    let mut stored = by_email(&users(&s).await);
+    for email in kept {
+        assert!(
+            stored.remove(email).is_some(),
+            "{email} was deleted by a FULL_SYNC that never ended"
+        );
+    }
     for r in &received {
         assert_eq!(stored[&r.email].name, r.user);
     }
@@ -997,7 +1010,7 @@ async fn cancelled_import_keeps_committed_rows(s: TestServer) {
             .iter()
             .filter(|r| r.outcome == ImportOutcome::Deleted as i32)
             .count(),
-        stored.len()
+        stored.len() + kept.len()
     );
 }
 

@@ -315,6 +315,8 @@ async fn import_deadline_ends_the_import(backend: Backend) {
         return;
     };
     s.tenant("acme").await;
+    // Not in the file: a FULL_SYNC cut short by its deadline deletes nobody.
+    s.user("acme", "keep@example.org", "Kept").await;
     let (tx, mut stream) = try_open_import(&s, options(ImportMode::FullSync), Some(Duration::from_secs(1)))
         .await
         .unwrap();
@@ -338,6 +340,7 @@ async fn import_deadline_ends_the_import(backend: Backend) {
     assert_eq!(ended.code(), Code::DeadlineExceeded, "{ended:?}");
     assert_eq!(reported, 1);
     lookup(&s, "a@example.com").await.unwrap();
+    lookup(&s, "keep@example.org").await.unwrap();
     let job = crate::import::latest_job_when_done(&s).await;
     assert_eq!(job.state, userdir::pb::ImportJobState::Cancelled as i32, "{job:?}");
     assert!(job.error.contains("deadline"), "{job:?}");

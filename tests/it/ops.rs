@@ -215,14 +215,16 @@ async fn shutdown_ends_stalled_streams_after_the_grace_period(backend: Backend) 
         s.shut_down_within(Duration::from_secs(15)).await,
         "the server waited for its clients"
     );
-    // The import's client learns it ended.
+    // The import's client learns it ended, and why.
     let ended = loop {
         match import.message().await {
             Ok(Some(_)) => continue,
             other => break other,
         }
     };
-    assert!(ended.is_err(), "{ended:?}");
+    let status = ended.expect_err("the import ended OK at a shutdown");
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+    assert_eq!(crate::common::reason(&status), "SERVER_SHUTTING_DOWN", "{status:?}");
     let store = userdir_store::Store::connect(&s.store_options).await.unwrap();
     let tenant = userdir_domain::tenant::TenantId::parse("tenant", "acme").unwrap();
     let jobs = userdir_domain::repo::ImportRepository::list_import_jobs(&store, &tenant, None, 10)
@@ -231,6 +233,14 @@ async fn shutdown_ends_stalled_streams_after_the_grace_period(backend: Backend) 
     let job = &jobs[0];
     assert_eq!(job.state, userdir_domain::import::ImportState::Cancelled, "{job:?}");
     assert!(job.error.contains("shutting down"), "{job:?}");
+    // The FULL_SYNC listed one of the 3,000 users and never ended: all stay.
+    let stored = sea_orm::PaginatorTrait::count(
+        sea_orm::EntityTrait::find() as sea_orm::Select<userdir_store::entity::user::Entity>,
+        store.connection(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(stored, 3000);
     drop(tx);
 }
 

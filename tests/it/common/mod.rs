@@ -123,7 +123,7 @@ pub struct TestServer {
 }
 
 /// Starts a server on `backend`, or `None` when PostgreSQL is not reachable
-/// outside CI (with `CI=true` a missing PostgreSQL fails the test instead).
+/// outside CI (in CI a missing PostgreSQL fails the test instead).
 pub async fn spawn(backend: Backend) -> Option<TestServer> {
     spawn_with(backend, |_| {}).await
 }
@@ -389,17 +389,29 @@ macro_rules! on_both_backends {
     };
 }
 
+/// Whether this run is CI's, where a skipped test is a failed one: `CI`
+/// set to anything but empty, `0` or `false` (CI systems set `true` or `1`).
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| !matches!(v.trim().to_ascii_lowercase().as_str(), "" | "0" | "false"))
+}
+
+/// A test that cannot run here: outside CI it says why and is skipped; in
+/// CI it fails, naming why.
+pub fn skip(why: &str) {
+    assert!(!in_ci(), "a test cannot run, and in CI a skip is a failure: {why}");
+    eprintln!("skipping: {why} (in CI this fails)");
+}
+
 /// A fresh, empty PostgreSQL schema (no server, no migrations): its URL and
 /// name; `None` when PostgreSQL is not reachable outside CI.
 pub async fn spawn_bare_postgres_schema() -> Option<(String, String)> {
     let url = pg_url();
     let admin = match Database::connect(url.as_str()).await {
         Ok(db) => db,
-        Err(e) if std::env::var("CI").as_deref() != Ok("true") => {
-            eprintln!("skipping PostgreSQL test: {url} not reachable ({e}); set CI=true to make this fail");
+        Err(e) => {
+            skip(&format!("PostgreSQL at {url} is not reachable ({e})"));
             return None;
         }
-        Err(e) => panic!("PostgreSQL at {url} is required when CI=true: {e}"),
     };
     let schema = format!("it_{}", uuid::Uuid::now_v7().simple());
     admin

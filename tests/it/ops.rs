@@ -110,9 +110,10 @@ async fn health_follows_the_database() {
         },
     );
     let err = err.await.unwrap_err();
-    assert!(
-        matches!(err.code(), tonic::Code::Unavailable | tonic::Code::Internal),
-        "database down is reported as a server-side failure: {err:?}"
+    assert_eq!(
+        err.code(),
+        tonic::Code::Unavailable,
+        "the README promises UNAVAILABLE while the database is down: {err:?}"
     );
     assert!(
         !err.message().contains("postgres://"),

@@ -142,6 +142,7 @@ async fn seed_001_upsert_then_rerun_changes_nothing(s: TestServer) {
     );
 
     let (again, _) = csv(&s, options(ImportMode::Upsert), SEED_001).await;
+    assert_eq!(again.len(), 3, "{again:?}");
     assert!(
         outcomes(&again).iter().all(|(_, o)| *o == ImportOutcome::Unchanged),
         "{again:?}"
@@ -780,6 +781,8 @@ async fn export_format_imports_back(s: TestServer) {
             ..options(ImportMode::Upsert)
         };
         let (results, _) = csv(&s, opts, &text).await;
+        assert_eq!(results.len(), text.lines().count() - 1, "{key:?}: {results:?}");
+        assert!(!results.is_empty());
         assert!(
             results.iter().all(|r| r.outcome == ImportOutcome::Unchanged as i32),
             "{key:?}: {results:?}"

@@ -166,6 +166,7 @@ async fn import_never_grants_or_changes_a_role(s: TestServer) {
     )
     .await
     .unwrap();
+    assert_eq!(results.len(), 7, "{results:?}");
     assert!(results.iter().all(|r| r.outcome == Unchanged as i32), "{results:?}");
     assert_eq!(job.counts.unwrap().rows, 7);
 }

@@ -305,3 +305,69 @@ impl ImportJob {
         Ok((tenant, id))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn options(max_delete_percent: u32, allow_delete_all: bool) -> ImportOptions {
+        ImportOptions {
+            mode: ImportMode::FullSync,
+            match_key: MatchKey::Email,
+            keep_admins: false,
+            skip_empty_values: false,
+            encoding: DeclaredEncoding::Auto,
+            column_mapping: BTreeMap::new(),
+            validate_only: false,
+            allow_delete_all,
+            max_delete_percent,
+        }
+    }
+
+    /// Which options have a guard, and at what share.
+    #[test]
+    fn the_delete_guard_of_the_options() {
+        assert_eq!(DeleteGuard::of(&options(0, false)), Some(DeleteGuard { percent: 25 }));
+        assert_eq!(DeleteGuard::of(&options(50, false)), Some(DeleteGuard { percent: 50 }));
+        assert_eq!(DeleteGuard::of(&options(99, false)), Some(DeleteGuard { percent: 99 }));
+        assert_eq!(DeleteGuard::of(&options(100, false)), None, "100 turns it off");
+        assert_eq!(
+            DeleteGuard::of(&options(0, true)),
+            None,
+            "allow_delete_all turns it off"
+        );
+    }
+
+    /// The boundaries, exactly: the share (rounded down) or the floor of 10,
+    /// whichever is more; one past it is refused, naming the counts.
+    #[test]
+    fn the_delete_guard_at_its_edges() {
+        let guard = DeleteGuard { percent: 25 };
+        for (users, limit) in [
+            (0, 10),
+            (7, 10),
+            (40, 10),
+            (43, 10),
+            (44, 11),
+            (100, 25),
+            (1_000_001, 250_000),
+        ] {
+            assert!(guard.check(limit, users).is_ok(), "{limit} of {users}");
+            let err = guard.check(limit + 1, users).unwrap_err();
+            assert_eq!(err.reason(), "FULL_SYNC_DELETE_GUARD");
+            let text = err.to_string();
+            assert!(
+                text.contains(&format!("delete {} of the tenant's {users} users", limit + 1)),
+                "{text}"
+            );
+            assert!(text.contains(&format!("({limit} users)")), "{text}");
+        }
+        let half = DeleteGuard { percent: 50 };
+        assert!(half.check(50, 100).is_ok());
+        assert!(half.check(51, 100).is_err());
+        assert!(half.check(10, 3).is_ok(), "the floor holds for a small tenant");
+        assert!(half.check(11, 3).is_err());
+    }
+}

@@ -98,3 +98,194 @@ pub(super) fn protection(
     }
     Ok(protect)
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use crate::access::{ActingUser, Capabilities, Principal, Scope, Scopes, TenantScope};
+    use crate::email::Email;
+    use crate::text::{Revision, Timestamp};
+    use crate::user::UserStatus;
+
+    fn tenant() -> TenantId {
+        TenantId::parse("tenant", "acme").unwrap()
+    }
+
+    fn user(id: u128, role: TenantRole) -> User {
+        User {
+            tenant: tenant(),
+            id: UserId(Uuid::from_u128(id)),
+            email: Email::parse("email", &format!("u{id}@example.com")).unwrap(),
+            display_name: format!("User {id}"),
+            enabled: true,
+            status: UserStatus::default(),
+            custom: Default::default(),
+            external_id: None,
+            profile: Default::default(),
+            create_time: Timestamp::from_unix_micros(0),
+            update_time: Timestamp::from_unix_micros(0),
+            revision: Revision(1),
+            role,
+            capabilities: Capabilities::default(),
+        }
+    }
+
+    /// A key of acme with `scopes`, acting for user 1 of `role` (with
+    /// `user_management` for a member) or for nobody.
+    fn caller(scopes: &[Scope], acting: Option<TenantRole>) -> Caller {
+        Caller {
+            principal: Principal::key(Uuid::from_u128(99)),
+            tenants: TenantScope::One(tenant()),
+            scopes: Scopes::of(scopes),
+            act_as_users: true,
+            expire_time: None,
+            acting: acting.map(|role| ActingUser {
+                user: UserId(Uuid::from_u128(1)),
+                email: "u1@example.com".into(),
+                role,
+                capabilities: Capabilities {
+                    user_management: true,
+                    export_users: false,
+                },
+            }),
+        }
+    }
+
+    fn renamed(u: &User) -> (User, UserMask) {
+        let planned = User {
+            display_name: "Renamed".into(),
+            ..u.clone()
+        };
+        let mask = UserMask {
+            display_name: true,
+            ..UserMask::default()
+        };
+        (planned, mask)
+    }
+
+    fn reason(r: Result<(), RowFailure>) -> String {
+        r.err().map(|f| f.reason).unwrap_or_default()
+    }
+
+    /// A row asks the caller's rights under the import scope; an unchanged
+    /// row needs none; a role cell is checked, never written.
+    #[test]
+    fn a_rows_rights() {
+        let t = tenant();
+        let import_key = caller(&[Scope::Read, Scope::Import], None);
+        let write_key = caller(&[Scope::Read, Scope::Write], None);
+        let member = user(2, TenantRole::Member);
+        let admin = user(3, TenantRole::Admin);
+        let owner = user(4, TenantRole::Owner);
+        let (planned, mask) = renamed(&member);
+        assert_eq!(reason(permit(&import_key, &t, &[], None, &member, &mask)), "");
+        assert_eq!(reason(permit(&import_key, &t, &[], Some(&member), &planned, &mask)), "");
+        assert_eq!(
+            reason(permit(&write_key, &t, &[], None, &member, &mask)),
+            "MISSING_PERMISSION",
+            "writing through an import needs the import scope"
+        );
+        assert_eq!(
+            reason(permit(
+                &write_key,
+                &t,
+                &[],
+                Some(&member),
+                &member,
+                &UserMask::default()
+            )),
+            "",
+            "an unchanged row needs no right"
+        );
+        // The owner is edited only by themselves or an operator.
+        let (planned, mask) = renamed(&owner);
+        assert_eq!(
+            reason(permit(&import_key, &t, &[], Some(&owner), &planned, &mask)),
+            "OWNER_PROTECTED"
+        );
+        // A user manager acting: members yes, admins no.
+        let manager = caller(&[Scope::Read, Scope::Import], Some(TenantRole::Member));
+        let (planned, mask) = renamed(&admin);
+        assert_eq!(
+            reason(permit(&manager, &t, &[], Some(&admin), &planned, &mask)),
+            "MISSING_PERMISSION"
+        );
+        let (planned, mask) = renamed(&member);
+        assert_eq!(reason(permit(&manager, &t, &[], Some(&member), &planned, &mask)), "");
+        // The role cell: empty or the stored role passes, anything else fails.
+        let role = |v: &str| vec![(Column::Role, v.to_owned())];
+        assert_eq!(reason(permit(&import_key, &t, &role(""), None, &member, &mask)), "");
+        assert_eq!(
+            reason(permit(&import_key, &t, &role("member"), None, &member, &mask)),
+            ""
+        );
+        assert_eq!(
+            reason(permit(&import_key, &t, &role("admin"), None, &member, &mask)),
+            "ROLE_NOT_ASSIGNABLE_BY_IMPORT"
+        );
+        assert_eq!(
+            reason(permit(
+                &import_key,
+                &t,
+                &role("admin"),
+                Some(&admin),
+                &admin,
+                &UserMask::default()
+            )),
+            ""
+        );
+        assert_eq!(
+            reason(permit(&import_key, &t, &role("boss"), None, &member, &mask)),
+            "INVALID_ARGUMENT"
+        );
+    }
+
+    /// Who a FULL_SYNC keeps although its file does not list them.
+    #[test]
+    fn whom_a_full_sync_keeps() {
+        let t = tenant();
+        let listed_acting: HashSet<Uuid> = [Uuid::from_u128(1)].into();
+        let none: HashSet<Uuid> = HashSet::new();
+        // An import key acting for nobody: the owner only.
+        let import_key = caller(&[Scope::Read, Scope::Import], None);
+        let p = protection(&import_key, &t, false, &none).unwrap();
+        assert_eq!(p.roles, [(TenantRole::Owner, Kept::Owner)]);
+        assert!(p.users.is_empty());
+        // A key without the import scope deletes nobody: every role kept.
+        let reader = caller(&[Scope::Read, Scope::Write], None);
+        let p = protection(&reader, &t, false, &none).unwrap();
+        assert_eq!(
+            p.roles,
+            [
+                (TenantRole::Owner, Kept::Owner),
+                (TenantRole::Admin, Kept::MissingPermission),
+                (TenantRole::Member, Kept::MissingPermission)
+            ]
+        );
+        // keep_admins keeps admins.
+        let p = protection(&import_key, &t, true, &none).unwrap();
+        assert_eq!(p.reason(Uuid::from_u128(7), TenantRole::Admin), Some(Kept::KeepAdmins));
+        assert_eq!(p.reason(Uuid::from_u128(7), TenantRole::Member), None);
+        // An acting admin: must be in the file without keep_admins, and is kept.
+        let admin = caller(&[Scope::Read, Scope::Import], Some(TenantRole::Admin));
+        let err = protection(&admin, &t, false, &none).unwrap_err();
+        assert_eq!(err.reason(), "OPERATING_ADMIN_ABSENT");
+        let p = protection(&admin, &t, false, &listed_acting).unwrap();
+        assert_eq!(p.reason(Uuid::from_u128(1), TenantRole::Admin), Some(Kept::ActingUser));
+        assert_eq!(p.reason(Uuid::from_u128(5), TenantRole::Admin), None, "other admins go");
+        assert!(
+            protection(&admin, &t, true, &none).is_ok(),
+            "keep_admins lifts the rule"
+        );
+        // A user manager acting: admins are not theirs to delete.
+        let manager = caller(&[Scope::Read, Scope::Import], Some(TenantRole::Member));
+        let p = protection(&manager, &t, false, &listed_acting).unwrap();
+        assert_eq!(
+            p.reason(Uuid::from_u128(5), TenantRole::Admin),
+            Some(Kept::MissingPermission)
+        );
+        assert_eq!(p.reason(Uuid::from_u128(6), TenantRole::Member), None);
+    }
+}

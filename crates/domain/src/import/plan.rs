@@ -483,3 +483,253 @@ impl Planner {
         results.into_iter().flatten().collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::access::{Capabilities, Principal, Scope, Scopes, TenantRole, TenantScope};
+    use crate::import::DeclaredEncoding;
+    use crate::tenant::TenantId;
+    use crate::user::{UserId, UserStatus};
+
+    fn tenant() -> Tenant {
+        Tenant {
+            id: TenantId::parse("tenant", "acme").unwrap(),
+            display_name: "Acme".into(),
+            seat_limit: 0,
+            custom_attributes: Default::default(),
+            user_count: 0,
+            create_time: Timestamp::from_unix_micros(0),
+            update_time: Timestamp::from_unix_micros(0),
+            revision: Revision(1),
+        }
+    }
+
+    fn options(mode: ImportMode, match_key: MatchKey, skip_empty_values: bool) -> ImportOptions {
+        ImportOptions {
+            mode,
+            match_key,
+            keep_admins: false,
+            skip_empty_values,
+            encoding: DeclaredEncoding::Auto,
+            column_mapping: BTreeMap::new(),
+            validate_only: false,
+            allow_delete_all: false,
+            max_delete_percent: 0,
+        }
+    }
+
+    fn importer() -> Caller {
+        Caller {
+            principal: Principal::key(Uuid::from_u128(99)),
+            tenants: TenantScope::One(tenant().id),
+            scopes: Scopes::of(&[Scope::Read, Scope::Import]),
+            act_as_users: false,
+            expire_time: None,
+            acting: None,
+        }
+    }
+
+    fn stored(id: u128, email: &str, name: &str) -> User {
+        User {
+            tenant: tenant().id,
+            id: UserId(Uuid::from_u128(id)),
+            email: Email::parse("email", email).unwrap(),
+            display_name: name.into(),
+            enabled: true,
+            status: UserStatus::default(),
+            custom: Default::default(),
+            external_id: None,
+            profile: Default::default(),
+            create_time: Timestamp::from_unix_micros(0),
+            update_time: Timestamp::from_unix_micros(0),
+            revision: Revision(1),
+            role: TenantRole::Member,
+            capabilities: Capabilities::default(),
+        }
+    }
+
+    fn row(line: u64, cells: &[(Column, &str)]) -> Pending {
+        Pending {
+            line,
+            cells: Ok(cells.iter().map(|(c, v)| (*c, (*v).to_owned())).collect()),
+            attempt: 0,
+        }
+    }
+
+    /// Plans `rows` against `existing`: (line, outcome, failure reason) by line.
+    fn decide(planner: &mut Planner, rows: Vec<Pending>, existing: &[User]) -> Vec<(u64, RowOutcome, String)> {
+        let prepared = planner.prepare(rows);
+        let plan = planner.plan(prepared.results, prepared.prepared, existing);
+        let mut seen: Vec<(u64, RowOutcome, String)> = plan
+            .results
+            .iter()
+            .flatten()
+            .chain(plan.create_results.iter().map(|(_, r)| r))
+            .chain(plan.update_results.iter().map(|(_, r)| r))
+            .map(|r| {
+                (
+                    r.line,
+                    r.outcome,
+                    r.failure.as_ref().map(|f| f.reason.clone()).unwrap_or_default(),
+                )
+            })
+            .collect();
+        seen.sort_by_key(|s| s.0);
+        seen
+    }
+
+    fn out(line: u64, outcome: RowOutcome, reason: &str) -> (u64, RowOutcome, String) {
+        (line, outcome, reason.to_owned())
+    }
+
+    use Column::{DisplayName as Name, Email as Mail, UserId as Id};
+    use RowOutcome::{Created, Failed, Skipped, Unchanged, Updated};
+
+    /// Each mode's rule, row by row, against the users stored.
+    #[test]
+    fn the_modes() {
+        let existing = [
+            stored(1, "same@example.com", "Same"),
+            stored(2, "old@example.com", "Old"),
+        ];
+        let rows = || {
+            vec![
+                row(2, &[(Mail, "same@example.com"), (Name, "Same")]),
+                row(3, &[(Mail, "old@example.com"), (Name, "New name")]),
+                row(4, &[(Mail, "new@example.com"), (Name, "New")]),
+                row(5, &[(Mail, "NEW@example.com"), (Name, "Again")]),
+                row(6, &[(Mail, "bad..dots@example.com"), (Name, "Bad")]),
+            ]
+        };
+        let duplicate = out(5, Failed, "DUPLICATE_IN_FILE");
+        let bad = out(6, Failed, "INVALID_ARGUMENT");
+        let mut upsert = Planner::new(
+            tenant(),
+            options(ImportMode::Upsert, MatchKey::Email, false),
+            importer(),
+        );
+        assert_eq!(
+            decide(&mut upsert, rows(), &existing),
+            [
+                out(2, Unchanged, ""),
+                out(3, Updated, ""),
+                out(4, Created, ""),
+                duplicate.clone(),
+                bad.clone()
+            ]
+        );
+        let mut create = Planner::new(
+            tenant(),
+            options(ImportMode::CreateOnly, MatchKey::Email, false),
+            importer(),
+        );
+        assert_eq!(
+            decide(&mut create, rows(), &existing),
+            [
+                out(2, Skipped, ""),
+                out(3, Skipped, ""),
+                out(4, Created, ""),
+                duplicate.clone(),
+                bad.clone()
+            ]
+        );
+        let mut update = Planner::new(
+            tenant(),
+            options(ImportMode::UpdateOnly, MatchKey::Email, false),
+            importer(),
+        );
+        assert_eq!(
+            decide(&mut update, rows(), &existing),
+            [
+                out(2, Unchanged, ""),
+                out(3, Updated, ""),
+                out(4, Skipped, ""),
+                duplicate.clone(),
+                bad.clone()
+            ]
+        );
+        let mut sync = Planner::new(
+            tenant(),
+            options(ImportMode::FullSync, MatchKey::Email, false),
+            importer(),
+        );
+        decide(&mut sync, rows(), &existing);
+        let kept: HashSet<Uuid> = [Uuid::from_u128(1), Uuid::from_u128(2)].into();
+        assert_eq!(sync.keep, kept, "a FULL_SYNC keeps the users its file names");
+        // A later batch of the same file still knows its earlier keys.
+        assert_eq!(
+            decide(
+                &mut upsert,
+                vec![row(7, &[(Mail, "new@example.com"), (Name, "Late")])],
+                &existing
+            ),
+            [out(7, Failed, "DUPLICATE_IN_FILE")]
+        );
+    }
+
+    /// Empty cells: written as empty, or (skip_empty_values) left alone.
+    #[test]
+    fn empty_cells() {
+        let mut user = stored(1, "a@example.com", "A");
+        user.profile[crate::user::ProfileField::Department.index()] = "Sales".into();
+        let existing = [user];
+        let cells = [
+            (Mail, "a@example.com"),
+            (Name, "A"),
+            (Column::Profile(crate::user::ProfileField::Department), ""),
+        ];
+        let mut clear = Planner::new(
+            tenant(),
+            options(ImportMode::Upsert, MatchKey::Email, false),
+            importer(),
+        );
+        assert_eq!(
+            decide(&mut clear, vec![row(2, &cells)], &existing),
+            [out(2, Updated, "")]
+        );
+        let mut keep = Planner::new(tenant(), options(ImportMode::Upsert, MatchKey::Email, true), importer());
+        assert_eq!(
+            decide(&mut keep, vec![row(2, &cells)], &existing),
+            [out(2, Unchanged, "")]
+        );
+    }
+
+    /// Matching by user id: an id no user of the tenant has fails (never a
+    /// new user with that id); an empty id creates one.
+    #[test]
+    fn matching_by_user_id() {
+        let existing = [stored(1, "a@example.com", "A")];
+        let mut planner = Planner::new(
+            tenant(),
+            options(ImportMode::Upsert, MatchKey::UserId, false),
+            importer(),
+        );
+        let known = Uuid::from_u128(1).to_string();
+        let unknown = Uuid::from_u128(42).to_string();
+        assert_eq!(
+            decide(
+                &mut planner,
+                vec![
+                    row(2, &[(Id, &known), (Mail, "a@example.com"), (Name, "A renamed")]),
+                    row(3, &[(Id, &unknown), (Mail, "x@example.com"), (Name, "X")]),
+                    row(4, &[(Id, ""), (Mail, "y@example.com"), (Name, "Y")]),
+                    row(5, &[(Id, "not-a-uuid"), (Mail, "z@example.com"), (Name, "Z")]),
+                    row(6, &[(Id, ""), (Mail, "a@example.com"), (Name, "Takes A's email")]),
+                ],
+                &existing,
+            ),
+            [
+                out(2, Updated, ""),
+                out(3, Failed, "USER_NOT_FOUND"),
+                out(4, Created, ""),
+                out(5, Failed, "INVALID_ARGUMENT"),
+                out(6, Failed, "EMAIL_ALREADY_EXISTS"),
+            ]
+        );
+    }
+}

@@ -30,7 +30,7 @@ mod support;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-use support::{authed, connect, operator_key};
+use support::{connect, operator_key};
 
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -326,7 +326,7 @@ async fn export(addr: &str, rows: bool) -> (f64, Duration, u64) {
 }
 
 fn start_server(bin: &str, url: &str, schema: &str, port: u16) -> Child {
-    let child = Command::new(bin)
+    Command::new(bin)
         .arg("serve")
         .env("USERDIR_LISTEN", format!("127.0.0.1:{port}"))
         .env("USERDIR_DATABASE_URL", url)
@@ -335,32 +335,22 @@ fn start_server(bin: &str, url: &str, schema: &str, port: u16) -> Child {
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .spawn()
-        .expect("start userdir");
-    std::thread::sleep(Duration::from_millis(300));
-    child
+        .expect("start userdir")
 }
 
-/// Waits until the server accepts connections.
-async fn wait_ready(addr: &str) -> TenantAdminClient<userdir::client::AuthedChannel> {
-    for _ in 0..100 {
-        if let Ok(channel) = tonic::transport::Channel::from_shared(addr.to_owned())
-            .unwrap()
-            .connect()
-            .await
-        {
-            return TenantAdminClient::new(authed(channel));
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("server did not start");
+/// Waits until `server` serves at `addr` (health SERVING, and it is this
+/// run's process that answers).
+async fn wait_ready(addr: &str, server: &mut Child) -> TenantAdminClient<userdir::client::AuthedChannel> {
+    support::wait_serving(addr, server).await;
+    TenantAdminClient::new(connect(addr).await)
 }
 
-async fn create_tenant(addr: &str) {
+async fn create_tenant(addr: &str, server: &mut Child) {
     let tenant = Tenant {
         display_name: "Bench".into(),
         ..Default::default()
     };
-    wait_ready(addr)
+    wait_ready(addr, server)
         .await
         .create_tenant(CreateTenantRequest {
             tenant_id: "bench".into(),
@@ -416,14 +406,14 @@ async fn main() {
     let mut exports = Vec::new();
     let mut deciles = Vec::new();
     let mut ceilings = Vec::new();
-    for (k, &n) in sizes.iter().enumerate() {
+    for &n in &sizes {
         let csv = dir.path().join(format!("users-{n}.csv"));
         sh(Command::new("python3")
-            .arg(root.join("bench/gen_users_csv.py"))
+            .arg(root.join("benches/scripts/gen_users_csv.py"))
             .args(["--rows", &n.to_string(), "--out"])
             .arg(&csv));
         for backend in backends.split(',') {
-            let port = 56100 + (k as u16) * 2 + u16::from(backend == "postgres");
+            let port = support::free_port();
             let addr = format!("http://127.0.0.1:{port}");
             let (url, schema, raw_secs) = if backend == "sqlite" {
                 let db = dir.path().join(format!("bench-{n}.db"));
@@ -438,7 +428,7 @@ async fn main() {
             let raw_rate = n as f64 / raw_secs;
             println!("| {backend} | {n} | raw load | {raw_rate:.0} | 1.00x | | | | | | |");
             let mut server = start_server(bin, &url, &schema, port);
-            create_tenant(&addr).await;
+            create_tenant(&addr, &mut server).await;
             let mut new_rate = 0.0;
             for what in ["UPSERT, new users", "UPSERT, unchanged"] {
                 let cpu = cpu_secs(server.id());
@@ -459,7 +449,7 @@ async fn main() {
             let _ = server.kill();
             let _ = server.wait();
             let mut server = start_server(bin, &url, &schema, port);
-            wait_ready(&addr).await;
+            wait_ready(&addr, &mut server).await;
             let dump = raw_dump(backend, &url, &schema);
             let dump_rate = n as f64 / dump;
             exports.push(format!("| {backend} | {n} | raw dump | {dump_rate:.0} | 1.00x | | |"));
@@ -487,7 +477,7 @@ async fn main() {
                 (pg.clone(), schema)
             };
             let mut server = start_server(bin, &cli_url, &cli_schema, port);
-            create_tenant(&addr).await;
+            create_tenant(&addr, &mut server).await;
             let started = Instant::now();
             sh(Command::new(bin)
                 .args(["import", "--tenant", "bench", "--mode", "upsert", "--server", &addr])

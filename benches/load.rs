@@ -117,7 +117,8 @@ impl Drop for Server {
     }
 }
 
-async fn start(db: &Db, port: u16) -> Server {
+async fn start(db: &Db) -> Server {
+    let port = support::free_port();
     let bin = std::env::var("USERDIR_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_userdir").to_owned());
     let mut child = Command::new(bin)
         .arg("serve")
@@ -130,20 +131,8 @@ async fn start(db: &Db, port: u16) -> Server {
         .spawn()
         .expect("start userdir");
     let addr = format!("http://127.0.0.1:{port}");
-    for _ in 0..100 {
-        if let Ok(ch) = Endpoint::from_shared(addr.clone()).unwrap().connect().await
-            && HealthClient::new(ch)
-                .check(HealthCheckRequest::default())
-                .await
-                .is_ok_and(|r| r.into_inner().status == 1)
-        {
-            return Server { child, addr };
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    panic!("server did not start");
+    support::wait_serving(&addr, &mut child).await;
+    Server { child, addr }
 }
 
 async fn channel(addr: &str) -> Channel {
@@ -297,12 +286,12 @@ async fn writes(ch: Channel, callers: usize, stop: Arc<AtomicBool>) -> (Latencie
     (all, failed, start.elapsed().as_secs_f64())
 }
 
-async fn writes_during_import(backend: &str, dir: &Path, pg: &str, csv: &[u8], rows: u64, port: u16) {
+async fn writes_during_import(backend: &str, dir: &Path, pg: &str, csv: &[u8], rows: u64) {
     let callers = env_or("LOAD_WRITERS", 2usize);
     // The import alone, on a fresh database.
     let alone = {
         let db = Db::fresh(backend, dir, pg, "alone");
-        let server = start(&db, port).await;
+        let server = start(&db).await;
         let ch = channel(&server.addr).await;
         create_tenant(&ch, "bench").await;
         create_tenant(&ch, "other").await;
@@ -325,7 +314,7 @@ async fn writes_during_import(backend: &str, dir: &Path, pg: &str, csv: &[u8], r
     };
     // The import with the writes beside it, on another fresh database.
     let db = Db::fresh(backend, dir, pg, "contended");
-    let server = start(&db, port + 1).await;
+    let server = start(&db).await;
     let ch = channel(&server.addr).await;
     create_tenant(&ch, "bench").await;
     create_tenant(&ch, "other").await;
@@ -386,12 +375,12 @@ async fn probes(ch: Channel, names: Arc<Vec<String>>, stop: Arc<AtomicBool>) -> 
     (glat, hlat, failed + not_serving)
 }
 
-async fn storm(backend: &str, dir: &Path, pg: &str, csv: &[u8], port: u16) {
+async fn storm(backend: &str, dir: &Path, pg: &str, csv: &[u8]) {
     let streams = env_or("LOAD_STORM_STREAMS", 120usize);
     let secs = env_or("LOAD_STORM_SECS", 20u64);
     let tenants = 12usize;
     let db = Db::fresh(backend, dir, pg, "storm");
-    let server = start(&db, port).await;
+    let server = start(&db).await;
     let probe_ch = channel(&server.addr).await;
     for t in 0..tenants {
         create_tenant(&probe_ch, &format!("storm-{t}")).await;
@@ -503,7 +492,7 @@ fn generate(dir: &Path, rows: u64) -> Vec<u8> {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let csv = dir.join(format!("users-{rows}.csv"));
     let status = Command::new("python3")
-        .arg(root.join("bench/gen_users_csv.py"))
+        .arg(root.join("benches/scripts/gen_users_csv.py"))
         .args(["--rows", &rows.to_string(), "--out"])
         .arg(&csv)
         .status()
@@ -525,8 +514,8 @@ async fn main() {
         println!();
         println!("| backend | run | rate | p50 ms | p99 ms | max ms | failed | vs import alone |");
         println!("|---|---|---|---|---|---|---|---|");
-        for (k, backend) in backends.split(',').enumerate() {
-            writes_during_import(backend, dir.path(), &pg, &csv, rows, 56300 + 10 * k as u16).await;
+        for backend in backends.split(',') {
+            writes_during_import(backend, dir.path(), &pg, &csv, rows).await;
         }
         println!();
     }
@@ -538,8 +527,8 @@ async fn main() {
             "| backend | run | GetUser p50 ms | p99 ms | max ms | health p50 ms | p99 ms | max ms | failed probes | streams | peak RSS MiB |"
         );
         println!("|---|---|---|---|---|---|---|---|---|---|---|");
-        for (k, backend) in backends.split(',').enumerate() {
-            storm(backend, dir.path(), &pg, &csv, 56305 + 10 * k as u16).await;
+        for backend in backends.split(',') {
+            storm(backend, dir.path(), &pg, &csv).await;
         }
     }
 }

@@ -565,6 +565,7 @@ async fn look_alike_local_parts_are_refused(s: TestServer) {
 }
 
 crate::on_both_backends!(
+    unique_violations_are_named_by_their_index,
     look_alike_local_parts_are_refused,
     create_and_get_round_trip,
     validation_follows_seed_001,
@@ -577,3 +578,29 @@ crate::on_both_backends!(
     delete_with_etag_frees_seat,
     validate_only_writes_nothing,
 );
+
+/// A unique violation is mapped by the index it broke, never guessed from
+/// the message: the email and external id name their field; a user id
+/// taken already (the primary key) is no "email exists" but a storage
+/// failure, logged.
+async fn unique_violations_are_named_by_their_index(s: TestServer) {
+    use userdir_domain::repo::UserRepository;
+    s.tenant("acme").await;
+    let first = s.user("acme", "first@example.com", "First").await;
+    let store = userdir_store::Store::connect(&s.store_options).await.unwrap();
+    let name = userdir_domain::user::UserName::parse("name", &first.name).unwrap();
+    let stored = store.get_user(&name).await.unwrap();
+    let same_id = userdir_domain::user::User {
+        email: userdir_domain::email::Email::parse("email", "other@example.com").unwrap(),
+        ..stored.clone()
+    };
+    let err = store.insert_user(&same_id).await.unwrap_err();
+    assert_eq!(err.reason(), "STORAGE_FAILURE", "{err:?}");
+    let same_email = userdir_domain::user::User {
+        id: userdir_domain::user::UserId::new(),
+        ..stored.clone()
+    };
+    let err = store.insert_user(&same_email).await.unwrap_err();
+    assert_eq!(err.reason(), "EMAIL_ALREADY_EXISTS", "{err:?}");
+    store.close().await.unwrap();
+}

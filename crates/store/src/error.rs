@@ -112,27 +112,61 @@ pub fn db_error(err: DbErr) -> DomainError {
     }
 }
 
-/// Maps a unique-constraint violation on `users` to `AlreadyExists`, naming
-/// the field; other errors are storage failures.
+/// The unique indexes of `users`, by name, with the columns SQLite names
+/// when one is violated (PostgreSQL names the index itself).
+const USER_UNIQUE_INDEXES: [(&str, &str); 4] = [
+    ("ux_users_email_key", "users.tenant_id, users.email_key"),
+    ("ux_users_external_id", "users.tenant_id, users.external_id"),
+    ("ux_users_one_owner", "users.tenant_id"),
+    ("users_pkey", "users.id"),
+];
+
+/// The unique index a write violated: `None` when the error is no unique
+/// violation, `Some(None)` for one whose index is not known by name.
+fn violated_index(err: &DbErr) -> Option<Option<&'static str>> {
+    let Some(SqlErr::UniqueConstraintViolation(message)) = err.sql_err() else {
+        return None;
+    };
+    let constraint = match err {
+        DbErr::Exec(RuntimeErr::SqlxError(e)) | DbErr::Query(RuntimeErr::SqlxError(e)) => match &**e {
+            sqlx::Error::Database(db) => db.constraint().map(str::to_owned),
+            _ => None,
+        },
+        _ => None,
+    };
+    let by_name = constraint.and_then(|c| USER_UNIQUE_INDEXES.iter().find(|(name, _)| *name == c));
+    // SQLite: "UNIQUE constraint failed: users.tenant_id, users.email_key".
+    let by_columns = || {
+        let columns = message.rsplit_once("constraint failed: ").map(|(_, c)| c.trim())?;
+        USER_UNIQUE_INDEXES.iter().find(|(_, cols)| *cols == columns)
+    };
+    Some(by_name.or_else(by_columns).map(|(name, _)| *name))
+}
+
+/// Maps a unique-constraint violation on `users` to what it means, by the
+/// index violated (never by a guess from the message): `AlreadyExists` for
+/// the email or external id, `Conflict` for a second owner; any other
+/// violation, and any other error, is a storage failure.
 pub(crate) fn user_write_error(err: DbErr, email: &str, external_id: Option<&str>) -> DomainError {
-    match err.sql_err() {
-        Some(SqlErr::UniqueConstraintViolation(msg)) => {
-            // PostgreSQL names the index (ux_users_external_id), SQLite the
-            // columns (users.tenant_id, users.external_id).
-            if msg.contains("external_id") {
-                DomainError::AlreadyExists {
-                    kind: ResourceKind::User,
-                    field: "external_id",
-                    value: external_id.unwrap_or_default().to_owned(),
-                }
-            } else {
-                DomainError::AlreadyExists {
-                    kind: ResourceKind::User,
-                    field: "email",
-                    value: email.to_owned(),
-                }
-            }
-        }
-        _ => db_error(err),
+    match violated_index(&err) {
+        None => db_error(err),
+        Some(Some("ux_users_email_key")) => DomainError::AlreadyExists {
+            kind: ResourceKind::User,
+            field: "email",
+            value: email.to_owned(),
+        },
+        Some(Some("ux_users_external_id")) => DomainError::AlreadyExists {
+            kind: ResourceKind::User,
+            field: "external_id",
+            value: external_id.unwrap_or_default().to_owned(),
+        },
+        Some(Some("ux_users_one_owner")) => DomainError::Conflict {
+            reason: "OWNER_EXISTS",
+            message: "the tenant already has an owner: the role moves with TransferTenantOwnership".to_owned(),
+        },
+        Some(index) => DomainError::storage(format!(
+            "a write to users broke the unique index {}: {err}",
+            index.unwrap_or("(not known by name)")
+        )),
     }
 }

@@ -253,7 +253,8 @@ where
     R: TenantRepository + UserRepository + ImportRepository,
 {
     // Rows the writer still committed are reported before the error.
-    let written = importer.end(state, Some(err.to_string())).await;
+    // The job record says what the caller is told, never the database's own text.
+    let written = importer.end(state, Some(err.public_message())).await;
     if !send_results(tx, written).await {
         return;
     }

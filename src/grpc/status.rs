@@ -37,23 +37,13 @@ pub fn to_status_with(err: DomainError, context: &str, extra: &[(&str, String)])
     };
     let mut details = ErrorDetails::new();
     let mut metadata = HashMap::new();
-    let message = match &err {
-        DomainError::Unavailable(source) => {
-            tracing::warn!(error = %source, "database unavailable");
-            "the database is unavailable; retry later".to_owned()
-        }
-        DomainError::StorageFull(source) => {
-            tracing::error!(error = %source, "database full");
-            "the database has no room left (disk full); nothing of this write was stored. \
-             Retry once space is freed"
-                .to_owned()
-        }
-        DomainError::Storage(source) => {
-            tracing::error!(error = %source, "storage failure");
-            "internal storage error; it has been logged".to_owned()
-        }
-        other => other.to_string(),
-    };
+    match &err {
+        DomainError::Unavailable(source) => tracing::warn!(error = %source, "database unavailable"),
+        DomainError::StorageFull(source) => tracing::error!(error = %source, "database full"),
+        DomainError::Storage(source) => tracing::error!(error = %source, "storage failure"),
+        _ => {}
+    }
+    let message = err.public_message();
     match &err {
         DomainError::Invalid(violations) => {
             for v in violations {

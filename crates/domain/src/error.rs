@@ -123,6 +123,20 @@ impl fmt::Display for ResourceKind {
 }
 
 impl DomainError {
+    /// What a caller, a job record or a row result may be told: the
+    /// database's own text (which can name hosts, tables or SQL) stays in
+    /// the logs; everything else is its message.
+    pub fn public_message(&self) -> String {
+        match self {
+            Self::Unavailable(_) => "the database is unavailable; retry later".to_owned(),
+            Self::StorageFull(_) => "the database has no room left (disk full); nothing of this write was stored. \
+                                     Retry once space is freed"
+                .to_owned(),
+            Self::Storage(_) => "internal storage error; it has been logged".to_owned(),
+            other => other.to_string(),
+        }
+    }
+
     /// One invalid field.
     pub fn invalid(field: impl Into<String>, description: impl Into<String>) -> Self {
         Self::Invalid(vec![FieldViolation::new(field, description)])

@@ -120,7 +120,15 @@ pub(super) fn row_failure(err: DomainError) -> RowFailure {
             "",
             "the user was changed by someone else during the import; run the import again",
         ),
-        other => failure(other.reason(), "", other.to_string()),
+        // Never the database's own text in a row result: it stays in the log.
+        other => {
+            if let DomainError::Storage(source) | DomainError::Unavailable(source) | DomainError::StorageFull(source) =
+                &other
+            {
+                tracing::error!(error = %source, "an import row failed in the database");
+            }
+            failure(other.reason(), "", other.public_message())
+        }
     }
 }
 
@@ -258,5 +266,27 @@ mod tests {
         assert_eq!(parse_bool("TRUE"), Some(true));
         assert_eq!(parse_bool("無効"), Some(false));
         assert_eq!(parse_bool("maybe"), None);
+    }
+}
+
+#[cfg(test)]
+mod storage_text_tests {
+    use super::*;
+
+    /// The database's own text never reaches a row result.
+    #[test]
+    fn row_failures_carry_public_messages() {
+        let sentinel = "INSERT INTO users VALUES ('sentinel-6d1f')";
+        for err in [
+            DomainError::storage(sentinel),
+            DomainError::Unavailable(sentinel.into()),
+            DomainError::StorageFull(sentinel.into()),
+        ] {
+            let reason = err.reason();
+            let f = row_failure(err);
+            assert_eq!(f.reason, reason);
+            assert!(!f.message.contains("sentinel"), "{f:?}");
+            assert!(!f.message.is_empty());
+        }
     }
 }

@@ -13,17 +13,16 @@
 //! key revoked on one replica stops working on every replica within one
 //! refresh; last uses are written back about once a minute.
 
-use std::collections::HashMap;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tower::{Layer, Service};
 use userdir_domain::DomainError;
-use userdir_domain::access::{ActingUser, Caller, TenantScope};
+use userdir_domain::access::Caller;
+use userdir_domain::acting::ActingUsers;
 use userdir_domain::keyring::{Credential, KeyRing};
-use userdir_domain::repo::UserRepository as _;
 use userdir_domain::text::Timestamp;
 use userdir_domain::user::{UserId, UserName};
 use userdir_store::Store;
@@ -35,10 +34,9 @@ use crate::telemetry::PrincipalSlot;
 /// The key ring and the rules of the layer.
 pub struct Auth {
     ring: KeyRing<Store>,
-    store: Arc<Store>,
     settings: AuthSettings,
-    /// Acting users read lately, by resource name, with when they were read.
-    acting_users: Mutex<HashMap<String, (Instant, ActingUser)>>,
+    /// Acting users, each taken as read for the key refresh.
+    acting_users: ActingUsers<Store>,
 }
 
 /// How a server authenticates, beside its keys.
@@ -54,9 +52,6 @@ pub struct AuthSettings {
     pub acting_ttl: Duration,
 }
 
-/// Acting users remembered at most; past it the stale ones go, then all.
-const ACTING_USERS_KEPT: usize = 10_000;
-
 /// The header a key that may act for users names the user with.
 pub const ACTING_USER: &str = "x-userdir-acting-user";
 
@@ -65,9 +60,8 @@ impl Auth {
     pub async fn load(store: Arc<Store>, settings: AuthSettings) -> Result<Arc<Self>, DomainError> {
         Ok(Arc::new(Self {
             ring: KeyRing::load(Arc::clone(&store)).await?,
-            store,
+            acting_users: ActingUsers::new(store, settings.acting_ttl),
             settings,
-            acting_users: Mutex::new(HashMap::new()),
         }))
     }
 
@@ -124,47 +118,13 @@ impl Auth {
             ),
         };
         let name = UserName::parse(ACTING_USER, name.trim()).map_err(|_| unknown())?;
-        self.act_for(caller, &name).await?.ok_or_else(unknown)
+        self.acting_users.act_for(caller, &name).await?.ok_or_else(unknown)
     }
 
     /// `caller` acting for the user its key is bound to (a key made while
     /// acting for them): refused once that user is disabled or gone.
     async fn bound(&self, caller: Caller, user: UserId) -> Result<Caller, DomainError> {
-        let TenantScope::One(tenant) = caller.tenants.clone() else {
-            return Err(unbound_user());
-        };
-        let name = UserName { tenant, id: user };
-        self.act_for(caller, &name).await?.ok_or_else(unbound_user)
-    }
-
-    /// `caller` acting for `name`, as read within the key refresh; `None`
-    /// when that is not an enabled user of the caller's tenant.
-    async fn act_for(&self, mut caller: Caller, name: &UserName) -> Result<Option<Caller>, DomainError> {
-        if caller.tenants != TenantScope::One(name.tenant.clone()) {
-            return Ok(None);
-        }
-        let key = name.to_string();
-        let acting = match self.remembered(&key) {
-            Some(acting) => acting,
-            None => {
-                let user = match self.store.get_user(name).await {
-                    Ok(user) if user.enabled => user,
-                    Ok(_) | Err(DomainError::NotFound { .. }) => return Ok(None),
-                    Err(e) => return Err(e),
-                };
-                let acting = ActingUser {
-                    user: user.id,
-                    email: user.email.as_str().to_owned(),
-                    role: user.role,
-                    capabilities: user.capabilities,
-                };
-                self.remember(key.clone(), acting.clone());
-                acting
-            }
-        };
-        caller.principal.acting_user = Some(key);
-        caller.acting = Some(acting);
-        Ok(Some(caller))
+        self.acting_users.bound(caller, user).await?.ok_or_else(unbound_user)
     }
 
     /// Whether `caller`, who began a long stream (an import, an export),
@@ -173,51 +133,20 @@ impl Auth {
     /// key's stream ends within about that.
     pub async fn still_valid(&self, caller: &Caller) -> Result<(), DomainError> {
         self.ring.check_live(caller.principal.key, Timestamp::now())?;
-        if let Some(user) = &caller.principal.acting_user {
-            let name = UserName::parse(ACTING_USER, user)
-                .map_err(|_| DomainError::storage("a caller's acting user is not a user's name"))?;
-            let again = Caller {
-                acting: None,
-                ..caller.clone()
-            };
-            if self.act_for(again, &name).await?.is_none() {
-                return Err(DomainError::Unauthenticated {
-                    message: format!("{user}, whom this call acts for, was disabled or deleted"),
-                });
-            }
+        if !self.acting_users.still_acts(caller).await? {
+            return Err(DomainError::Unauthenticated {
+                message: format!(
+                    "{}, whom this call acts for, was disabled or deleted",
+                    caller.principal.acting_user.as_deref().unwrap_or("the user")
+                ),
+            });
         }
         Ok(())
     }
 
     /// How often a long stream asks [`Self::still_valid`].
     pub fn recheck_every(&self) -> Duration {
-        self.settings.acting_ttl.max(Duration::from_millis(100))
-    }
-
-    /// The acting user `name` as read within the last `acting_ttl`.
-    fn remembered(&self, name: &str) -> Option<ActingUser> {
-        let users = self
-            .acting_users
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        users
-            .get(name)
-            .filter(|(read, _)| read.elapsed() < self.settings.acting_ttl)
-            .map(|(_, acting)| acting.clone())
-    }
-
-    fn remember(&self, name: String, acting: ActingUser) {
-        let mut users = self
-            .acting_users
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if users.len() >= ACTING_USERS_KEPT {
-            users.retain(|_, (read, _)| read.elapsed() < self.settings.acting_ttl);
-            if users.len() >= ACTING_USERS_KEPT {
-                users.clear();
-            }
-        }
-        users.insert(name, (Instant::now(), acting));
+        self.acting_users.ttl().max(Duration::from_millis(100))
     }
 
     /// The credential of a request, `None` for one that needs no

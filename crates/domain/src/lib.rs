@@ -3,6 +3,7 @@
 //! implements. No database, gRPC or protobuf code lives here.
 
 pub mod access;
+pub mod acting;
 pub mod admission;
 pub mod apikey;
 pub mod csvfmt;

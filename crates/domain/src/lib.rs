@@ -7,22 +7,22 @@ pub mod acting;
 pub mod admission;
 pub mod apikey;
 pub mod csvfmt;
-pub mod directory;
 pub mod email;
 pub mod error;
 pub mod export;
 pub mod filter;
 pub mod import;
 pub mod keyring;
-pub mod keys;
 pub mod list;
 pub mod page_token;
 pub mod repo;
-pub mod roles;
+pub mod service;
 pub mod tenant;
 pub mod tenant_role;
 pub mod text;
 pub mod user;
 
-pub use directory::Directory;
+// The services' modules, at the paths callers know them by.
 pub use error::{DomainError, FieldViolation, ResourceKind};
+pub use service::Directory;
+pub use service::{directory, keys, roles};

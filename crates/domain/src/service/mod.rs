@@ -1,0 +1,13 @@
+//! The domain's services: what each RPC calls, one file per resource, on
+//! the one [`Directory`] (the facade, generic over the store). The types
+//! and their rules live beside this folder, not in it.
+
+pub mod directory;
+mod exports;
+mod imports;
+pub mod keys;
+pub mod roles;
+mod tenants;
+mod users;
+
+pub use directory::{Directory, Page};

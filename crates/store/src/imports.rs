@@ -319,6 +319,8 @@ mod tests {
         busy.custom[9] = "=SUM(A1)".to_owned();
         busy.profile[0] = "Pia".to_owned();
         busy.profile[9] = "Asia/Tokyo".to_owned();
+        busy.profile[userdir_domain::user::ProfileField::Note.index()] =
+            "vegetarian, \"no\" nuts;\nsecond line 出張".to_owned();
         [plain, busy]
     }
 
@@ -329,6 +331,18 @@ mod tests {
         let tenant = TenantId::parse("tenant_id", "acme").unwrap();
         for user in awkward_users(&tenant) {
             assert_eq!(unpack_user(&pack_user(&user), &tenant).unwrap(), user);
+        }
+    }
+
+    /// A user as the entity's model reads back as the same user (every
+    /// field, the note included).
+    #[test]
+    fn users_as_entity_models_read_back_exactly() {
+        use sea_orm::TryIntoModel as _;
+        let tenant = TenantId::parse("tenant_id", "acme").unwrap();
+        for user in awkward_users(&tenant) {
+            let model = crate::convert::user_to_active(&user).try_into_model().unwrap();
+            assert_eq!(crate::convert::user_from_row(model).unwrap(), user);
         }
     }
 

@@ -3,58 +3,17 @@
 
 use std::sync::LazyLock;
 
-use sea_orm::sea_query::{ArrayType, Value};
+use sea_orm::sea_query::Value;
 use sea_orm::{ConnectionTrait, DatabaseTransaction, DbBackend, DbErr, IdenStatic, Statement};
 use userdir_domain::tenant::TenantId;
 use userdir_domain::user::User;
 
-use crate::convert::ROW_COLUMNS;
-use crate::entity::user;
+use crate::user_row::{INSERT_COLUMNS, array_type, insert_values};
 
 /// Rows per multi-row INSERT and per `IN (...)` list.
 pub(crate) const CHUNK: usize = 500;
 /// Rows per PostgreSQL `unnest` insert.
 pub(crate) const UNNEST_CHUNK: usize = 5_000;
-
-/// The columns a bulk insert fills after `tenant_id`, in the order of
-/// [`insert_values`]: a user's [`ROW_COLUMNS`], then the email key.
-static INSERT_COLUMNS: LazyLock<Vec<user::Column>> =
-    LazyLock::new(|| ROW_COLUMNS.iter().copied().chain([user::Column::EmailKey]).collect());
-
-/// The PostgreSQL element type of a bulk-insert column's `unnest` array.
-fn array_type(column: user::Column) -> (ArrayType, &'static str) {
-    match column {
-        user::Column::Id => (ArrayType::Uuid, "uuid"),
-        user::Column::Enabled | user::Column::CapUserManagement | user::Column::CapExportUsers => {
-            (ArrayType::Bool, "bool")
-        }
-        user::Column::CreateTime | user::Column::UpdateTime | user::Column::Revision => (ArrayType::BigInt, "int8"),
-        _ => (ArrayType::String, "text"),
-    }
-}
-
-/// A user's values for [`INSERT_COLUMNS`], appended to `out`.
-fn insert_values(user: &User, out: &mut Vec<Value>) {
-    let text = |s: &str| Value::String(Some(s.to_owned()));
-    out.extend([
-        Value::Uuid(Some(user.id.0)),
-        text(user.email.as_str()),
-        text(&user.display_name),
-        Value::Bool(Some(user.enabled)),
-        text(user.status.as_str()),
-        Value::String(user.external_id.clone()),
-    ]);
-    out.extend(user.custom.iter().chain(&user.profile).map(|v| text(v)));
-    out.extend([
-        Value::BigInt(Some(user.create_time.unix_micros())),
-        Value::BigInt(Some(user.update_time.unix_micros())),
-        Value::BigInt(Some(user.revision.0)),
-        text(user.role.as_str()),
-        Value::Bool(Some(user.capabilities.user_management)),
-        Value::Bool(Some(user.capabilities.export_users)),
-        text(user.email.key()),
-    ]);
-}
 
 /// SQLite: `INSERT OR FAIL INTO users (...) VALUES (...), ...` for `rows` rows.
 fn insert_or_fail_sql(rows: usize) -> String {

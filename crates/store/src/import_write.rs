@@ -15,12 +15,12 @@ use userdir_domain::{DomainError, ResourceKind};
 use uuid::Uuid;
 
 use crate::bulk_insert::{CHUNK, UNNEST_CHUNK, insert_or_fail, insert_unnest};
-use crate::convert::user_to_active;
 use crate::entity::user;
 use crate::error::user_write_error;
 use crate::import_jobs::add_job_counts;
-use crate::packed::{pack_user, unpack_user};
 use crate::seats::{Seats, add_seats, lock_seats, seat_error};
+use crate::user_row::user_to_active;
+use crate::user_row::{pack_user, unpack_user};
 use crate::users::keep_an_admin;
 use crate::{Store, db_error};
 

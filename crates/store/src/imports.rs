@@ -17,12 +17,12 @@ use userdir_domain::user::User;
 use userdir_domain::{DomainError, ResourceKind};
 use uuid::Uuid;
 
-use crate::convert::{select_row_columns, user_by_index};
 use crate::entity::{import_job, tenant, user};
 use crate::import_jobs::{job_from_row, job_to_active};
 use crate::import_write::StoreImportWrite;
-use crate::packed::{PACK_SQLITE, unpack_users};
 use crate::tenants::tenant_not_found;
+use crate::user_row::{PACK_SQLITE, unpack_users};
+use crate::user_row::{select_row_columns, user_by_index};
 use crate::{Store, db_error};
 
 impl ImportRepository for Store {
@@ -280,7 +280,7 @@ mod tests {
     use crate::StoreOptions;
     use crate::bulk_insert::insert_or_fail;
     use crate::import_write::analyze_level;
-    use crate::packed::{pack_user, unpack_user};
+    use crate::user_row::{pack_user, unpack_user};
 
     fn user(tenant: &TenantId, email: &str, external_id: Option<&str>) -> User {
         User {
@@ -341,8 +341,8 @@ mod tests {
         use sea_orm::TryIntoModel as _;
         let tenant = TenantId::parse("tenant_id", "acme").unwrap();
         for user in awkward_users(&tenant) {
-            let model = crate::convert::user_to_active(&user).try_into_model().unwrap();
-            assert_eq!(crate::convert::user_from_row(model).unwrap(), user);
+            let model = crate::user_row::user_to_active(&user).try_into_model().unwrap();
+            assert_eq!(crate::user_row::user_from_row(model).unwrap(), user);
         }
     }
 

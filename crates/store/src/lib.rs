@@ -15,11 +15,11 @@ mod import_write;
 mod imports;
 pub mod migration;
 mod observe;
-mod packed;
 mod query;
 mod seats;
 mod snapshot;
 mod tenants;
+mod user_row;
 mod users;
 
 use std::time::Duration;

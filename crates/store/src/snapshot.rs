@@ -15,9 +15,9 @@ use userdir_domain::repo::{PageSender, RepoResult, SnapshotRepository, UserSnaps
 use userdir_domain::tenant::TenantId;
 use userdir_domain::user::User;
 
-use crate::convert::{select_row_columns, user_by_index};
-use crate::packed::{ROW_SQLITE, unpack_users};
 use crate::query::{order_column, page_select};
+use crate::user_row::{ROW_SQLITE, unpack_users};
+use crate::user_row::{select_row_columns, user_by_index};
 use crate::{Store, db_error};
 
 /// A snapshot; dropping it ends the transaction and frees its connection.

@@ -9,10 +9,10 @@ use userdir_domain::text::{Revision, Timestamp};
 use userdir_domain::user::{User, UserId, UserName};
 use userdir_domain::{DomainError, ResourceKind};
 
-use crate::convert::{user_from_row, user_to_active};
 use crate::entity::{tenant, user};
 use crate::error::user_write_error;
 use crate::query::page_select;
+use crate::user_row::{user_from_row, user_to_active};
 use crate::{Store, db_error};
 
 fn user_not_found(name: &UserName) -> DomainError {

@@ -95,9 +95,9 @@ mod tests {
     use userdir_domain::text::{Revision, Timestamp};
     use userdir_domain::user::{User, UserId, UserStatus};
 
-    use crate::convert::user_to_active;
     use crate::entity::user;
     use crate::migration::Migrator;
+    use crate::user_row::user_to_active;
 
     /// Keys stored by the old rule (NFC, lower case) are recomputed; of two
     /// users that now collide, the one already holding the key keeps it.

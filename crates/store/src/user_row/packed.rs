@@ -14,7 +14,7 @@ use userdir_domain::text::{Revision, Timestamp};
 use userdir_domain::user::{ProfileField, User, UserId};
 use uuid::Uuid;
 
-use crate::convert::ROW_COLUMNS;
+use super::ROW_COLUMNS;
 use crate::entity::user;
 
 /// The columns of a user ([`ROW_COLUMNS`], as [`unpack_user`] reads them) as one SQLite text value,

@@ -15,7 +15,7 @@ use uuid::Uuid;
 use crate::bulk_insert::CHUNK;
 use crate::entity::{import_deletion, tenant, user};
 use crate::import_jobs::add_job_counts;
-use crate::seats::{add_seats, lock_seats};
+use crate::seats::{add_seats, lock_tenant};
 use crate::tenants::tenant_not_found;
 use crate::{Store, db_error};
 
@@ -30,7 +30,7 @@ pub(crate) async fn delete_absent_users(store: &Store, tenant: &TenantId, sweep:
         row.ok_or_else(|| tenant_not_found(tenant))?.user_count
     } else {
         // Also the tenant's lock: the admins counted below stay counted.
-        lock_seats(&txn, tenant).await?.users
+        lock_tenant(&txn, tenant).await?.users
     };
     let mut absent: Vec<(Uuid, String)> = Vec::new();
     let mut protected = Vec::new();

@@ -18,7 +18,7 @@ use crate::bulk_insert::{CHUNK, UNNEST_CHUNK, insert_or_fail, insert_unnest};
 use crate::entity::user;
 use crate::error::user_write_error;
 use crate::import_jobs::add_job_counts;
-use crate::seats::{Seats, add_seats, lock_seats, seat_error};
+use crate::seats::{Seats, add_seats, lock_tenant, seat_error};
 use crate::user_row::user_to_active;
 use crate::user_row::{pack_user, unpack_user};
 use crate::users::keep_an_admin;
@@ -137,7 +137,7 @@ impl Store {
         writes: &[RowWrite],
     ) -> RepoResult<(Vec<RepoResult<()>>, u64)> {
         let txn = self.begin_on(self.writer(), "import_rowwise").await?;
-        let seats = lock_seats(&txn, tenant).await?;
+        let seats = lock_tenant(&txn, tenant).await?;
         let mut free = seats.free;
         let mut inserted = 0u64;
         let mut results = Vec::with_capacity(writes.len());
@@ -228,7 +228,7 @@ impl StoreImportWrite {
     /// Opens the transaction and locks the tenant's seats for it.
     pub(crate) async fn begin(store: &Store, tenant: &TenantId, job: Uuid) -> RepoResult<Self> {
         let txn = store.begin_on(store.writer(), "import_write").await?;
-        let seats = lock_seats(&txn, tenant).await?;
+        let seats = lock_tenant(&txn, tenant).await?;
         Ok(Self {
             store: store.clone(),
             tenant: tenant.clone(),

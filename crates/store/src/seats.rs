@@ -1,4 +1,6 @@
-//! A tenant's seats, read and moved under its row lock inside a transaction.
+//! The one tenant lock, and a tenant's seats read and moved under it inside
+//! a transaction. Every write that must hold against others of its tenant
+//! takes it first (seats, the last admin, ownership): one lock, one order.
 
 use sea_orm::sea_query::Expr;
 use sea_orm::{ColumnTrait, DatabaseTransaction, EntityTrait, ExprTrait, QueryFilter};
@@ -20,8 +22,10 @@ pub(crate) struct Seats {
 }
 
 /// Locks the tenant row for the rest of `txn` (a write, so SQLite takes its
-/// write lock before anything is read) and returns its seats.
-pub(crate) async fn lock_seats(txn: &DatabaseTransaction, tenant: &TenantId) -> RepoResult<Seats> {
+/// write lock before anything is read; on PostgreSQL the row lock makes
+/// "are seats free?", "is there another admin?" and "who owns the tenant?"
+/// answers that hold until the commit) and returns its seats.
+pub(crate) async fn lock_tenant(txn: &DatabaseTransaction, tenant: &TenantId) -> RepoResult<Seats> {
     let touched = tenant::Entity::update_many()
         .col_expr(tenant::Column::UserCount, Expr::col(tenant::Column::UserCount))
         .filter(tenant::Column::Id.eq(tenant.as_str()))

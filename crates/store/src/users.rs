@@ -12,6 +12,7 @@ use userdir_domain::{DomainError, ResourceKind};
 use crate::entity::{tenant, user};
 use crate::error::user_write_error;
 use crate::query::page_select;
+use crate::seats::lock_tenant;
 use crate::user_row::{user_from_row, user_to_active};
 use crate::{Store, db_error};
 
@@ -43,19 +44,6 @@ async fn move_seats(txn: &DatabaseTransaction, tenant: &TenantId, delta: i64) ->
     }
     let result = update.exec(txn).await.map_err(db_error)?;
     Ok(result.rows_affected == 1)
-}
-
-/// Takes the tenant row's lock for the rest of `txn` (PostgreSQL; SQLite's
-/// writer is one at a time anyway): what makes "is there another admin?"
-/// and "who owns the tenant?" answers that hold until the commit.
-async fn lock_tenant(txn: &DatabaseTransaction, tenant: &TenantId) -> RepoResult<()> {
-    tenant::Entity::update_many()
-        .col_expr(tenant::Column::UserCount, Expr::col(tenant::Column::UserCount))
-        .filter(tenant::Column::Id.eq(tenant.as_str()))
-        .exec(txn)
-        .await
-        .map_err(db_error)?;
-    Ok(())
 }
 
 /// `Precondition LAST_ADMIN` unless the tenant still has an enabled admin or

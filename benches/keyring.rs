@@ -126,7 +126,10 @@ async fn measure(label: &str, options: StoreOptions, n: usize) {
         ratio(idle),
         ratio(one_change)
     );
-    Arc::try_unwrap(store).ok().map(|s| s.close());
+    drop(ring);
+    if let Ok(store) = Arc::try_unwrap(store) {
+        store.close().await.expect("close");
+    }
 }
 
 #[tokio::main]

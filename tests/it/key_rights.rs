@@ -8,7 +8,6 @@
 use std::time::{Duration, Instant};
 
 use tonic::Code;
-use userdir::client::AuthedChannel;
 use userdir::pb::api_keys_client::ApiKeysClient;
 use userdir::pb::import_users_request::Payload;
 use userdir::pb::tenant_admin_client::TenantAdminClient;
@@ -77,8 +76,7 @@ fn transfer(tenant: &str, to: &str) -> TransferTenantOwnershipRequest {
 
 /// A tenant with an owner, two admins and a member.
 async fn tenant_with_owner(s: &TestServer, id: &str) -> (User, User, User, User) {
-    let owner = s
-        .tenants
+    s.tenants
         .clone()
         .create_tenant(CreateTenantRequest {
             tenant_id: id.into(),
@@ -94,7 +92,6 @@ async fn tenant_with_owner(s: &TestServer, id: &str) -> (User, User, User, User)
         })
         .await
         .unwrap();
-    let _ = owner;
     let owner = crate::import::by_email(&crate::import::users_of(s, id).await)[&format!("owner@{id}.example")].clone();
     let a = s.user(id, &format!("a@{id}.example"), "Admin A").await;
     let a = set_role(s, &a.name, TenantRole::Admin).await.unwrap();
@@ -254,7 +251,7 @@ async fn an_admin_cannot_seize_ownership_through_a_minted_key(s: TestServer) {
     s.tenant("newco").await;
     let first = s.user("newco", "first@newco.example", "First").await;
     let second = s.user("newco", "second@newco.example", "Second").await;
-    let newco = console_of(&s, "newco").await;
+    let newco = crate::roles::console(&s, "newco").await;
     TenantAdminClient::new(newco.clone())
         .transfer_tenant_ownership(transfer("newco", &first.name))
         .await
@@ -268,10 +265,6 @@ async fn an_admin_cannot_seize_ownership_through_a_minted_key(s: TestServer) {
         .transfer_tenant_ownership(acting(transfer("newco", &second.name), &first.name))
         .await
         .unwrap();
-}
-
-async fn console_of(s: &TestServer, tenant: &str) -> AuthedChannel {
-    console(s, tenant).await
 }
 
 /// Keys are revoked only by a caller that could have made them: an admin
@@ -384,6 +377,19 @@ async fn a_key_never_outlives_its_maker(s: TestServer) {
     assert_eq!(made.expire_time, Some(at(-60)));
 }
 
+/// An import's whole request stream: `options`, the file `csv`, the end.
+fn import_requests(
+    options: ImportOptions,
+    csv: &str,
+) -> tonic::Request<tokio_stream::Iter<std::vec::IntoIter<ImportUsersRequest>>> {
+    let mut all = vec![ImportUsersRequest {
+        payload: Some(Payload::Options(options)),
+    }];
+    all.extend(crate::import::chunks(csv.as_bytes(), 64));
+    all.push(crate::import::end());
+    tonic::Request::new(tokio_stream::iter(all))
+}
+
 fn upsert(tenant: &str) -> ImportOptions {
     ImportOptions {
         parent: format!("tenants/{tenant}"),
@@ -399,16 +405,8 @@ async fn an_import_refused_row_by_row_fails(s: TestServer) {
     let (owner, ..) = tenant_with_owner(&s, "acme").await;
     let console = UserDirectoryClient::new(console(&s, "acme").await);
     let refused = format!("email,name\n{},Renamed Owner\n", "owner@acme.example");
-    let mut all = vec![ImportUsersRequest {
-        payload: Some(Payload::Options(upsert("acme"))),
-    }];
-    all.extend(crate::import::chunks(refused.as_bytes(), 64));
-    all.push(crate::import::end());
-    let stream = console
-        .clone()
-        .import_users(tonic::Request::new(tokio_stream::iter(all)))
-        .await
-        .unwrap();
+    let request = import_requests(upsert("acme"), &refused);
+    let stream = console.clone().import_users(request).await.unwrap();
     let job = stream
         .metadata()
         .get("x-userdir-import-job")
@@ -453,14 +451,8 @@ async fn an_import_refused_row_by_row_fails(s: TestServer) {
         "email,name\n{},Renamed Owner\nnew@acme.example,New\n",
         "owner@acme.example"
     );
-    let mut all = vec![ImportUsersRequest {
-        payload: Some(Payload::Options(upsert("acme"))),
-    }];
-    all.extend(crate::import::chunks(mixed.as_bytes(), 64));
-    all.push(crate::import::end());
-    let (results, job) = crate::import::results_of(console, tonic::Request::new(tokio_stream::iter(all)))
-        .await
-        .unwrap();
+    let request = import_requests(upsert("acme"), &mixed);
+    let (results, job) = crate::import::results_of(console, request).await.unwrap();
     assert_eq!(results.len(), 2);
     assert_eq!(job.state, ImportJobState::Succeeded as i32);
 }
@@ -476,17 +468,14 @@ async fn an_import_key_imports_and_syncs(s: TestServer) {
     let (token, _) = create_key(&s.channel, "acme", &[Scope::Read, Scope::Import], false).await;
     let client = UserDirectoryClient::new(with_key(&s.plain, Some(&token)));
     let file = "email,name\nstays@acme.example,Stays Renamed\nnew@acme.example,New\n";
-    let mut all = vec![ImportUsersRequest {
-        payload: Some(Payload::Options(ImportOptions {
+    let request = import_requests(
+        ImportOptions {
             mode: ImportMode::FullSync as i32,
             ..upsert("acme")
-        })),
-    }];
-    all.extend(crate::import::chunks(file.as_bytes(), 64));
-    all.push(crate::import::end());
-    let (results, job) = crate::import::results_of(client, tonic::Request::new(tokio_stream::iter(all)))
-        .await
-        .unwrap();
+        },
+        file,
+    );
+    let (results, job) = crate::import::results_of(client, request).await.unwrap();
     let outcomes: Vec<(String, i32)> = results.iter().map(|r| (r.email.clone(), r.outcome)).collect();
     assert_eq!(
         outcomes,

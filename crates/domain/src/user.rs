@@ -254,6 +254,31 @@ impl User {
     }
 }
 
+#[cfg(test)]
+impl User {
+    /// For tests: an enabled member of tenant `acme`, id `id`, `email`,
+    /// named `name`, with nothing else set.
+    #[allow(clippy::unwrap_used)]
+    pub(crate) fn sample(id: u128, email: &str, name: &str) -> Self {
+        Self {
+            tenant: TenantId::parse("tenant", "acme").unwrap(),
+            id: UserId(Uuid::from_u128(id)),
+            email: Email::parse("email", email).unwrap(),
+            display_name: name.to_owned(),
+            enabled: true,
+            status: UserStatus::default(),
+            custom: Default::default(),
+            external_id: None,
+            profile: Default::default(),
+            create_time: Timestamp::from_unix_micros(0),
+            update_time: Timestamp::from_unix_micros(0),
+            revision: Revision(1),
+            role: TenantRole::Member,
+            capabilities: Capabilities::default(),
+        }
+    }
+}
+
 /// The writable fields of a user as a caller sends them, not yet validated.
 #[derive(Debug, Clone, Default)]
 pub struct UserInput {

@@ -491,10 +491,9 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
-    use crate::access::{Capabilities, Principal, Scope, Scopes, TenantRole, TenantScope};
+    use crate::access::{Principal, Scope, Scopes, TenantScope};
     use crate::import::DeclaredEncoding;
     use crate::tenant::TenantId;
-    use crate::user::{UserId, UserStatus};
 
     fn tenant() -> Tenant {
         Tenant {
@@ -535,22 +534,7 @@ mod tests {
     }
 
     fn stored(id: u128, email: &str, name: &str) -> User {
-        User {
-            tenant: tenant().id,
-            id: UserId(Uuid::from_u128(id)),
-            email: Email::parse("email", email).unwrap(),
-            display_name: name.into(),
-            enabled: true,
-            status: UserStatus::default(),
-            custom: Default::default(),
-            external_id: None,
-            profile: Default::default(),
-            create_time: Timestamp::from_unix_micros(0),
-            update_time: Timestamp::from_unix_micros(0),
-            revision: Revision(1),
-            role: TenantRole::Member,
-            capabilities: Capabilities::default(),
-        }
+        User::sample(id, email, name)
     }
 
     fn row(line: u64, cells: &[(Column, &str)]) -> Pending {

@@ -105,9 +105,6 @@ mod tests {
 
     use super::*;
     use crate::access::{ActingUser, Capabilities, Principal, Scope, Scopes, TenantScope};
-    use crate::email::Email;
-    use crate::text::{Revision, Timestamp};
-    use crate::user::UserStatus;
 
     fn tenant() -> TenantId {
         TenantId::parse("tenant", "acme").unwrap()
@@ -115,20 +112,8 @@ mod tests {
 
     fn user(id: u128, role: TenantRole) -> User {
         User {
-            tenant: tenant(),
-            id: UserId(Uuid::from_u128(id)),
-            email: Email::parse("email", &format!("u{id}@example.com")).unwrap(),
-            display_name: format!("User {id}"),
-            enabled: true,
-            status: UserStatus::default(),
-            custom: Default::default(),
-            external_id: None,
-            profile: Default::default(),
-            create_time: Timestamp::from_unix_micros(0),
-            update_time: Timestamp::from_unix_micros(0),
-            revision: Revision(1),
             role,
-            capabilities: Capabilities::default(),
+            ..User::sample(id, &format!("u{id}@example.com"), &format!("User {id}"))
         }
     }
 

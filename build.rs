@@ -12,6 +12,7 @@ const PROTOS: &[&str] = &[
     "userdir/v1/import.proto",
     "userdir/v1/export.proto",
     "userdir/v1/user_directory.proto",
+    "userdir/v1/events.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

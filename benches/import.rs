@@ -19,6 +19,10 @@
 //!    of the server's own schema (all its indexes), for where the database
 //!    itself puts the ceiling.
 //!
+//! 5. with `IMPORT_BENCH_BASELINE_BIN` (another build's `userdir` binary,
+//!    say the one before a change), UPSERT of the same N new users through
+//!    it into a fresh database, in the same run: this build's rate against it.
+//!
 //! Run: `cargo bench --bench import` (needs `python3`, `sqlite3` and `psql`;
 //! PostgreSQL from `USERDIR_TEST_PG_URL`). `IMPORT_BENCH_BACKENDS=sqlite` or
 //! `=postgres` limits the backends.
@@ -406,6 +410,8 @@ async fn main() {
     let mut exports = Vec::new();
     let mut deciles = Vec::new();
     let mut ceilings = Vec::new();
+    let mut baselines = Vec::new();
+    let baseline_bin = std::env::var("IMPORT_BENCH_BASELINE_BIN").ok();
     for &n in &sizes {
         let csv = dir.path().join(format!("users-{n}.csv"));
         sh(Command::new("python3")
@@ -441,6 +447,42 @@ async fn main() {
                 if tenths_measurable(run.rows) {
                     let tenths: Vec<String> = run.deciles.iter().map(|r| format!("{:.1}", r / 1000.0)).collect();
                     deciles.push(format!("| {backend} | {n} | {what} | {} |", tenths.join(" | ")));
+                }
+            }
+            if let Some(base) = &baseline_bin {
+                let _ = server.kill();
+                let _ = server.wait();
+                let (base_url, base_schema) = if backend == "sqlite" {
+                    let db = dir.path().join(format!("baseline-{n}.db"));
+                    (format!("sqlite://{}?mode=rwc", db.display()), String::new())
+                } else {
+                    let schema = format!("import_bench_base_{}", uuid::Uuid::now_v7().simple());
+                    sh(Command::new("psql").args([&pg, "-q", "-c", &format!("CREATE SCHEMA {schema}")]));
+                    (pg.clone(), schema)
+                };
+                let mut base_server = start_server(base, &base_url, &base_schema, port);
+                create_tenant(&addr, &mut base_server).await;
+                let cpu = cpu_secs(base_server.id());
+                let run = import(&addr, &csv).await;
+                let cpu = cpu_secs(base_server.id()) - cpu;
+                line(
+                    backend,
+                    n,
+                    "UPSERT, new users (baseline build)",
+                    raw_rate,
+                    &run,
+                    peak_rss_mib(base_server.id()),
+                    cpu,
+                );
+                let base_rate = run.rows as f64 / run.secs;
+                baselines.push(format!(
+                    "| {backend} | {n} | {new_rate:.0} | {base_rate:.0} | {:.2}x |",
+                    new_rate / base_rate
+                ));
+                let _ = base_server.kill();
+                let _ = base_server.wait();
+                if !base_schema.is_empty() {
+                    sh(Command::new("psql").args([&pg, "-q", "-c", &format!("DROP SCHEMA {base_schema} CASCADE")]));
                 }
             }
             // Export of the same users from a freshly started server, so that its
@@ -507,6 +549,16 @@ async fn main() {
             if !schema.is_empty() {
                 sh(Command::new("psql").args([&pg, "-q", "-c", &format!("DROP SCHEMA {schema} CASCADE")]));
             }
+        }
+    }
+    if !baselines.is_empty() {
+        println!();
+        println!("This build against the baseline build (UPSERT of new users, same file, same run):");
+        println!();
+        println!("| backend | rows | this build rows/s | baseline rows/s | this / baseline |");
+        println!("|---|---|---|---|---|");
+        for line in baselines {
+            println!("{line}");
         }
     }
     println!();

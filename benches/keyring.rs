@@ -112,9 +112,15 @@ async fn measure(label: &str, options: StoreOptions, n: usize) {
             revoke_time: None,
             hash: made.hash(),
         };
-        store.insert_api_key(&key, u32::MAX).await.expect("insert");
+        store
+            .insert_api_key(&key, u32::MAX, &userdir_domain::event::Origin::server())
+            .await
+            .expect("insert");
         let target = if round == 0 { one } else { key.id };
-        store.revoke_api_key(target, Timestamp::now()).await.expect("revoke");
+        store
+            .revoke_api_key(target, Timestamp::now(), &userdir_domain::event::Origin::server())
+            .await
+            .expect("revoke");
         let t = Instant::now();
         ring.refresh().await.expect("refresh");
         one_change.push(t.elapsed());

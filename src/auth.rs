@@ -267,7 +267,8 @@ where
                             (None, None) => Ok(credential.caller),
                         };
                         match acting {
-                            Ok(acting) => {
+                            Ok(mut acting) => {
+                                acting.request = request_ids(&request);
                                 if let Some(slot) = request.extensions().get::<PrincipalSlot>() {
                                     slot.set(&acting.principal.to_string());
                                 }
@@ -280,7 +281,8 @@ where
                 }
             }
             Ok(credential) => {
-                if let Some(credential) = credential {
+                if let Some(mut credential) = credential {
+                    credential.caller.request = request_ids(&request);
                     if let Some(slot) = request.extensions().get::<PrincipalSlot>() {
                         slot.set(&credential.caller.principal.to_string());
                     }
@@ -323,6 +325,15 @@ where
             AuthFutureProj::Acting { fut } => fut.as_mut().poll(cx),
         }
     }
+}
+
+/// The ids the telemetry layer gave the request (none without it).
+fn request_ids<B>(request: &http::Request<B>) -> userdir_domain::event::RequestIds {
+    request
+        .extensions()
+        .get::<userdir_domain::event::RequestIds>()
+        .cloned()
+        .unwrap_or_default()
 }
 
 /// The caller the layer found for `request`; a handler behind the layer

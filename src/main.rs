@@ -50,7 +50,7 @@ async fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            let code = match userdir::server::run(config, shutdown_signal()).await {
+            let code = match userdir::server::run(*config, shutdown_signal()).await {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!(error = %e, "userdir failed");
@@ -72,5 +72,7 @@ async fn main() -> ExitCode {
         Command::Export(args) => userdir::cli::export::run(args).await,
         Command::Health(args) => userdir::cli::health::run(args).await,
         Command::Keys(args) => userdir::cli::keys::run(args).await,
+        Command::Audit(args) => userdir::cli::events::audit(args).await,
+        Command::Watch(args) => userdir::cli::events::watch(args).await,
     }
 }

@@ -13,6 +13,7 @@ use tonic_health::ServingStatus;
 use tonic_health::pb::health_server::HealthServer;
 use tonic_health::server::{HealthReporter, HealthService};
 use userdir_domain::Directory;
+use userdir_domain::feed::{Feed, FeedOptions};
 use userdir_domain::page_token::PageTokens;
 use userdir_domain::repo::Ping;
 use userdir_store::Store;
@@ -21,11 +22,13 @@ use crate::auth::{Auth, AuthLayer};
 use crate::config::{Config, redact_url};
 use crate::deadline::DeadlineLayer;
 use crate::grpc::api_keys::ApiKeysService;
+use crate::grpc::events::EventsService;
 use crate::grpc::health::ClosingHealth;
 use crate::grpc::tenants::TenantAdminService;
 use crate::grpc::users::UserDirectoryService;
 use crate::pb;
 use crate::pb::api_keys_server::ApiKeysServer;
+use crate::pb::events_server::EventsServer;
 use crate::pb::tenant_admin_server::TenantAdminServer;
 use crate::pb::user_directory_server::UserDirectoryServer;
 use crate::peer::PeerIdentityLayer;
@@ -155,7 +158,14 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
     let serving = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let (metrics, metrics_runtime) = metrics::start(config.metrics_listen, &store, Arc::clone(&serving)).await?;
+    let feed_stats = Arc::new(userdir_domain::feed::FeedStats::default());
+    let (metrics, metrics_runtime) = metrics::start(
+        config.metrics_listen,
+        &store,
+        Arc::clone(&serving),
+        Arc::clone(&feed_stats),
+    )
+    .await?;
     let reporter = Health {
         reporter: HealthReporter::new(),
         serving,
@@ -196,6 +206,16 @@ pub async fn serve(
         .map_err(ServeError::Keys)?;
     let key_keeper = tokio::spawn(Arc::clone(&auth).maintain(config.key_refresh(), Duration::from_secs(60)));
     let sweeper = tokio::spawn(sweep_import_jobs(directory.clone(), sqlite));
+    let purger = tokio::spawn(purge_events(
+        directory.clone(),
+        Duration::from_secs(u64::from(config.audit_retention_days) * 86_400),
+    ));
+    let lag_metrics = metrics.clone();
+    let feed = Arc::new(
+        Feed::new(Arc::clone(&store), FeedOptions::default())
+            .with_stats(feed_stats)
+            .with_lag_observer(Arc::new(move |lag| lag_metrics.feed_lag(lag))),
+    );
     let shutdown_reporter = reporter.clone();
     // Shutdown: NOT_SERVING at once and in-flight calls drain; when the
     // grace period is over, open imports and exports end UNAVAILABLE (an
@@ -211,6 +231,9 @@ pub async fn serve(
         None => None,
     };
     let (closing_tx, closing_rx) = watch::channel(false);
+    // Watchers never finish by themselves: they end as a shutdown starts
+    // (SERVER_SHUTTING_DOWN) and resume on another replica from their cursor.
+    let watchers_closing = shutdown_started.clone();
     let graceful = async move {
         shutdown.await;
         tracing::info!("shutting down: draining in-flight calls");
@@ -256,6 +279,12 @@ pub async fn serve(
             Arc::clone(&auth),
         )))
         .add_service(TenantAdminServer::new(TenantAdminService::new(directory.clone())))
+        .add_service(EventsServer::new(EventsService::new(
+            directory.clone(),
+            Arc::clone(&feed),
+            watchers_closing,
+            Arc::clone(&auth),
+        )))
         .add_service(ApiKeysServer::new(ApiKeysService::new(directory, Arc::clone(&auth))));
     let server: std::pin::Pin<Box<dyn Future<Output = Result<(), tonic::transport::Error>> + Send>> = match &tls {
         Some(tls) => Box::pin(router.serve_with_incoming_shutdown(tls.incoming(incoming(listener)), graceful)),
@@ -267,6 +296,7 @@ pub async fn serve(
     };
     probe.abort();
     sweeper.abort();
+    purger.abort();
     key_keeper.abort();
     auth.flush().await;
     if let Some(health_port) = health_port {
@@ -381,6 +411,19 @@ async fn serve_health(
 /// Marks import jobs whose server stopped as INTERRUPTED: at start (on
 /// SQLite every RUNNING job, since no other server can be running on the
 /// file), then every quarter lease (PostgreSQL replicas each do it).
+/// Purges the events past their retention, now and every ten minutes, in
+/// batches that keep each delete short.
+async fn purge_events(directory: Directory<Store>, retention: Duration) {
+    loop {
+        match directory.purge_events(retention).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(events = n, "purged events past their retention"),
+            Err(e) => tracing::warn!(error = %e, "could not purge old events"),
+        }
+        tokio::time::sleep(Duration::from_secs(600)).await;
+    }
+}
+
 async fn sweep_import_jobs(directory: Directory<Store>, sqlite: bool) {
     let lease = directory.import_limits().job_lease;
     let mut first = sqlite;

@@ -1,6 +1,7 @@
 //! The `userdir` command line.
 
 pub mod common;
+pub mod events;
 pub mod export;
 pub mod health;
 pub mod import;
@@ -21,7 +22,7 @@ pub struct Cli {
 #[derive(Subcommand)]
 pub enum Command {
     /// Run the gRPC server.
-    Serve(Config),
+    Serve(Box<Config>),
     /// Apply pending database migrations and exit (for a deployment's
     /// migration job; `serve` also migrates unless `--no-migrate`).
     Migrate(crate::config::MigrateArgs),
@@ -34,6 +35,11 @@ pub enum Command {
     Health(health::HealthArgs),
     /// Make, list and revoke API keys; generate an operator key.
     Keys(keys::KeysArgs),
+    /// Print a tenant's audit log, newest first.
+    Audit(events::AuditArgs),
+    /// Follow a tenant's change feed as JSON lines; the last cursor goes to
+    /// stderr on exit, to resume from.
+    Watch(events::WatchArgs),
 }
 
 /// Resolves on SIGTERM or Ctrl-C.

@@ -191,6 +191,12 @@ pub struct Config {
     #[arg(long, env = "USERDIR_MAX_API_KEYS_PER_TENANT", default_value_t = userdir_domain::keys::DEFAULT_KEY_QUOTA,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub max_api_keys_per_tenant: u32,
+
+    /// Days the audit log and change feed keep an event; older ones are
+    /// purged (a change-feed cursor older than that must start again).
+    #[arg(long, env = "USERDIR_AUDIT_RETENTION_DAYS", default_value_t = 180,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub audit_retention_days: u32,
 }
 
 /// Settings of `userdir migrate`: just the database.
@@ -249,6 +255,7 @@ impl std::fmt::Debug for Config {
             .field("reflection", &self.reflection)
             .field("key_refresh_ms", &self.key_refresh_ms)
             .field("max_api_keys_per_tenant", &self.max_api_keys_per_tenant)
+            .field("audit_retention_days", &self.audit_retention_days)
             .finish()
     }
 }
@@ -291,6 +298,7 @@ impl Config {
             reflection: ReflectionAccess::Loopback,
             key_refresh_ms: 200,
             max_api_keys_per_tenant: userdir_domain::keys::DEFAULT_KEY_QUOTA,
+            audit_retention_days: 180,
         }
     }
 

@@ -220,6 +220,7 @@ async fn export_csv<S: UserSnapshot>(
         user_count: count,
         checksum: format!("{:016x}", hasher.digest()),
         replaced,
+        change_cursor: exporter.change_cursor().to_owned(),
     };
     out.send(Payload::Trailer(trailer)).await?;
     Ok(())
@@ -251,6 +252,7 @@ async fn export_rows<S: UserSnapshot>(mut exporter: Exporter<S>, out: &Out<'_>) 
         user_count: count,
         checksum: format!("{:016x}", hasher.digest()),
         replaced: Vec::new(),
+        change_cursor: exporter.change_cursor().to_owned(),
     };
     out.send(Payload::Trailer(trailer)).await?;
     Ok(())

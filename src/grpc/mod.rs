@@ -3,6 +3,7 @@
 pub mod api_keys;
 mod convert;
 pub mod ending;
+pub mod events;
 pub mod exports;
 pub mod health;
 pub mod imports;

@@ -31,6 +31,7 @@ pub fn to_status_with(err: DomainError, context: &str, extra: &[(&str, String)])
             Code::ResourceExhausted
         }
         DomainError::DeadlineExceeded { .. } => Code::DeadlineExceeded,
+        DomainError::OutOfRange { .. } => Code::OutOfRange,
         DomainError::Storage(_) => Code::Internal,
         DomainError::Unauthenticated { .. } => Code::Unauthenticated,
         DomainError::PermissionDenied { .. } => Code::PermissionDenied,

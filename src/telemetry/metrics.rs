@@ -42,6 +42,7 @@ struct Instruments {
     import_throughput: Histogram<f64>,
     export_rows: Counter<u64>,
     transaction_wait: Histogram<f64>,
+    feed_lag: Histogram<f64>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -89,7 +90,18 @@ impl Metrics {
                 )
                 .with_boundaries(SECONDS_BUCKETS.to_vec())
                 .build(),
+            feed_lag: meter
+                .f64_histogram("userdir.feed.delivery_lag")
+                .with_unit("s")
+                .with_description("Time from an event's write to its delivery to a change-feed watcher")
+                .with_boundaries(SECONDS_BUCKETS.to_vec())
+                .build(),
         }))
+    }
+
+    /// An event reached a watcher `lag` after it was written.
+    pub fn feed_lag(&self, lag: Duration) {
+        self.0.feed_lag.record(lag.as_secs_f64(), &[]);
     }
 
     /// One RPC answered.
@@ -218,6 +230,7 @@ pub async fn start(
     prometheus_listen: Option<SocketAddr>,
     store: &Store,
     serving: Arc<AtomicBool>,
+    feed: Arc<userdir_domain::feed::FeedStats>,
 ) -> Result<(Metrics, MetricsRuntime), TelemetryError> {
     let mut builder = SdkMeterProvider::builder().with_resource(resource());
     if otlp_wanted(Signal::Metrics)? {
@@ -247,12 +260,37 @@ pub async fn start(
     let meter = provider.meter("userdir");
     let metrics = Metrics::new(&meter);
     observe_store(&meter, store, &metrics);
+    observe_feed(&meter, feed);
     meter
         .i64_observable_gauge("userdir.health.serving")
         .with_description("1 while the server reports SERVING (its database answers), else 0")
         .with_callback(move |gauge| gauge.observe(i64::from(serving.load(Ordering::Relaxed)), &[]))
         .build();
     Ok((metrics, MetricsRuntime { provider, prometheus }))
+}
+
+/// The change feed: watchers open, events delivered, batches read.
+fn observe_feed(meter: &Meter, feed: Arc<userdir_domain::feed::FeedStats>) {
+    let stats = Arc::clone(&feed);
+    meter
+        .i64_observable_gauge("userdir.feed.watchers")
+        .with_unit("{watcher}")
+        .with_description("Change-feed watchers open")
+        .with_callback(move |gauge| gauge.observe(stats.watchers.load(Ordering::Relaxed), &[]))
+        .build();
+    let stats = Arc::clone(&feed);
+    meter
+        .u64_observable_counter("userdir.feed.events_delivered")
+        .with_unit("{event}")
+        .with_description("Events handed to change-feed watchers")
+        .with_callback(move |counter| counter.observe(stats.delivered.load(Ordering::Relaxed), &[]))
+        .build();
+    meter
+        .u64_observable_counter("userdir.feed.batches_read")
+        .with_unit("{batch}")
+        .with_description("Batches of new events read from the database, once for all watchers of a tenant")
+        .with_callback(move |counter| counter.observe(feed.hub_reads.load(Ordering::Relaxed), &[]))
+        .build();
 }
 
 /// Pool gauges, and the store's transaction waits into the histogram.

@@ -100,6 +100,11 @@ where
         let peer = crate::peer::PeerIdentity::of(&req);
         let principal = PrincipalSlot::default();
         req.extensions_mut().insert(principal.clone());
+        // The request's ids, for the events its changes write.
+        req.extensions_mut().insert(userdir_domain::event::RequestIds {
+            request_id: Some(request_id.clone()),
+            trace_id: trace_id.clone(),
+        });
         self.metrics.rpc_active(&rpc_method, 1);
         let mut record = RpcRecord {
             quiet,

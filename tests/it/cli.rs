@@ -218,6 +218,68 @@ async fn export_cli_to_stdout_and_flags_it_names(s: TestServer) {
     assert!(!Path::new("-").exists());
 }
 
+/// `userdir audit` prints the log newest first (filtered); `userdir watch`
+/// prints events as JSON lines and the cursor to resume from, from which a
+/// second watch goes on where the first stopped.
+async fn audit_and_watch_cli(s: TestServer) {
+    s.tenant("acme").await;
+    let taro = s.user("acme", "taro@example.com", "Taro").await;
+    s.user("acme", "hanako@example.com", "Hanako").await;
+    let server = format!("http://{}", s.addr);
+    let out = userdir(args(&["audit", "--tenant", "acme", "--server", &server])).await;
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let lines: Vec<String> = text(&out.stdout).lines().map(str::to_owned).collect();
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    assert!(
+        lines[0].starts_with("3\t") && lines[0].contains("user.created"),
+        "{lines:?}"
+    );
+    assert!(lines[2].contains("tenant.created"), "{lines:?}");
+    let filter = format!("resource = \"{}\"", taro.name);
+    let out = userdir(args(&[
+        "audit", "--tenant", "acme", "--json", "--filter", &filter, "--server", &server,
+    ]))
+    .await;
+    let event: serde_json::Value = serde_json::from_str(text(&out.stdout).trim()).unwrap();
+    assert_eq!(event["type"], "user.created");
+    assert_eq!(event["after"]["email"], "taro@example.com");
+    let bad = userdir(args(&[
+        "audit",
+        "--tenant",
+        "acme",
+        "--filter",
+        "colour = 1",
+        "--server",
+        &server,
+    ]))
+    .await;
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(text(&bad.stderr).contains("colour"), "{}", text(&bad.stderr));
+
+    let out = userdir(args(&[
+        "watch", "--tenant", "acme", "--cursor", "oldest", "--count", "2", "--server", &server,
+    ]))
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let seen: Vec<serde_json::Value> = text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!((seen[0]["seq"].as_i64(), seen[1]["seq"].as_i64()), (Some(1), Some(2)));
+    let cursor = text(&out.stderr)
+        .lines()
+        .find_map(|l| l.strip_prefix("cursor: ").map(str::to_owned))
+        .expect("the cursor on stderr");
+    assert_eq!(seen[1]["cursor"].as_str(), Some(cursor.as_str()));
+    let out = userdir(args(&[
+        "watch", "--tenant", "acme", "--cursor", &cursor, "--count", "1", "--server", &server,
+    ]))
+    .await;
+    let next: serde_json::Value = serde_json::from_str(text(&out.stdout).trim()).unwrap();
+    assert_eq!(next["seq"].as_i64(), Some(3));
+    assert_eq!(next["after"]["email"], "hanako@example.com");
+}
+
 /// `userdir health`, as a container HEALTHCHECK runs it: SERVING and exit 0
 /// from a running server, exit 1 (with a reason) where none answers.
 async fn health_cli_for_a_healthcheck(s: TestServer) {
@@ -285,5 +347,6 @@ crate::on_both_backends!(
     full_sync_cli_names_who_it_kept,
     import_cli_as_an_operator_meets_it,
     export_cli_to_stdout_and_flags_it_names,
-    health_cli_for_a_healthcheck
+    health_cli_for_a_healthcheck,
+    audit_and_watch_cli
 );

@@ -580,15 +580,26 @@ async fn a_row_racing_another_writer_fails_alone(s: TestServer) {
             external_id: external_id.into(),
             ..Default::default()
         };
-        DomainUser::create(tenant.clone(), input, &schema, now).unwrap()
+        userdir_domain::repo::Imported {
+            user: DomainUser::create(tenant.clone(), input, &schema, now).unwrap(),
+            line: 2,
+            paths: Vec::new(),
+        }
     };
+    let origin = userdir_domain::event::Origin::server();
     // A transaction without conflicts takes the multi-row path.
-    let mut write = store.begin_import_write(&tenant, uuid::Uuid::now_v7()).await.unwrap();
+    let mut write = store
+        .begin_import_write(&tenant, uuid::Uuid::now_v7(), &origin)
+        .await
+        .unwrap();
     write.write(&[new("solo@example.com", "")], &[]).await.unwrap();
     let outcomes = write.commit().await.unwrap();
     assert!(outcomes.len() == 1 && outcomes[0].is_ok(), "{outcomes:?}");
     // The conflict is in the second batch of a transaction.
-    let mut write = store.begin_import_write(&tenant, uuid::Uuid::now_v7()).await.unwrap();
+    let mut write = store
+        .begin_import_write(&tenant, uuid::Uuid::now_v7(), &origin)
+        .await
+        .unwrap();
     write.write(&[new("first@example.com", "")], &[]).await.unwrap();
     let racing = [new("TAKEN@example.com", ""), new("third@example.com", "HR-3")];
     write.write(&racing, &[]).await.unwrap();

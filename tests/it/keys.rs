@@ -14,6 +14,7 @@ use crate::common::TestServer;
 
 async fn keys_are_stored_as_hashes_and_revoked(s: TestServer) {
     let store = Store::connect(&s.store_options).await.unwrap();
+    add_tenant(&store, "acme").await;
     let now = Timestamp::now();
     let made = NewApiKey::generate().unwrap();
     let token = made.token();
@@ -31,7 +32,10 @@ async fn keys_are_stored_as_hashes_and_revoked(s: TestServer) {
         revoke_time: None,
         hash: made.hash(),
     };
-    store.insert_api_key(&key, 10).await.unwrap();
+    store
+        .insert_api_key(&key, 10, &userdir_domain::event::Origin::server())
+        .await
+        .unwrap();
     let operator = NewApiKey::generate().unwrap();
     let operator_key = ApiKey {
         id: operator.id,
@@ -47,7 +51,10 @@ async fn keys_are_stored_as_hashes_and_revoked(s: TestServer) {
         revoke_time: None,
         hash: operator.hash(),
     };
-    store.insert_api_key(&operator_key, 10).await.unwrap();
+    store
+        .insert_api_key(&operator_key, 10, &userdir_domain::event::Origin::server())
+        .await
+        .unwrap();
 
     // Besides the operator key the test server was configured with.
     let listed: Vec<ApiKey> = store
@@ -84,10 +91,25 @@ async fn keys_are_stored_as_hashes_and_revoked(s: TestServer) {
     assert_eq!(listed.last_used_time, Some(later));
 
     // Revoked once.
-    assert_eq!(store.revoke_api_key(key.id, later).await.unwrap(), Revoked::Now);
-    assert_eq!(store.revoke_api_key(key.id, later).await.unwrap(), Revoked::Unchanged);
     assert_eq!(
-        store.revoke_api_key(uuid::Uuid::now_v7(), later).await.unwrap(),
+        store
+            .revoke_api_key(key.id, later, &userdir_domain::event::Origin::server())
+            .await
+            .unwrap(),
+        Revoked::Now
+    );
+    assert_eq!(
+        store
+            .revoke_api_key(key.id, later, &userdir_domain::event::Origin::server())
+            .await
+            .unwrap(),
+        Revoked::Unchanged
+    );
+    assert_eq!(
+        store
+            .revoke_api_key(uuid::Uuid::now_v7(), later, &userdir_domain::event::Origin::server())
+            .await
+            .unwrap(),
         Revoked::Unchanged
     );
     let listed = ours(store.list_api_keys(&every_key()).await.unwrap());
@@ -108,6 +130,7 @@ async fn a_revoked_key_stops_on_every_replica(s: TestServer) {
         Arc::new(Store::connect(&s.store_options).await.unwrap()),
         Arc::new(Store::connect(&s.store_options).await.unwrap()),
     );
+    add_tenant(&one, "acme").await;
     let now = Timestamp::now();
     let made = NewApiKey::generate().unwrap();
     one.insert_api_key(
@@ -116,6 +139,7 @@ async fn a_revoked_key_stops_on_every_replica(s: TestServer) {
             ..svc_key(&made, "svc")
         },
         10,
+        &userdir_domain::event::Origin::server(),
     )
     .await
     .unwrap();
@@ -142,6 +166,7 @@ async fn a_revoked_key_stops_on_every_replica(s: TestServer) {
             ..svc_key(&stored, "other")
         },
         10,
+        &userdir_domain::event::Origin::server(),
     )
     .await
     .unwrap();
@@ -161,7 +186,9 @@ async fn a_revoked_key_stops_on_every_replica(s: TestServer) {
 
     // Revoked through one replica's store: the other refuses it after its refresh.
     assert_eq!(
-        one.revoke_api_key(made.id, Timestamp::now()).await.unwrap(),
+        one.revoke_api_key(made.id, Timestamp::now(), &userdir_domain::event::Origin::server())
+            .await
+            .unwrap(),
         Revoked::Now
     );
     assert!(ring_two.authenticate(&token, now).is_ok(), "until the refresh");
@@ -172,13 +199,17 @@ async fn a_revoked_key_stops_on_every_replica(s: TestServer) {
     // forgotten), every other change still arrives.
     let (broken, fresh) = (NewApiKey::generate().unwrap(), NewApiKey::generate().unwrap());
     for (made, name) in [(&broken, "broken"), (&fresh, "fresh")] {
-        one.insert_api_key(&svc_key(made, name), 10).await.unwrap();
+        one.insert_api_key(&svc_key(made, name), 10, &userdir_domain::event::Origin::server())
+            .await
+            .unwrap();
     }
     ring_two.refresh().await.unwrap();
     assert!(ring_two.authenticate(&broken.token(), now).is_ok());
     corrupt_key(&one, broken.id).await;
     let newer = NewApiKey::generate().unwrap();
-    one.insert_api_key(&svc_key(&newer, "newer"), 10).await.unwrap();
+    one.insert_api_key(&svc_key(&newer, "newer"), 10, &userdir_domain::event::Origin::server())
+        .await
+        .unwrap();
     ring_two.refresh().await.unwrap();
     assert_eq!(
         ring_two.authenticate(&broken.token(), now).unwrap_err(),
@@ -206,6 +237,21 @@ fn every_key() -> KeyQuery {
         after: None,
         limit: 1_000_000,
     }
+}
+
+/// Stores tenant `id` (a tenant's keys record their events in its feed).
+async fn add_tenant(store: &Store, id: &str) {
+    use userdir_domain::repo::TenantRepository;
+    let id = TenantId::parse("tenant", id).unwrap();
+    let settings = userdir_domain::tenant::TenantSettings {
+        display_name: id.to_string(),
+        ..Default::default()
+    };
+    let tenant = userdir_domain::tenant::Tenant::create(id, settings, Timestamp::now()).unwrap();
+    store
+        .insert_tenant(&tenant, &userdir_domain::event::Origin::server())
+        .await
+        .unwrap();
 }
 
 /// A live read key of tenant acme.
@@ -256,6 +302,7 @@ async fn the_key_quota_holds_under_a_race(s: TestServer) {
     let mut first = Vec::new();
     for round in 0..5 {
         let tenant = TenantId::parse("tenant", &format!("quota{round}")).unwrap();
+        add_tenant(&store, tenant.as_str()).await;
         let start = Arc::new(tokio::sync::Barrier::new(40));
         let tasks: Vec<_> = (0..40)
             .map(|i| {
@@ -267,7 +314,10 @@ async fn the_key_quota_holds_under_a_race(s: TestServer) {
                         ..svc_key(&made, &format!("k{i}"))
                     };
                     start.wait().await;
-                    store.insert_api_key(&key, 5).await.map(|()| key.id)
+                    store
+                        .insert_api_key(&key, 5, &userdir_domain::event::Origin::server())
+                        .await
+                        .map(|()| key.id)
                 })
             })
             .collect();
@@ -290,9 +340,20 @@ async fn the_key_quota_holds_under_a_race(s: TestServer) {
         tenant: Some(TenantId::parse("tenant", "quota0").unwrap()),
         ..svc_key(&one_more, "after")
     };
-    assert!(store.insert_api_key(&key, 5).await.is_err());
-    store.revoke_api_key(first[0], Timestamp::now()).await.unwrap();
-    store.insert_api_key(&key, 5).await.unwrap();
+    assert!(
+        store
+            .insert_api_key(&key, 5, &userdir_domain::event::Origin::server())
+            .await
+            .is_err()
+    );
+    store
+        .revoke_api_key(first[0], Timestamp::now(), &userdir_domain::event::Origin::server())
+        .await
+        .unwrap();
+    store
+        .insert_api_key(&key, 5, &userdir_domain::event::Origin::server())
+        .await
+        .unwrap();
 }
 
 /// The last live operator key with the admin scope is never revoked: a
@@ -310,11 +371,21 @@ async fn the_last_operator_admin_key_stays_under_a_race(s: TestServer) {
         }
     };
     let reader = operator_key(Scopes::of(&[Scope::Read]));
-    store.insert_api_key(&reader, 100).await.unwrap();
+    store
+        .insert_api_key(&reader, 100, &userdir_domain::event::Origin::server())
+        .await
+        .unwrap();
     // Rounds: the one key left by a round is revoked with the next's four.
     for round in 0..4 {
         for _ in 0..4 {
-            store.insert_api_key(&operator_key(Scopes::ALL), 100).await.unwrap();
+            store
+                .insert_api_key(
+                    &operator_key(Scopes::ALL),
+                    100,
+                    &userdir_domain::event::Origin::server(),
+                )
+                .await
+                .unwrap();
         }
         let admins: Vec<uuid::Uuid> = store
             .list_api_keys(&KeyQuery {
@@ -335,7 +406,10 @@ async fn the_last_operator_admin_key_stays_under_a_race(s: TestServer) {
                 let (store, id, start) = (Arc::clone(&store), *id, Arc::clone(&start));
                 tokio::spawn(async move {
                     start.wait().await;
-                    store.revoke_api_key(id, Timestamp::now()).await.unwrap()
+                    store
+                        .revoke_api_key(id, Timestamp::now(), &userdir_domain::event::Origin::server())
+                        .await
+                        .unwrap()
                 })
             })
             .collect();
@@ -349,7 +423,10 @@ async fn the_last_operator_admin_key_stays_under_a_race(s: TestServer) {
     }
     assert!(store.has_operator_admin_key(Timestamp::now()).await.unwrap());
     assert_eq!(
-        store.revoke_api_key(reader.id, Timestamp::now()).await.unwrap(),
+        store
+            .revoke_api_key(reader.id, Timestamp::now(), &userdir_domain::event::Origin::server())
+            .await
+            .unwrap(),
         Revoked::Now,
         "a read-only operator key is no administrator: it may go"
     );

@@ -7,6 +7,7 @@ mod cli;
 mod common;
 mod config;
 mod deploy;
+mod events;
 mod export;
 mod import;
 mod import_roles;

@@ -159,7 +159,10 @@ async fn postgres_over_tls_with_sslmode() {
         ..Default::default()
     };
     let tenant = Tenant::create(id.clone(), settings, Timestamp::now()).unwrap();
-    store.insert_tenant(&tenant).await.unwrap();
+    store
+        .insert_tenant(&tenant, &userdir_domain::event::Origin::server())
+        .await
+        .unwrap();
     assert_eq!(store.get_tenant(&id).await.unwrap().id, id);
     store.close().await.unwrap();
     // sslmode=require: encrypted, the certificate not checked.

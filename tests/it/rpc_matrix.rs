@@ -22,6 +22,9 @@ struct Call {
     installation: bool,
     /// It names something that does not exist: a reader gets NOT_FOUND.
     absent: bool,
+    /// A stream that never ends by itself (a watch): called with a short
+    /// deadline, a reader's stream stays open until it (DEADLINE_EXCEEDED).
+    endless: bool,
 }
 
 fn call(message: impl Message, reads: bool) -> Call {
@@ -30,6 +33,7 @@ fn call(message: impl Message, reads: bool) -> Call {
         reads,
         installation: false,
         absent: false,
+        endless: false,
     }
 }
 
@@ -257,6 +261,48 @@ fn table(user: &str, key: &str) -> BTreeMap<&'static str, Call> {
         ),
     );
     t.insert("RevokeApiKey", call(RevokeApiKeyRequest { name: key.into() }, false));
+    t.insert(
+        "ListAuditEvents",
+        call(
+            ListAuditEventsRequest {
+                parent: acme(),
+                ..Default::default()
+            },
+            false,
+        ),
+    );
+    t.insert(
+        "GetAuditEvent",
+        call(
+            GetAuditEventRequest {
+                name: "tenants/acme/auditEvents/1".into(),
+            },
+            false,
+        ),
+    );
+    t.insert(
+        "ListChanges",
+        call(
+            ListChangesRequest {
+                parent: acme(),
+                ..Default::default()
+            },
+            true,
+        ),
+    );
+    t.insert(
+        "WatchChanges",
+        Call {
+            endless: true,
+            ..call(
+                WatchChangesRequest {
+                    parent: acme(),
+                    ..Default::default()
+                },
+                true,
+            )
+        },
+    );
     t
 }
 
@@ -288,7 +334,13 @@ async fn every_rpc_obeys_the_keys_reach_and_scopes(s: TestServer) {
 
     for (method, call) in &table {
         let path = path_of(&methods, method);
-        let bearer = |token: &str| vec![("authorization", format!("Bearer {token}"))];
+        let bearer = |token: &str| {
+            let mut headers = vec![("authorization", format!("Bearer {token}"))];
+            if call.endless {
+                headers.push(("grpc-timeout", "700m".to_owned()));
+            }
+            headers
+        };
         let (status, message) = raw_call(s.addr, path, &call.message, &bearer(&globex)).await;
         if !call.installation {
             assert_eq!(status, "5", "{method} with globex's key: {message}");
@@ -298,7 +350,11 @@ async fn every_rpc_obeys_the_keys_reach_and_scopes(s: TestServer) {
         if call.reads {
             // A read succeeds; only a job that does not exist is NOT_FOUND
             // (INTERNAL or any other code is a defect).
-            let expected = if call.absent { "5" } else { "0" };
+            let expected = match (call.absent, call.endless) {
+                (true, _) => "5",
+                (false, true) => "4",
+                (false, false) => "0",
+            };
             assert_eq!(status, expected, "{method} reads, read-only key: {message}");
         } else {
             assert_eq!(status, "7", "{method} with a read-only key: {message}");

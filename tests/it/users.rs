@@ -594,13 +594,19 @@ async fn unique_violations_are_named_by_their_index(s: TestServer) {
         email: userdir_domain::email::Email::parse("email", "other@example.com").unwrap(),
         ..stored.clone()
     };
-    let err = store.insert_user(&same_id).await.unwrap_err();
+    let err = store
+        .insert_user(&same_id, &userdir_domain::event::Origin::server())
+        .await
+        .unwrap_err();
     assert_eq!(err.reason(), "STORAGE_FAILURE", "{err:?}");
     let same_email = userdir_domain::user::User {
         id: userdir_domain::user::UserId::new(),
         ..stored.clone()
     };
-    let err = store.insert_user(&same_email).await.unwrap_err();
+    let err = store
+        .insert_user(&same_email, &userdir_domain::event::Origin::server())
+        .await
+        .unwrap_err();
     assert_eq!(err.reason(), "EMAIL_ALREADY_EXISTS", "{err:?}");
     store.close().await.unwrap();
 }

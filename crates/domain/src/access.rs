@@ -165,6 +165,8 @@ pub struct Caller {
     /// The user the call acts for: named by a key that may act for users,
     /// or the user the key is bound to.
     pub acting: Option<ActingUser>,
+    /// The request the call came in (its events name it).
+    pub request: crate::event::RequestIds,
 }
 
 impl Caller {
@@ -222,6 +224,11 @@ pub enum Action<'a> {
     /// Revoking a key with these rights: only a caller that could have
     /// made it (so an admin's console cannot cut the owner's keys).
     RevokeApiKey(&'a KeyGrant),
+    /// Reading the audit log: who changed what (administrators).
+    ReadAuditLog,
+    /// Reading the change feed (ListChanges, WatchChanges): every change
+    /// to users, as a list shows them.
+    ReadChanges,
 }
 
 /// What an API key is (or would be) allowed: what [`Action::CreateApiKey`]
@@ -260,13 +267,17 @@ impl Action<'_> {
             Action::CreateApiKey(_) => "apiKeys.create",
             Action::ListApiKeys => "apiKeys.list",
             Action::RevokeApiKey(_) => "apiKeys.revoke",
+            Action::ReadAuditLog => "auditEvents.list",
+            Action::ReadChanges => "changes.list",
         }
     }
 
     /// The credential scope the action needs.
     fn scope(&self) -> Scope {
         match self {
-            Action::GetUser | Action::ListUsers | Action::GetTenant | Action::GetImportJobs => Scope::Read,
+            Action::GetUser | Action::ListUsers | Action::GetTenant | Action::GetImportJobs | Action::ReadChanges => {
+                Scope::Read
+            }
             Action::CreateUser | Action::UpdateUser(_) | Action::DeleteUser => Scope::Write,
             Action::ImportUsers => Scope::Import,
             Action::ExportUsers => Scope::Export,
@@ -277,7 +288,8 @@ impl Action<'_> {
             | Action::CreateTenant
             | Action::CreateApiKey(_)
             | Action::ListApiKeys
-            | Action::RevokeApiKey(_) => Scope::Admin,
+            | Action::RevokeApiKey(_)
+            | Action::ReadAuditLog => Scope::Admin,
         }
     }
 }
@@ -559,7 +571,7 @@ fn holds(actor: &ActingUser, action: Action<'_>, target: Option<Target>, is_self
         }
     };
     match action {
-        Action::GetUser | Action::ListUsers | Action::GetTenant | Action::GetImportJobs => true,
+        Action::GetUser | Action::ListUsers | Action::GetTenant | Action::GetImportJobs | Action::ReadChanges => true,
         Action::CreateUser | Action::ImportUsers => manages(actor, TenantRole::Member),
         Action::UpdateUser(mask) => match target {
             Some(_) if is_self && self_editable(mask) => true,
@@ -573,7 +585,8 @@ fn holds(actor: &ActingUser, action: Action<'_>, target: Option<Target>, is_self
         | Action::UpdateTenant
         | Action::CreateApiKey(_)
         | Action::ListApiKeys
-        | Action::RevokeApiKey(_) => actor.role >= TenantRole::Admin,
+        | Action::RevokeApiKey(_)
+        | Action::ReadAuditLog => actor.role >= TenantRole::Admin,
         // Naming the first owner is an admin's; handing it on, the owner's.
         Action::TransferOwnership { first: true } => actor.role >= TenantRole::Admin,
         Action::TransferOwnership { first: false } => actor.role == TenantRole::Owner,
@@ -610,6 +623,7 @@ mod tests {
     /// An acting user: role, and capabilities as "um" (user management), "ex" (export).
     fn caller(role: Option<TenantRole>, caps: &str, scopes: Scopes) -> Caller {
         Caller {
+            request: Default::default(),
             principal: Principal::key(Uuid::from_u128(99)),
             tenants: TenantScope::One(tenant()),
             scopes,

@@ -85,6 +85,11 @@ impl SecretHash {
         Self(Sha256::digest(secret).into())
     }
 
+    /// No hash at all: what an event's image of a key holds.
+    pub fn redacted() -> Self {
+        Self([0; 32])
+    }
+
     /// Hex, for storage.
     pub fn to_hex(self) -> String {
         self.0.iter().map(|b| format!("{b:02x}")).collect()

@@ -57,6 +57,10 @@ pub enum DomainError {
     /// change something first.
     #[error("{message}")]
     Precondition { reason: &'static str, message: String },
+    /// The request names a position that is no longer there (a change-feed
+    /// cursor older than the retention): start again from a new one.
+    #[error("{message}")]
+    OutOfRange { reason: &'static str, message: String },
     /// The request is larger or more than the server takes (a message over
     /// the size limit); retry with smaller pieces.
     #[error("{message}")]
@@ -109,6 +113,7 @@ pub enum ResourceKind {
     User,
     ImportJob,
     ApiKey,
+    AuditEvent,
 }
 
 impl fmt::Display for ResourceKind {
@@ -118,6 +123,7 @@ impl fmt::Display for ResourceKind {
             Self::User => "user",
             Self::ImportJob => "import job",
             Self::ApiKey => "API key",
+            Self::AuditEvent => "audit event",
         })
     }
 }
@@ -167,6 +173,10 @@ impl DomainError {
                 kind: ResourceKind::ApiKey,
                 ..
             } => "API_KEY_NOT_FOUND",
+            Self::NotFound {
+                kind: ResourceKind::AuditEvent,
+                ..
+            } => "AUDIT_EVENT_NOT_FOUND",
             Self::AlreadyExists { field: "email", .. } => "EMAIL_ALREADY_EXISTS",
             Self::AlreadyExists {
                 field: "external_id", ..
@@ -177,6 +187,7 @@ impl DomainError {
             Self::Conflict { reason, .. }
             | Self::Precondition { reason, .. }
             | Self::Exhausted { reason, .. }
+            | Self::OutOfRange { reason, .. }
             | Self::Busy { reason, .. } => reason,
             Self::DeadlineExceeded { .. } => "DEADLINE_EXCEEDED",
             Self::Unavailable(_) => "DATABASE_UNAVAILABLE",

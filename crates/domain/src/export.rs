@@ -255,6 +255,8 @@ pub struct Exporter<S> {
     /// so that an export can never look complete when it is not.
     pages: Option<mpsc::Receiver<RepoResult<Option<Vec<User>>>>>,
     reader: Option<JoinHandle<()>>,
+    /// The change feed's cursor as of the snapshot.
+    change_cursor: String,
     /// The export's place under the server's caps, given back when it ends.
     _slot: Slot,
 }
@@ -272,13 +274,26 @@ impl<S> Drop for Exporter<S> {
 }
 
 impl<S: UserSnapshot> Exporter<S> {
-    pub(crate) fn new(snapshot: S, tenant: TenantId, query: UserQuery, slot: Slot) -> Self {
+    pub(crate) fn new(
+        snapshot: S,
+        tenant: TenantId,
+        query: UserQuery,
+        cursor: crate::feed::Cursor,
+        slot: Slot,
+    ) -> Self {
         Self {
+            change_cursor: cursor.encode(&tenant),
             start: Some((snapshot, tenant, query)),
             pages: None,
             reader: None,
             _slot: slot,
         }
+    }
+
+    /// The change feed's cursor as of the export's snapshot: following the
+    /// feed from it misses no change after the export and repeats none.
+    pub fn change_cursor(&self) -> &str {
+        &self.change_cursor
     }
 
     /// The next page of at most `size` users (fixed by the first call), or

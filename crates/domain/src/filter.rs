@@ -86,7 +86,7 @@ pub enum Value {
 }
 
 #[derive(Debug, Clone, PartialEq)]
-enum Token {
+pub(crate) enum Token {
     LParen,
     RParen,
     Op(Op),
@@ -94,11 +94,11 @@ enum Token {
     Str(String),
 }
 
-fn err(pos: usize, msg: impl std::fmt::Display) -> DomainError {
+pub(crate) fn err(pos: usize, msg: impl std::fmt::Display) -> DomainError {
     DomainError::invalid("filter", format!("at character {}: {msg}", pos + 1))
 }
 
-fn tokenize(input: &str) -> Result<Vec<(usize, Token)>, DomainError> {
+pub(crate) fn tokenize(input: &str) -> Result<Vec<(usize, Token)>, DomainError> {
     let mut out = Vec::new();
     let mut chars = input.char_indices().peekable();
     while let Some(&(pos, c)) = chars.peek() {

@@ -147,6 +147,7 @@ impl<R: ApiKeyRepository> KeyRing<R> {
             .insert(key.id, now);
         Ok(Credential {
             caller: Caller {
+                request: Default::default(),
                 principal: Principal::key(key.id),
                 tenants: key.tenant.clone().map_or(TenantScope::All, TenantScope::One),
                 scopes: key.scopes,
@@ -207,7 +208,7 @@ mod tests {
     }
 
     impl ApiKeyRepository for SlowRepo {
-        async fn insert_api_key(&self, _: &ApiKey, _: u32) -> RepoResult<()> {
+        async fn insert_api_key(&self, _: &ApiKey, _: u32, _: &crate::event::Origin) -> RepoResult<()> {
             Err(DomainError::storage("unused"))
         }
         async fn get_api_key(&self, _: Uuid) -> RepoResult<Option<ApiKey>> {
@@ -219,7 +220,7 @@ mod tests {
         async fn has_operator_admin_key(&self, _: Timestamp) -> RepoResult<bool> {
             Err(DomainError::storage("unused"))
         }
-        async fn revoke_api_key(&self, _: Uuid, _: Timestamp) -> RepoResult<Revoked> {
+        async fn revoke_api_key(&self, _: Uuid, _: Timestamp, _: &crate::event::Origin) -> RepoResult<Revoked> {
             Err(DomainError::storage("unused"))
         }
         async fn api_key_changes(&self, since: i64) -> RepoResult<KeyChanges> {

@@ -9,6 +9,7 @@ use uuid::Uuid;
 use crate::access::TenantRole;
 use crate::apikey::ApiKey;
 use crate::error::DomainError;
+use crate::event::{EventType, Origin};
 use crate::import::{DeleteGuard, ImportJob};
 use crate::list::UserQuery;
 use crate::tenant::{Tenant, TenantId};
@@ -28,43 +29,48 @@ pub enum UserKey {
 
 /// Tenant persistence.
 pub trait TenantRepository: Send + Sync + 'static {
-    /// Inserts a new tenant; `AlreadyExists` when the id is taken.
-    fn insert_tenant(&self, tenant: &Tenant) -> impl Future<Output = RepoResult<()>> + Send;
+    /// Inserts a new tenant (its feed starts with `tenant.created`);
+    /// `AlreadyExists` when the id is taken.
+    fn insert_tenant(&self, tenant: &Tenant, origin: &Origin) -> impl Future<Output = RepoResult<()>> + Send;
     /// `NotFound` when absent.
     fn get_tenant(&self, id: &TenantId) -> impl Future<Output = RepoResult<Tenant>> + Send;
     /// Tenants with id greater than `after`, ordered by id, at most `limit`.
     fn list_tenants(&self, after: Option<&str>, limit: u32) -> impl Future<Output = RepoResult<Vec<Tenant>>> + Send;
     /// Writes the settings of `tenant` if its stored revision is still `expected`
-    /// (`EtagMismatch` otherwise); stores `tenant.revision` as the new revision.
-    fn update_tenant(&self, tenant: &Tenant, expected: Revision) -> impl Future<Output = RepoResult<()>> + Send;
+    /// (`EtagMismatch` otherwise); stores `tenant.revision` as the new
+    /// revision, and records `tenant.updated` writing `paths`.
+    fn update_tenant(
+        &self,
+        tenant: &Tenant,
+        expected: Revision,
+        paths: Vec<String>,
+        origin: &Origin,
+    ) -> impl Future<Output = RepoResult<()>> + Send;
 }
 
 /// User persistence. Every call is scoped to one tenant.
 pub trait UserRepository: Send + Sync + 'static {
     /// Inserts a user, taking a seat: `SeatLimitExceeded` when the tenant is full,
     /// `AlreadyExists` for a taken email key or external id, `NotFound` for a
-    /// missing tenant. Atomic under concurrency.
-    fn insert_user(&self, user: &User) -> impl Future<Output = RepoResult<()>> + Send;
+    /// missing tenant. Atomic under concurrency. Records `user.created`.
+    fn insert_user(&self, user: &User, origin: &Origin) -> impl Future<Output = RepoResult<()>> + Send;
     fn get_user(&self, name: &UserName) -> impl Future<Output = RepoResult<User>> + Send;
     fn find_user(&self, tenant: &TenantId, key: &UserKey) -> impl Future<Output = RepoResult<User>> + Send;
-    /// Writes `user` if its stored revision is still `expected`. With
-    /// `keep_an_admin` (the write demotes or disables an admin) it is refused
-    /// `Precondition LAST_ADMIN` when no enabled admin or owner would remain
-    /// in the tenant, decided under the tenant's lock so two such writes at
-    /// once cannot both pass.
-    fn update_user(
-        &self,
-        user: &User,
-        expected: Revision,
-        keep_an_admin: bool,
-    ) -> impl Future<Output = RepoResult<()>> + Send;
+    /// Writes `update.user` if its stored revision is still `expected`, and
+    /// records its event. With `keep_an_admin` (the write demotes or
+    /// disables an admin) it is refused `Precondition LAST_ADMIN` when no
+    /// enabled admin or owner would remain in the tenant, decided under the
+    /// tenant's lock so two such writes at once cannot both pass.
+    fn update_user(&self, update: UserUpdate<'_>) -> impl Future<Output = RepoResult<()>> + Send;
     /// Deletes a user (and frees its seat), if `expected` is `None` or still
-    /// current; `keep_an_admin` as for [`Self::update_user`].
+    /// current; `keep_an_admin` as for [`Self::update_user`]. Records
+    /// `user.deleted`.
     fn delete_user(
         &self,
         name: &UserName,
         expected: Option<Revision>,
         keep_an_admin: bool,
+        origin: &Origin,
     ) -> impl Future<Output = RepoResult<()>> + Send;
     /// Makes `to` the owner of `tenant`, and `from` (the owner now; `None`:
     /// the tenant has none) an admin, in one transaction at `now`.
@@ -77,6 +83,7 @@ pub trait UserRepository: Send + Sync + 'static {
         from: Option<UserId>,
         to: UserId,
         now: Timestamp,
+        origin: &Origin,
     ) -> impl Future<Output = RepoResult<()>> + Send;
     /// The tenant's owner, if it has one.
     fn find_owner(&self, tenant: &TenantId) -> impl Future<Output = RepoResult<Option<User>>> + Send;
@@ -87,6 +94,20 @@ pub trait UserRepository: Send + Sync + 'static {
         query: &UserQuery,
         limit: u32,
     ) -> impl Future<Output = RepoResult<Vec<User>>> + Send;
+}
+
+/// One update of a user, and what its event says.
+#[derive(Debug, Clone)]
+pub struct UserUpdate<'a> {
+    pub user: &'a User,
+    pub expected: Revision,
+    /// The write may leave the tenant without an enabled admin.
+    pub keep_an_admin: bool,
+    /// `user.updated`, `user.role_set`, `user.capabilities_set`.
+    pub kind: EventType,
+    /// The fields it writes.
+    pub paths: Vec<String>,
+    pub origin: &'a Origin,
 }
 
 /// Which API keys a list reads: by id, after `after`, at most `limit`.
@@ -129,7 +150,8 @@ pub enum Revoked {
 pub trait ApiKeyRepository: Send + Sync + 'static {
     /// A new key (its id is new), unless its tenant (`None`: operators)
     /// already holds `quota` live keys: then `Exhausted` `API_KEY_QUOTA`.
-    fn insert_api_key(&self, key: &ApiKey, quota: u32) -> impl Future<Output = RepoResult<()>> + Send;
+    /// A tenant's key records `api_key.created`.
+    fn insert_api_key(&self, key: &ApiKey, quota: u32, origin: &Origin) -> impl Future<Output = RepoResult<()>> + Send;
     /// One key, revoked or not.
     fn get_api_key(&self, id: Uuid) -> impl Future<Output = RepoResult<Option<ApiKey>>> + Send;
     /// Keys by id, as `query` says.
@@ -138,11 +160,65 @@ pub trait ApiKeyRepository: Send + Sync + 'static {
     fn has_operator_admin_key(&self, now: Timestamp) -> impl Future<Output = RepoResult<bool>> + Send;
     /// Marks a key revoked at `at`, unless that would leave no live operator
     /// key with the admin scope.
-    fn revoke_api_key(&self, id: Uuid, at: Timestamp) -> impl Future<Output = RepoResult<Revoked>> + Send;
+    /// A tenant's key records `api_key.revoked`.
+    fn revoke_api_key(
+        &self,
+        id: Uuid,
+        at: Timestamp,
+        origin: &Origin,
+    ) -> impl Future<Output = RepoResult<Revoked>> + Send;
     /// Keys written after change number `since` (every key for -1).
     fn api_key_changes(&self, since: i64) -> impl Future<Output = RepoResult<KeyChanges>> + Send;
     /// Records when keys were last used (a later time only).
     fn touch_api_keys(&self, used: &[(Uuid, Timestamp)]) -> impl Future<Output = RepoResult<()>> + Send;
+}
+
+/// Which events a read returns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventQuery {
+    pub tenant: TenantId,
+    pub order: EventOrder,
+    pub filter: crate::event_filter::EventFilter,
+    pub limit: u32,
+}
+
+/// The order of an event read, and where it starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventOrder {
+    /// The change feed: numbers after `after` and at most `upto`, oldest first.
+    Ascending { after: i64, upto: i64 },
+    /// The audit log: numbers below `before` (all with `None`), newest first.
+    Descending { before: Option<i64> },
+}
+
+/// Where a tenant's change feed stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FeedHead {
+    /// Changes when the feed restarts (a restore); cursors name it.
+    pub epoch: i64,
+    /// The number of the last event (0: none yet).
+    pub last: i64,
+    /// The number of the oldest event kept (`last + 1` when none is).
+    pub oldest: i64,
+}
+
+/// Events: read by the audit log and the change feed, purged past their
+/// tenant's retention. Written only by the store's write paths.
+pub trait EventRepository: Send + Sync + 'static {
+    fn list_events(&self, query: &EventQuery) -> impl Future<Output = RepoResult<Vec<crate::event::Event>>> + Send;
+    /// Event `seq` of `tenant`, if it is kept.
+    fn get_event(
+        &self,
+        tenant: &TenantId,
+        seq: i64,
+    ) -> impl Future<Output = RepoResult<Option<crate::event::Event>>> + Send;
+    /// `NotFound` for an unknown tenant.
+    fn feed_head(&self, tenant: &TenantId) -> impl Future<Output = RepoResult<FeedHead>> + Send;
+    /// Deletes up to `limit` events recorded before `before`; returns how many.
+    fn purge_events(&self, before: Timestamp, limit: u32) -> impl Future<Output = RepoResult<u64>> + Send;
+    /// Moves whenever events may have been written (a hint: readers read
+    /// the events themselves, and poll too).
+    fn event_signal(&self) -> tokio::sync::watch::Receiver<u64>;
 }
 
 /// Liveness of the database, for health checks.
@@ -152,11 +228,13 @@ pub trait Ping: Send + Sync + 'static {
 
 /// Import persistence: job records, the FULL_SYNC lock, batch reads and writes.
 pub trait ImportRepository: Send + Sync + 'static {
-    fn insert_import_job(&self, job: &ImportJob) -> impl Future<Output = RepoResult<()>> + Send;
+    /// Records `import.started`.
+    fn insert_import_job(&self, job: &ImportJob, origin: &Origin) -> impl Future<Output = RepoResult<()>> + Send;
     /// Overwrites state, end time, error and counts of a job, and renews its
     /// heartbeat; except for dry runs, `created`, `updated` and `deleted`
-    /// stay as the write transactions counted them.
-    fn update_import_job(&self, job: &ImportJob) -> impl Future<Output = RepoResult<()>> + Send;
+    /// stay as the write transactions counted them. The write that ends a
+    /// running job records `import.finished`.
+    fn update_import_job(&self, job: &ImportJob, origin: &Origin) -> impl Future<Output = RepoResult<()>> + Send;
     /// Renews the heartbeat of a running job.
     fn touch_import_job(
         &self,
@@ -221,6 +299,7 @@ pub trait ImportRepository: Send + Sync + 'static {
         &self,
         tenant: &TenantId,
         job: Uuid,
+        origin: &Origin,
     ) -> impl Future<Output = RepoResult<Self::ImportWrite>> + Send;
 
     /// Whether a single-user write (CreateUser, UpdateUser...) is waiting for
@@ -258,6 +337,8 @@ pub struct AbsentSweep<'a> {
     pub protect: &'a Protection,
     pub guard: Option<DeleteGuard>,
     pub dry_run: bool,
+    /// Whose deletions they are (their events name the job).
+    pub origin: &'a Origin,
 }
 
 /// Why a FULL_SYNC keeps a user its file does not list.
@@ -329,12 +410,25 @@ pub trait ImportWrite: Send + 'static {
     /// Adds creates and updates to the transaction. Creates take seats while
     /// the seat limit allows (`SeatLimitExceeded` for the rest, in order);
     /// updates apply if the stored revision is still the expected one.
-    fn write(&mut self, creates: &[User], updates: &[(User, Revision)]) -> impl Future<Output = RepoResult<()>> + Send;
+    fn write(
+        &mut self,
+        creates: &[Imported],
+        updates: &[(Imported, Revision)],
+    ) -> impl Future<Output = RepoResult<()>> + Send;
 
     /// Commits, and returns one result per row written, in the order written
     /// (each call's creates, then its updates). A row that fails leaves the
     /// others of the transaction intact.
     fn commit(self) -> impl Future<Output = RepoResult<Vec<RepoResult<()>>>> + Send;
+}
+
+/// An imported row to write: the user, its line, and the fields an update
+/// changes (empty for a create).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Imported {
+    pub user: User,
+    pub line: u64,
+    pub paths: Vec<String>,
 }
 
 /// Result of taking the FULL_SYNC lock.
@@ -361,6 +455,9 @@ pub type PageSender = tokio::sync::mpsc::Sender<RepoResult<Option<Vec<User>>>>;
 
 /// Reads inside one snapshot.
 pub trait UserSnapshot: Send + Sized + 'static {
+    /// The change feed's cursor of `tenant` as the snapshot sees it.
+    fn change_cursor(&mut self, tenant: &TenantId) -> impl Future<Output = RepoResult<crate::feed::Cursor>> + Send;
+
     /// As [`UserRepository::list_users`], inside the snapshot.
     fn list_users(
         &mut self,

@@ -5,6 +5,7 @@
 //! hold under races, and servers re-read only the keys written since the
 //! number they last saw.
 
+use crate::tenant_write::TenantWrite;
 use sea_orm::sea_query::Expr;
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseTransaction, EntityTrait, ExprTrait, PaginatorTrait,
@@ -14,6 +15,7 @@ use userdir_domain::DomainError;
 use userdir_domain::access::{Scope, Scopes};
 use userdir_domain::apikey::{ApiKey, SecretHash};
 use userdir_domain::error::ResourceKind;
+use userdir_domain::event::{Change, EventType, Origin};
 use userdir_domain::keys::{key_resource_name, quota_exceeded};
 use userdir_domain::repo::{ApiKeyRepository, KeyChanges, KeyQuery, RepoResult, Revoked};
 use userdir_domain::tenant::TenantId;
@@ -29,7 +31,7 @@ use crate::{Store, db_error};
 /// pages of this many.
 const CHANGES_PAGE: u64 = 10_000;
 
-fn key_from_row(row: Model) -> RepoResult<ApiKey> {
+pub(crate) fn key_from_row(row: Model) -> RepoResult<ApiKey> {
     let micros = Timestamp::from_unix_micros;
     Ok(ApiKey {
         id: row.id,
@@ -48,6 +50,25 @@ fn key_from_row(row: Model) -> RepoResult<ApiKey> {
         revoke_time: row.revoke_time.map(micros),
         hash: SecretHash::from_hex(&row.secret_hash).ok_or_else(|| corrupt("API key hash", "not 64 hex digits"))?,
     })
+}
+
+/// A key's row, written as the number `seq` of the key writes.
+pub(crate) fn key_to_active(key: &ApiKey, seq: i64) -> ActiveModel {
+    ActiveModel {
+        id: Set(key.id),
+        name: Set(key.name.clone()),
+        tenant_id: Set(key.tenant.as_ref().map(|t| t.as_str().to_owned())),
+        scopes: Set(i32::from(key.scopes.bits())),
+        act_as_users: Set(key.act_as_users),
+        user_id: Set(key.user.map(|u| u.0)),
+        creator: Set(key.creator.clone()),
+        create_time: Set(key.create_time.unix_micros()),
+        expire_time: Set(key.expire_time.map(Timestamp::unix_micros)),
+        last_used_time: Set(key.last_used_time.map(Timestamp::unix_micros)),
+        revoke_time: Set(key.revoke_time.map(Timestamp::unix_micros)),
+        secret_hash: Set(key.hash.to_hex()),
+        change_seq: Set(seq),
+    }
 }
 
 /// Live at `now`: not revoked, not expired.
@@ -80,8 +101,30 @@ async fn next_change(txn: &DatabaseTransaction) -> RepoResult<i64> {
     row.try_get::<i64>("", "seq").map_err(db_error)
 }
 
+impl Store {
+    /// Commits a key write; a tenant's key records its event under the
+    /// tenant's lock (taken after the key counter: no write takes them the
+    /// other way round). Operator keys belong to no tenant's feed.
+    async fn commit_key_write(
+        &self,
+        txn: sea_orm::DatabaseTransaction,
+        kind: EventType,
+        key: &ApiKey,
+        origin: &Origin,
+    ) -> RepoResult<()> {
+        match &key.tenant {
+            Some(tenant) => {
+                let mut w = TenantWrite::lock(txn, tenant, origin).await?;
+                w.record(&Change::api_key(kind, key));
+                w.commit(self).await
+            }
+            None => txn.commit().await.map_err(|e| self.db_error(e)),
+        }
+    }
+}
+
 impl ApiKeyRepository for Store {
-    async fn insert_api_key(&self, key: &ApiKey, quota: u32) -> RepoResult<()> {
+    async fn insert_api_key(&self, key: &ApiKey, quota: u32, origin: &Origin) -> RepoResult<()> {
         let txn = self.begin_on(self.writer(), "insert_api_key").await?;
         let seq = next_change(&txn).await?;
         let same_tenant = match &key.tenant {
@@ -97,21 +140,7 @@ impl ApiKeyRepository for Store {
         if held >= u64::from(quota) {
             return Err(quota_exceeded(key.tenant.as_ref(), quota));
         }
-        let row = ActiveModel {
-            id: Set(key.id),
-            name: Set(key.name.clone()),
-            tenant_id: Set(key.tenant.as_ref().map(|t| t.as_str().to_owned())),
-            scopes: Set(i32::from(key.scopes.bits())),
-            act_as_users: Set(key.act_as_users),
-            user_id: Set(key.user.map(|u| u.0)),
-            creator: Set(key.creator.clone()),
-            create_time: Set(key.create_time.unix_micros()),
-            expire_time: Set(key.expire_time.map(Timestamp::unix_micros)),
-            last_used_time: Set(key.last_used_time.map(Timestamp::unix_micros)),
-            revoke_time: Set(key.revoke_time.map(Timestamp::unix_micros)),
-            secret_hash: Set(key.hash.to_hex()),
-            change_seq: Set(seq),
-        };
+        let row = key_to_active(key, seq);
         Entity::insert(row)
             .exec_without_returning(&txn)
             .await
@@ -123,7 +152,7 @@ impl ApiKeyRepository for Store {
                 },
                 _ => self.db_error(e),
             })?;
-        txn.commit().await.map_err(|e| self.db_error(e))
+        self.commit_key_write(txn, EventType::ApiKeyCreated, key, origin).await
     }
 
     async fn get_api_key(&self, id: Uuid) -> RepoResult<Option<ApiKey>> {
@@ -166,7 +195,7 @@ impl ApiKeyRepository for Store {
         Ok(keys.iter().any(administers))
     }
 
-    async fn revoke_api_key(&self, id: Uuid, at: Timestamp) -> RepoResult<Revoked> {
+    async fn revoke_api_key(&self, id: Uuid, at: Timestamp, origin: &Origin) -> RepoResult<Revoked> {
         let txn = self.begin_on(self.writer(), "revoke_api_key").await?;
         let seq = next_change(&txn).await?;
         let Some(key) = Entity::find_by_id(id).one(&txn).await.map_err(db_error)? else {
@@ -194,7 +223,10 @@ impl ApiKeyRepository for Store {
             .exec(&txn)
             .await
             .map_err(db_error)?;
-        txn.commit().await.map_err(|e| self.db_error(e))?;
+        let mut revoked = key_from_row(key)?;
+        revoked.revoke_time = Some(at);
+        self.commit_key_write(txn, EventType::ApiKeyRevoked, &revoked, origin)
+            .await?;
         Ok(Revoked::Now)
     }
 

@@ -4,7 +4,7 @@
 //! or LAST_ADMIN when no enabled admin would be left).
 
 use sea_orm::ActiveValue::Set;
-use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect};
+use sea_orm::{ColumnTrait, DatabaseTransaction, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect};
 use userdir_domain::DomainError;
 use userdir_domain::access::TenantRole;
 use userdir_domain::repo::{AbsentSweep, RepoResult, Swept};
@@ -15,22 +15,31 @@ use uuid::Uuid;
 use crate::bulk_insert::CHUNK;
 use crate::entity::{import_deletion, tenant, user};
 use crate::import_jobs::add_job_counts;
-use crate::seats::{add_seats, lock_tenant};
+use crate::tenant_write::TenantWrite;
 use crate::tenants::tenant_not_found;
+use crate::user_writes;
 use crate::{Store, db_error};
 
 /// See `ImportRepository::delete_absent_users`.
 pub(crate) async fn delete_absent_users(store: &Store, tenant: &TenantId, sweep: AbsentSweep<'_>) -> RepoResult<Swept> {
     let txn = store.begin_on(store.writer(), "delete_absent_users").await?;
-    let users = if sweep.dry_run {
+    let (txn, write, users) = if sweep.dry_run {
         let row = tenant::Entity::find_by_id(tenant.as_str())
             .one(&txn)
             .await
             .map_err(db_error)?;
-        row.ok_or_else(|| tenant_not_found(tenant))?.user_count
+        let users = row.ok_or_else(|| tenant_not_found(tenant))?.user_count;
+        (Some(txn), None, users)
     } else {
-        // Also the tenant's lock: the admins counted below stay counted.
-        lock_tenant(&txn, tenant).await?.users
+        // The tenant's lock: the admins counted below stay counted.
+        let write = TenantWrite::lock(txn, tenant, sweep.origin).await?;
+        let users = write.seats.users;
+        (None, Some(write), users)
+    };
+    let conn: &DatabaseTransaction = match (&txn, &write) {
+        (Some(txn), _) => txn,
+        (None, Some(w)) => &w.txn,
+        (None, None) => unreachable!("one of the two is set"),
     };
     let mut absent: Vec<(Uuid, String)> = Vec::new();
     let mut protected = Vec::new();
@@ -51,7 +60,7 @@ pub(crate) async fn delete_absent_users(store: &Store, tenant: &TenantId, sweep:
         if let Some(after) = after {
             page = page.filter(user::Column::Id.gt(after));
         }
-        let rows: Vec<(Uuid, String, String, bool)> = page.into_tuple().all(&txn).await.map_err(db_error)?;
+        let rows: Vec<(Uuid, String, String, bool)> = page.into_tuple().all(conn).await.map_err(db_error)?;
         let Some(last) = rows.last() else { break };
         after = Some(last.0);
         for (id, email, role, enabled) in rows {
@@ -78,7 +87,7 @@ pub(crate) async fn delete_absent_users(store: &Store, tenant: &TenantId, sweep:
             .filter(user::Column::TenantId.eq(tenant.as_str()))
             .filter(user::Column::Enabled.eq(true))
             .filter(user::Column::Role.is_in(["admin", "owner"]))
-            .count(&txn)
+            .count(conn)
             .await
             .map_err(db_error)?;
         if admins <= admins_deleted {
@@ -93,18 +102,9 @@ pub(crate) async fn delete_absent_users(store: &Store, tenant: &TenantId, sweep:
             });
         }
     }
-    if !sweep.dry_run {
-        let mut deleted = 0u64;
-        for chunk in absent.chunks(CHUNK) {
-            let result = user::Entity::delete_many()
-                .filter(user::Column::TenantId.eq(tenant.as_str()))
-                .filter(user::Column::Id.is_in(chunk.iter().map(|(id, _)| *id)))
-                .exec(&txn)
-                .await
-                .map_err(db_error)?;
-            deleted += result.rows_affected;
-        }
-        add_seats(&txn, tenant, -(deleted as i64)).await?;
+    if let Some(mut w) = write {
+        let ids: Vec<Uuid> = absent.iter().map(|(id, _)| *id).collect();
+        let deleted = user_writes::delete_many(&mut w, &ids).await?;
         // Which users, and how many, go with the deletion: a server that
         // dies before replying leaves a job that says what it deleted.
         for chunk in absent.chunks(CHUNK) {
@@ -115,15 +115,15 @@ pub(crate) async fn delete_absent_users(store: &Store, tenant: &TenantId, sweep:
                 email: Set(email.clone()),
             });
             import_deletion::Entity::insert_many(rows)
-                .exec_without_returning(&txn)
+                .exec_without_returning(&w.txn)
                 .await
                 .map_err(db_error)?;
         }
-        add_job_counts(&txn, sweep.job, 0, 0, i64::try_from(deleted).unwrap_or(i64::MAX)).await?;
-    }
-    txn.commit().await.map_err(db_error)?;
-    if !sweep.dry_run {
+        add_job_counts(&w.txn, sweep.job, 0, 0, i64::try_from(deleted).unwrap_or(i64::MAX)).await?;
+        w.commit(store).await?;
         store.checkpoint_soon();
+    } else if let Some(txn) = txn {
+        txn.commit().await.map_err(db_error)?;
     }
     Ok(Swept {
         deleted: absent.into_iter().map(|(id, email)| (UserId(id), email)).collect(),

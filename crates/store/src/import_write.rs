@@ -2,85 +2,21 @@
 //! updates, fed batch after batch, redone row by row when a unique
 //! constraint fires; and the statistics PostgreSQL needs during a bulk load.
 
-use sea_orm::{
-    ColumnTrait, ConnectionTrait, DatabaseTransaction, DbBackend, DbErr, EntityTrait, QueryFilter, QuerySelect, SqlErr,
-    TransactionTrait,
-};
-use userdir_domain::access::TenantRole;
-use userdir_domain::repo::{ImportWrite, RepoResult};
+use sea_orm::{ConnectionTrait, DbBackend, DbErr, SqlErr};
+use userdir_domain::event::{EventType, Origin};
+use userdir_domain::repo::{ImportWrite, Imported, RepoResult};
 use userdir_domain::tenant::TenantId;
 use userdir_domain::text::Revision;
-use userdir_domain::user::User;
-use userdir_domain::{DomainError, ResourceKind};
 use uuid::Uuid;
 
-use crate::bulk_insert::{CHUNK, UNNEST_CHUNK, insert_or_fail, insert_unnest};
-use crate::entity::user;
-use crate::error::user_write_error;
 use crate::import_jobs::add_job_counts;
-use crate::seats::{Seats, add_seats, lock_tenant, seat_error};
-use crate::user_row::user_to_active;
+use crate::tenant_write::TenantWrite;
 use crate::user_row::{pack_user, unpack_user};
-use crate::users::keep_an_admin;
+use crate::user_writes;
 use crate::{Store, db_error};
 
 fn is_unique_violation(e: &DbErr) -> bool {
     matches!(e.sql_err(), Some(SqlErr::UniqueConstraintViolation(_)))
-}
-
-async fn update_one(conn: &impl ConnectionTrait, user: &User, expected: Revision) -> Result<bool, DbErr> {
-    let result = user::Entity::update_many()
-        .set(user_to_active(user))
-        .filter(user::Column::Id.eq(user.id.0))
-        .filter(user::Column::TenantId.eq(user.tenant.as_str()))
-        .filter(user::Column::Revision.eq(expected.0))
-        .exec(conn)
-        .await?;
-    Ok(result.rows_affected == 1)
-}
-
-/// Writes an import's update of `user`. One that disables an enabled admin
-/// or owner runs behind a savepoint and is undone (`LAST_ADMIN`) when the
-/// tenant is then left without an enabled admin: the import's transaction
-/// holds the tenant's lock (its seats), so two imports cannot both pass.
-async fn update_row(txn: &DatabaseTransaction, user: &User, expected: Revision) -> Result<RepoResult<()>, DbErr> {
-    let outcome = |written: bool| if written { Ok(()) } else { Err(stale(user)) };
-    if user.enabled || user.role < TenantRole::Admin {
-        return update_one(txn, user, expected).await.map(outcome);
-    }
-    let was_enabled: Option<bool> = user::Entity::find()
-        .select_only()
-        .column(user::Column::Enabled)
-        .filter(user::Column::Id.eq(user.id.0))
-        .filter(user::Column::TenantId.eq(user.tenant.as_str()))
-        .into_tuple()
-        .one(txn)
-        .await?;
-    if was_enabled != Some(true) {
-        return update_one(txn, user, expected).await.map(outcome);
-    }
-    let savepoint = txn.begin().await?;
-    if !update_one(&savepoint, user, expected).await? {
-        savepoint.rollback().await?;
-        return Ok(Err(stale(user)));
-    }
-    match keep_an_admin(&savepoint, &user.tenant).await {
-        Ok(()) => {
-            savepoint.commit().await?;
-            Ok(Ok(()))
-        }
-        Err(last) => {
-            savepoint.rollback().await?;
-            Ok(Err(last))
-        }
-    }
-}
-
-fn stale(user: &User) -> DomainError {
-    DomainError::EtagMismatch {
-        kind: ResourceKind::User,
-        name: user.name().to_string(),
-    }
 }
 
 /// PostgreSQL statistics are refreshed when the rows inserted by imports
@@ -134,52 +70,22 @@ impl Store {
         &self,
         tenant: &TenantId,
         job: Uuid,
-        writes: &[RowWrite],
+        origin: &Origin,
+        writes: Vec<user_writes::Row>,
     ) -> RepoResult<(Vec<RepoResult<()>>, u64)> {
-        let txn = self.begin_on(self.writer(), "import_rowwise").await?;
-        let seats = lock_tenant(&txn, tenant).await?;
-        let mut free = seats.free;
+        let mut w = TenantWrite::begin(self, tenant, origin, "import_rowwise").await?;
         let mut inserted = 0u64;
         let mut results = Vec::with_capacity(writes.len());
-        for write in writes {
-            let user = match write {
-                RowWrite::Create(_) if free == Some(0) => {
-                    results.push(Err(seat_error(tenant, &seats)));
-                    continue;
-                }
-                RowWrite::Create(user) | RowWrite::Update(user, _) => user,
-            };
-            let savepoint = txn.begin().await.map_err(db_error)?;
-            let written = match write {
-                RowWrite::Create(_) => user::Entity::insert(user_to_active(user))
-                    .exec_without_returning(&savepoint)
-                    .await
-                    .map(|_| Ok(())),
-                RowWrite::Update(_, expected) => update_row(&savepoint, user, *expected).await,
-            };
-            match written {
-                Ok(outcome) => {
-                    savepoint.commit().await.map_err(db_error)?;
-                    if matches!(write, RowWrite::Create(_)) {
-                        inserted += 1;
-                        free = free.map(|f| f - 1);
-                    }
-                    results.push(outcome);
-                }
-                Err(e) => {
-                    savepoint.rollback().await.map_err(db_error)?;
-                    results.push(Err(user_write_error(
-                        e,
-                        user.email.as_str(),
-                        user.external_id.as_deref(),
-                    )));
-                }
-            }
+        let creates: Vec<bool> = writes.iter().map(|r| r.expected.is_none()).collect();
+        for row in writes {
+            let create = row.expected.is_none();
+            let outcome = user_writes::write_alone(&mut w, row).await?;
+            inserted += u64::from(create && outcome.is_ok());
+            results.push(outcome);
         }
-        add_seats(&txn, tenant, inserted as i64).await?;
-        let (created, updated) = written_counts(writes.iter().map(|w| matches!(w, RowWrite::Create(_))), &results);
-        add_job_counts(&txn, job, created, updated, 0).await?;
-        txn.commit().await.map_err(db_error)?;
+        let (created, updated) = written_counts(creates.into_iter(), &results);
+        add_job_counts(&w.txn, job, created, updated, 0).await?;
+        w.commit(self).await?;
         Ok((results, inserted))
     }
 }
@@ -198,12 +104,6 @@ fn written_counts(creates: impl Iterator<Item = bool>, outcomes: &[RepoResult<()
     (created, updated)
 }
 
-/// A row of a bulk write, for the row-by-row redo.
-enum RowWrite {
-    Create(User),
-    Update(User, Revision),
-}
-
 /// An import's bulk write: one transaction of multi-row inserts and updates,
 /// fed batch after batch ([`ImportWrite`]). Every row is also kept packed
 /// ([`pack_user`], a few hundred bytes), so that when a unique constraint
@@ -215,26 +115,26 @@ pub struct StoreImportWrite {
     tenant: TenantId,
     /// The import job whose counts the commit moves.
     job: Uuid,
+    origin: Origin,
     /// `None` once a unique constraint fired: later rows are only kept for the redo.
-    txn: Option<DatabaseTransaction>,
-    seats: Seats,
+    write: Option<TenantWrite>,
     inserted: u64,
     outcomes: Vec<RepoResult<()>>,
-    /// Every row handed over, in order: packed user, and the expected revision of an update.
-    redo: Vec<(String, Option<Revision>)>,
+    /// Every row handed over, in order: packed user, the expected revision
+    /// of an update, the line and the changed fields.
+    redo: Vec<(String, Option<Revision>, u64, Vec<String>)>,
 }
 
 impl StoreImportWrite {
-    /// Opens the transaction and locks the tenant's seats for it.
-    pub(crate) async fn begin(store: &Store, tenant: &TenantId, job: Uuid) -> RepoResult<Self> {
-        let txn = store.begin_on(store.writer(), "import_write").await?;
-        let seats = lock_tenant(&txn, tenant).await?;
+    /// Opens the transaction and locks the tenant for it.
+    pub(crate) async fn begin(store: &Store, tenant: &TenantId, job: Uuid, origin: &Origin) -> RepoResult<Self> {
+        let write = TenantWrite::begin(store, tenant, origin, "import_write").await?;
         Ok(Self {
             store: store.clone(),
             tenant: tenant.clone(),
             job,
-            txn: Some(txn),
-            seats,
+            origin: origin.clone(),
+            write: Some(write),
             inserted: 0,
             outcomes: Vec::new(),
             redo: Vec::new(),
@@ -245,38 +145,44 @@ impl StoreImportWrite {
     /// constraint fired.
     async fn write_fast(
         &mut self,
-        txn: &DatabaseTransaction,
-        creates: &[User],
-        updates: &[(User, Revision)],
+        w: &mut TenantWrite,
+        creates: &[Imported],
+        updates: &[(Imported, Revision)],
+        packed: &[String],
     ) -> RepoResult<bool> {
-        let allowed = self.seats.free.map_or(creates.len(), |f| {
-            creates.len().min(usize::try_from(f).unwrap_or(usize::MAX))
-        });
-        let pg = self.store.backend() == DbBackend::Postgres;
-        for chunk in creates[..allowed].chunks(if pg { UNNEST_CHUNK } else { CHUNK }) {
-            let insert = if pg {
-                insert_unnest(txn, &self.tenant, chunk).await
-            } else {
-                insert_or_fail(txn, &self.tenant, chunk).await
-            };
-            match insert {
-                Ok(()) => {}
-                Err(e) if is_unique_violation(&e) => return Ok(false),
-                Err(e) => return Err(db_error(e)),
-            }
-        }
-        self.seats.free = self.seats.free.map(|f| f - allowed as u64);
+        let rows = creates
+            .iter()
+            .zip(packed)
+            .map(|(c, p)| user_writes::Create {
+                user: &c.user,
+                line: c.line,
+                packed: p.clone(),
+            })
+            .collect();
+        let allowed = match user_writes::insert_many(w, rows).await {
+            Ok(allowed) => allowed,
+            Err(e) if is_unique_violation(&e) => return Ok(false),
+            Err(e) => return Err(db_error(e)),
+        };
         self.inserted += allowed as u64;
-        let (tenant, seats) = (&self.tenant, &self.seats);
         self.outcomes.extend((0..creates.len()).map(|i| {
             if i < allowed {
                 Ok(())
             } else {
-                Err(seat_error(tenant, seats))
+                Err(user_writes::no_seat(w))
             }
         }));
-        for (user, expected) in updates {
-            match update_row(txn, user, *expected).await {
+        for ((row, expected), packed) in updates.iter().zip(&packed[creates.len()..]) {
+            let update = user_writes::Update {
+                user: &row.user,
+                expected: *expected,
+                kind: EventType::UserUpdated,
+                paths: row.paths.clone(),
+                line: Some(row.line),
+                packed: Some(packed.clone()),
+                keep_an_admin: user_writes::disables_an_admin(&row.user),
+            };
+            match user_writes::update(w, update).await {
                 Ok(outcome) => self.outcomes.push(outcome),
                 Err(e) if is_unique_violation(&e) => return Ok(false),
                 Err(e) => return Err(db_error(e)),
@@ -287,43 +193,62 @@ impl StoreImportWrite {
 }
 
 impl ImportWrite for StoreImportWrite {
-    async fn write(&mut self, creates: &[User], updates: &[(User, Revision)]) -> RepoResult<()> {
-        self.redo.extend(creates.iter().map(|u| (pack_user(u), None)));
-        self.redo.extend(updates.iter().map(|(u, r)| (pack_user(u), Some(*r))));
-        let Some(txn) = self.txn.take() else {
+    async fn write(&mut self, creates: &[Imported], updates: &[(Imported, Revision)]) -> RepoResult<()> {
+        let packed: Vec<String> = creates
+            .iter()
+            .map(|c| pack_user(&c.user))
+            .chain(updates.iter().map(|(u, _)| pack_user(&u.user)))
+            .collect();
+        self.redo.extend(
+            creates
+                .iter()
+                .zip(&packed)
+                .map(|(c, p)| (p.clone(), None, c.line, Vec::new())),
+        );
+        self.redo.extend(
+            updates
+                .iter()
+                .zip(&packed[creates.len()..])
+                .map(|((u, r), p)| (p.clone(), Some(*r), u.line, u.paths.clone())),
+        );
+        let Some(mut w) = self.write.take() else {
             return Ok(());
         };
-        if self.write_fast(&txn, creates, updates).await? {
-            self.txn = Some(txn);
+        if self.write_fast(&mut w, creates, updates, &packed).await? {
+            w.events.flush(&w.txn).await?;
+            self.write = Some(w);
         } else {
-            txn.rollback().await.map_err(db_error)?;
+            w.rollback().await?;
         }
         Ok(())
     }
 
     async fn commit(self) -> RepoResult<Vec<RepoResult<()>>> {
-        let (outcomes, inserted) = match self.txn {
-            Some(txn) => {
-                add_seats(&txn, &self.tenant, self.inserted as i64).await?;
-                let creates = self.redo.iter().map(|(_, revision)| revision.is_none());
+        let (outcomes, inserted) = match self.write {
+            Some(w) => {
+                let creates = self.redo.iter().map(|(_, revision, _, _)| revision.is_none());
                 let (created, updated) = written_counts(creates, &self.outcomes);
-                add_job_counts(&txn, self.job, created, updated, 0).await?;
-                txn.commit().await.map_err(db_error)?;
+                add_job_counts(&w.txn, self.job, created, updated, 0).await?;
+                w.commit(&self.store).await?;
                 (self.outcomes, self.inserted)
             }
             None => {
                 let writes = self
                     .redo
-                    .iter()
-                    .map(|(packed, revision)| {
-                        let user = unpack_user(packed, &self.tenant)?;
-                        Ok(match revision {
-                            None => RowWrite::Create(user),
-                            Some(r) => RowWrite::Update(user, *r),
+                    .into_iter()
+                    .map(|(packed, expected, line, paths)| {
+                        Ok(user_writes::Row {
+                            user: unpack_user(&packed, &self.tenant)?,
+                            expected,
+                            line,
+                            paths,
+                            packed,
                         })
                     })
                     .collect::<RepoResult<Vec<_>>>()?;
-                self.store.write_rowwise(&self.tenant, self.job, &writes).await?
+                self.store
+                    .write_rowwise(&self.tenant, self.job, &self.origin, writes)
+                    .await?
             }
         };
         self.store.note_inserts(inserted);

@@ -9,6 +9,7 @@ use sea_orm::{
     ColumnTrait, Condition, ConnectionTrait, DbBackend, EntityTrait, ExprTrait, QueryFilter, QueryOrder, QuerySelect,
     QueryTrait,
 };
+use userdir_domain::event::{Change, EventType, Origin};
 use userdir_domain::import::{ImportJob, ImportState};
 use userdir_domain::repo::{AbsentSweep, ImportRepository, RepoResult, Swept, SyncLock};
 use userdir_domain::tenant::TenantId;
@@ -20,21 +21,36 @@ use uuid::Uuid;
 use crate::entity::{import_job, tenant, user};
 use crate::import_jobs::{job_from_row, job_to_active};
 use crate::import_write::StoreImportWrite;
+use crate::tenant_write::TenantWrite;
 use crate::tenants::tenant_not_found;
 use crate::user_row::{PACK_SQLITE, unpack_users};
 use crate::user_row::{select_row_columns, user_by_index};
 use crate::{Store, db_error};
 
+/// Records `import.finished` for job `id`, as its row now reads in `w`.
+async fn record_job_end(w: &mut TenantWrite, id: Uuid) -> RepoResult<()> {
+    let row = import_job::Entity::find_by_id(id)
+        .one(&w.txn)
+        .await
+        .map_err(db_error)?
+        .ok_or_else(|| DomainError::storage(format!("import job {id} vanished while it ended")))?;
+    let job = job_from_row(row)?;
+    w.record(&Change::import_job(EventType::ImportFinished, &job));
+    Ok(())
+}
+
 impl ImportRepository for Store {
-    async fn insert_import_job(&self, job: &ImportJob) -> RepoResult<()> {
+    async fn insert_import_job(&self, job: &ImportJob, origin: &Origin) -> RepoResult<()> {
+        let mut w = TenantWrite::begin(self, &job.tenant, origin, "insert_import_job").await?;
         import_job::Entity::insert(job_to_active(job))
-            .exec_without_returning(self.writer())
+            .exec_without_returning(&w.txn)
             .await
             .map_err(|e| self.db_error(e))?;
-        Ok(())
+        w.record(&Change::import_job(EventType::ImportStarted, job));
+        w.commit(self).await
     }
 
-    async fn update_import_job(&self, job: &ImportJob) -> RepoResult<()> {
+    async fn update_import_job(&self, job: &ImportJob, origin: &Origin) -> RepoResult<()> {
         let mut row = job_to_active(job);
         if !job.options.validate_only {
             // Counted by the transactions that wrote the rows.
@@ -42,11 +58,35 @@ impl ImportRepository for Store {
             row.updated = NotSet;
             row.deleted = NotSet;
         }
-        import_job::Entity::update(row)
-            .exec(self.writer())
+        if job.state == ImportState::Running {
+            import_job::Entity::update(row)
+                .exec(self.writer())
+                .await
+                .map_err(|e| self.db_error(e))?;
+            return Ok(());
+        }
+        // The write that ends the job records how it ended, with the
+        // counts as the write transactions kept them.
+        let mut w = TenantWrite::begin(self, &job.tenant, origin, "end_import_job").await?;
+        let ended = import_job::Entity::update_many()
+            .set(row.clone())
+            .filter(import_job::Column::Id.eq(job.id))
+            .filter(import_job::Column::TenantId.eq(job.tenant.as_str()))
+            .filter(import_job::Column::State.eq(ImportState::Running.as_str()))
+            .exec(&w.txn)
             .await
             .map_err(|e| self.db_error(e))?;
-        Ok(())
+        if ended.rows_affected == 1 {
+            record_job_end(&mut w, job.id).await?;
+        } else {
+            // Marked INTERRUPTED meanwhile (its lease ran out): this server
+            // knows better how it ended, and says so; the end was recorded.
+            import_job::Entity::update(row)
+                .exec(&w.txn)
+                .await
+                .map_err(|e| self.db_error(e))?;
+        }
+        w.commit(self).await
     }
 
     async fn touch_import_job(&self, tenant: &TenantId, id: Uuid, now: Timestamp) -> RepoResult<()> {
@@ -67,26 +107,53 @@ impl ImportRepository for Store {
         job: Option<(&TenantId, Uuid)>,
         why: &str,
     ) -> RepoResult<u64> {
-        let mut update = import_job::Entity::update_many()
-            .col_expr(
-                import_job::Column::State,
-                Expr::value(ImportState::Interrupted.as_str()),
-            )
-            .col_expr(import_job::Column::EndTime, Expr::value(Timestamp::now().unix_micros()))
-            .col_expr(import_job::Column::Error, Expr::value(why))
-            .filter(import_job::Column::State.eq(ImportState::Running.as_str()))
-            .filter(
+        let stale = Condition::all()
+            .add(import_job::Column::State.eq(ImportState::Running.as_str()))
+            .add(
                 Condition::any()
                     .add(import_job::Column::HeartbeatTime.is_null())
                     .add(import_job::Column::HeartbeatTime.lt(stale_before.unix_micros())),
             );
+        let mut find = import_job::Entity::find()
+            .select_only()
+            .column(import_job::Column::TenantId)
+            .column(import_job::Column::Id)
+            .filter(stale.clone());
         if let Some((tenant, id)) = job {
-            update = update
+            find = find
                 .filter(import_job::Column::Id.eq(id))
                 .filter(import_job::Column::TenantId.eq(tenant.as_str()));
         }
-        let result = update.exec(self.writer()).await.map_err(|e| self.db_error(e))?;
-        Ok(result.rows_affected)
+        let jobs: Vec<(String, Uuid)> = find
+            .into_tuple()
+            .all(self.connection())
+            .await
+            .map_err(|e| self.db_error(e))?;
+        let mut interrupted = 0;
+        // One job at a time, each in its tenant's write with its event.
+        for (tenant, id) in jobs {
+            let tenant = TenantId::parse("tenant_id", &tenant)
+                .map_err(|e| DomainError::storage(format!("stored import job {id} has an unreadable tenant: {e}")))?;
+            let mut w = TenantWrite::begin(self, &tenant, &Origin::server(), "interrupt_import_job").await?;
+            let result = import_job::Entity::update_many()
+                .col_expr(
+                    import_job::Column::State,
+                    Expr::value(ImportState::Interrupted.as_str()),
+                )
+                .col_expr(import_job::Column::EndTime, Expr::value(Timestamp::now().unix_micros()))
+                .col_expr(import_job::Column::Error, Expr::value(why))
+                .filter(stale.clone())
+                .filter(import_job::Column::Id.eq(id))
+                .exec(&w.txn)
+                .await
+                .map_err(|e| self.db_error(e))?;
+            if result.rows_affected == 1 {
+                record_job_end(&mut w, id).await?;
+                interrupted += 1;
+            }
+            w.commit(self).await?;
+        }
+        Ok(interrupted)
     }
 
     async fn get_import_job(&self, tenant: &TenantId, id: Uuid) -> RepoResult<ImportJob> {
@@ -252,8 +319,8 @@ impl ImportRepository for Store {
 
     type ImportWrite = StoreImportWrite;
 
-    async fn begin_import_write(&self, tenant: &TenantId, job: Uuid) -> RepoResult<StoreImportWrite> {
-        StoreImportWrite::begin(self, tenant, job).await
+    async fn begin_import_write(&self, tenant: &TenantId, job: Uuid, origin: &Origin) -> RepoResult<StoreImportWrite> {
+        StoreImportWrite::begin(self, tenant, job, origin).await
     }
 
     fn writer_wanted(&self) -> bool {
@@ -410,12 +477,21 @@ mod tests {
             ..Default::default()
         };
         let acme = Tenant::create(tenant.clone(), settings, Timestamp::now()).unwrap();
-        store.insert_tenant(&acme).await.unwrap();
+        let origin = userdir_domain::event::Origin::server();
+        store.insert_tenant(&acme, &origin).await.unwrap();
         let checkpointer = store.checkpointer.clone().unwrap();
         assert_eq!(checkpointer.done(), 0);
 
-        let mut write = store.begin_import_write(&tenant, Uuid::now_v7()).await.unwrap();
-        write.write(&[user(&tenant, "a@example.com", None)], &[]).await.unwrap();
+        let mut write = store
+            .begin_import_write(&tenant, Uuid::now_v7(), &origin)
+            .await
+            .unwrap();
+        let row = userdir_domain::repo::Imported {
+            user: user(&tenant, "a@example.com", None),
+            line: 2,
+            paths: Vec::new(),
+        };
+        write.write(&[row], &[]).await.unwrap();
         assert_eq!(write.commit().await.unwrap().len(), 1);
         assert_eq!(checkpoints_after_waiting_for(&checkpointer, 1).await, 1);
 
@@ -426,6 +502,7 @@ mod tests {
             protect: &userdir_domain::repo::Protection::default(),
             guard: None,
             dry_run: false,
+            origin: &origin,
         };
         let swept = store.delete_absent_users(&tenant, sweep).await.unwrap();
         assert_eq!(swept.deleted.len(), 1);

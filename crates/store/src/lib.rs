@@ -8,6 +8,7 @@ mod checkpoint;
 mod convert;
 pub mod entity;
 mod error;
+mod events;
 mod file_mode;
 mod full_sync;
 mod import_jobs;
@@ -18,8 +19,10 @@ mod observe;
 mod query;
 mod seats;
 mod snapshot;
+mod tenant_write;
 mod tenants;
 mod user_row;
+mod user_writes;
 mod users;
 
 use std::time::Duration;
@@ -29,6 +32,7 @@ use sea_orm_migration::MigratorTrait;
 use userdir_domain::repo::{Ping, RepoResult};
 
 pub use error::db_error;
+pub use events::signal::Signal;
 pub use observe::{PoolStats, TransactionObserver};
 pub use snapshot::StoreSnapshot;
 
@@ -49,6 +53,23 @@ pub struct StoreOptions {
     /// RESOURCE_EXHAUSTED `SERVER_BUSY` when all are busy, UNAVAILABLE when
     /// the database does not answer.
     pub acquire_timeout: Duration,
+    /// A test hook (never set by the server): faults injected into every
+    /// tenant write between numbering its events and committing.
+    #[doc(hidden)]
+    pub commit_faults: Option<CommitFaults>,
+}
+
+/// Faults a test injects into tenant writes, to widen races and to prove a
+/// write whose events fail leaves nothing.
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy)]
+pub struct CommitFaults {
+    /// Each write sleeps a random time up to this long, its events numbered
+    /// and its tenant locked, before it commits.
+    pub delay: Duration,
+    /// One write in this many (0: none) fails there and rolls back, its
+    /// change and its events with it.
+    pub fail_one_in: u32,
 }
 
 impl StoreOptions {
@@ -59,6 +80,7 @@ impl StoreOptions {
             pg_schema: None,
             sqlite_max_size_mib: 0,
             acquire_timeout: Duration::from_secs(10),
+            commit_faults: None,
         }
     }
 }
@@ -92,6 +114,10 @@ pub struct Store {
     max_connections: u32,
     /// Told how long transactions take to begin (see `observe.rs`).
     observer: observe::Observer,
+    /// Wakes the change feed's watchers.
+    signal: Signal,
+    /// See [`StoreOptions::commit_faults`].
+    commit_faults: Option<CommitFaults>,
 }
 
 /// A single-user write in progress; see [`Store::interactive_write`].
@@ -231,6 +257,10 @@ impl Store {
         } else {
             db.clone()
         };
+        let signal = Signal::default();
+        if pg {
+            signal.listen(db.get_postgres_connection_pool().clone());
+        }
         let checkpointer =
             (db.get_database_backend() == DbBackend::Sqlite).then(|| checkpoint::Checkpointer::spawn(db.clone()));
         Ok(Self {
@@ -244,6 +274,8 @@ impl Store {
             probe,
             max_connections: options.max_connections,
             observer: Default::default(),
+            signal,
+            commit_faults: options.commit_faults,
         })
     }
 
@@ -306,6 +338,15 @@ impl Store {
 
     pub fn backend(&self) -> DbBackend {
         self.db.get_database_backend()
+    }
+
+    pub(crate) fn commit_faults(&self) -> Option<CommitFaults> {
+        self.commit_faults
+    }
+
+    /// What wakes the change feed's watchers.
+    pub fn signal(&self) -> &Signal {
+        &self.signal
     }
 
     /// The pool for reads.

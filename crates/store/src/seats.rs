@@ -1,6 +1,7 @@
 //! The one tenant lock, and a tenant's seats read and moved under it inside
-//! a transaction. Every write that must hold against others of its tenant
-//! takes it first (seats, the last admin, ownership): one lock, one order.
+//! a transaction. Every write of a tenant's data takes it first (seats, the
+//! last admin, ownership, the event numbers): one lock, one order (the
+//! tenant, then its rows), so two writers of a tenant never deadlock.
 
 use sea_orm::sea_query::Expr;
 use sea_orm::{ColumnTrait, DatabaseTransaction, EntityTrait, ExprTrait, QueryFilter};
@@ -19,6 +20,8 @@ pub(crate) struct Seats {
     pub(crate) limit: i64,
     /// `None` = no limit.
     pub(crate) free: Option<u64>,
+    /// The number of the tenant's last event (see `events::log`).
+    pub(crate) last_event: i64,
 }
 
 /// Locks the tenant row for the rest of `txn` (a write, so SQLite takes its
@@ -45,10 +48,12 @@ pub(crate) async fn lock_tenant(txn: &DatabaseTransaction, tenant: &TenantId) ->
         users: row.user_count,
         limit: row.seat_limit,
         free,
+        last_event: row.event_seq,
     })
 }
 
-pub(crate) async fn add_seats(txn: &DatabaseTransaction, tenant: &TenantId, delta: i64) -> RepoResult<()> {
+/// Moves the tenant's seats in use by `delta` (under its lock).
+pub(crate) async fn add_seats(txn: &DatabaseTransaction, tenant: &TenantId, delta: i64) -> Result<(), sea_orm::DbErr> {
     if delta != 0 {
         tenant::Entity::update_many()
             .col_expr(
@@ -57,8 +62,7 @@ pub(crate) async fn add_seats(txn: &DatabaseTransaction, tenant: &TenantId, delt
             )
             .filter(tenant::Column::Id.eq(tenant.as_str()))
             .exec(txn)
-            .await
-            .map_err(db_error)?;
+            .await?;
     }
     Ok(())
 }

@@ -8,6 +8,8 @@ use sea_orm::{
     AccessMode, ConnectionTrait, DatabaseTransaction, DbBackend, IdenStatic, IsolationLevel, QueryTrait, StreamTrait,
     TransactionTrait,
 };
+use sea_orm::{EntityTrait, QuerySelect};
+use userdir_domain::feed::Cursor;
 use userdir_domain::list::UserQuery;
 use userdir_domain::list::sort_key;
 use userdir_domain::repo::walk_pages;
@@ -15,7 +17,9 @@ use userdir_domain::repo::{PageSender, RepoResult, SnapshotRepository, UserSnaps
 use userdir_domain::tenant::TenantId;
 use userdir_domain::user::User;
 
+use crate::entity::{event, tenant};
 use crate::query::{order_column, page_select};
+use crate::tenants::tenant_not_found;
 use crate::user_row::{ROW_SQLITE, unpack_users};
 use crate::user_row::{select_row_columns, user_by_index};
 use crate::{Store, db_error};
@@ -45,6 +49,30 @@ impl SnapshotRepository for Store {
 }
 
 impl UserSnapshot for StoreSnapshot {
+    async fn change_cursor(&mut self, tenant: &TenantId) -> RepoResult<Cursor> {
+        let head: Option<(i64, i64)> = tenant::Entity::find_by_id(tenant.as_str())
+            .select_only()
+            .column(tenant::Column::EventEpoch)
+            .column(tenant::Column::EventSeq)
+            .into_tuple()
+            .one(&self.txn)
+            .await
+            .map_err(db_error)?;
+        let (epoch, seq) = head.ok_or_else(|| tenant_not_found(tenant))?;
+        let id: Option<uuid::Uuid> = event::Entity::find_by_id((tenant.as_str().to_owned(), seq))
+            .select_only()
+            .column(event::Column::Id)
+            .into_tuple()
+            .one(&self.txn)
+            .await
+            .map_err(db_error)?;
+        Ok(Cursor {
+            epoch,
+            seq,
+            event: id.unwrap_or_default(),
+        })
+    }
+
     /// On PostgreSQL, typed rows read by position. On SQLite, a page as one
     /// packed text value (`ROW_SQLITE`): the page's rows are selected
     /// (filter, order, keyset, limit) in a subquery and aggregated in the

@@ -196,12 +196,28 @@ impl TestServer {
         (UserDirectoryClient::new(with_key(&channel, Some(operator_key()))), stop)
     }
 
+    /// A replica whose store opens with `options` (a test's faults, say).
+    pub async fn replica_with(
+        &self,
+        options: userdir_store::StoreOptions,
+    ) -> (UserDirectoryClient<AuthedChannel>, oneshot::Sender<()>) {
+        let (addr, stop) = self.replica_on(options).await;
+        let channel = Channel::from_shared(format!("http://{addr}"))
+            .expect("uri")
+            .connect()
+            .await
+            .expect("connect");
+        (UserDirectoryClient::new(with_key(&channel, Some(operator_key()))), stop)
+    }
+
     /// Another server on the same database: its address; it stops when the
     /// returned sender is dropped.
     pub async fn replica_at(&self) -> (std::net::SocketAddr, oneshot::Sender<()>) {
-        let store = Store::open(&self.store_options)
-            .await
-            .expect("open the shared database");
+        self.replica_on(self.store_options.clone()).await
+    }
+
+    async fn replica_on(&self, options: userdir_store::StoreOptions) -> (std::net::SocketAddr, oneshot::Sender<()>) {
+        let store = Store::open(&options).await.expect("open the shared database");
         let mut config = test_config(self.store_options.url.clone());
         config.pg_schema = self.store_options.pg_schema.clone().unwrap_or_default();
         let listener = TcpListener::bind(config.listen).await.expect("bind");
@@ -334,17 +350,70 @@ impl Drop for TestServer {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
-        if let Some(schema) = self.pg_schema.take() {
-            // Drop the schema from a plain thread: Drop cannot await.
-            let _ = std::thread::spawn(move || {
-                let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
-                    return;
-                };
-                rt.block_on(drop_pg_schema(&schema));
+        let schema = self.pg_schema.take();
+        let options = self.store_options.clone();
+        let check = !std::thread::panicking();
+        // From a plain thread: Drop cannot await.
+        let leaked = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
+            rt.block_on(async {
+                let leaked = if check { secrets_in_events(&options).await } else { None };
+                if let Some(schema) = schema {
+                    drop_pg_schema(&schema).await;
+                }
+                leaked
             })
-            .join();
+        })
+        .join()
+        .ok()
+        .flatten();
+        if let Some(leaked) = leaked {
+            panic!("an event holds a secret: {leaked}");
         }
     }
+}
+
+/// Every test's events are scanned as its server goes: no event may hold
+/// an API key's token (`udk_…`) or the hash of any key stored, in any text
+/// it keeps. Returns what leaked, if anything did.
+pub async fn secrets_in_events(options: &userdir_store::StoreOptions) -> Option<String> {
+    let store = userdir_store::Store::connect(options).await.ok()?;
+    let db = store.connection();
+    let backend = db.get_database_backend();
+    let text = |sql: &str| sea_orm::Statement::from_string(backend, sql.to_owned());
+    let hashes: Vec<String> = db
+        .query_all_raw(text("SELECT secret_hash FROM api_keys"))
+        .await
+        .ok()?
+        .iter()
+        .filter_map(|r| r.try_get_by_index::<String>(0).ok())
+        .collect();
+    let rows = db
+        .query_all_raw(text(
+            "SELECT resource || ' ' || changed_paths || ' ' || after || ' ' || coalesce(acting_user_email, '') || ' ' \
+             || coalesce(certificate, '') || ' ' || coalesce(request_id, '') FROM events",
+        ))
+        .await
+        .ok()?;
+    let mut leaked = None;
+    for row in rows {
+        let Ok(event) = row.try_get_by_index::<String>(0) else {
+            continue;
+        };
+        if event.contains("udk_") {
+            leaked = Some(format!("a key token in {event:?}"));
+        } else if let Some(hash) = hashes.iter().find(|h| event.contains(h.as_str())) {
+            leaked = Some(format!("the key hash {hash} in {event:?}"));
+        }
+        if leaked.is_some() {
+            break;
+        }
+    }
+    let _ = store.close().await;
+    leaked
 }
 
 /// The `BadRequest` field names of an error status.
@@ -422,14 +491,39 @@ pub async fn spawn_bare_postgres_schema() -> Option<(String, String)> {
     Some((url, schema))
 }
 
-/// Drops a schema [`spawn_bare_postgres_schema`] made.
+/// Drops a schema [`spawn_bare_postgres_schema`] made. A session that still
+/// holds a lock in it 15 s on (a server's connection left inside a
+/// transaction) is named on stderr and ended, so that no test run waits
+/// forever on a teardown.
 pub async fn drop_pg_schema(schema: &str) {
-    if let Ok(db) = Database::connect(pg_url().as_str()).await {
-        let _ = db
-            .execute_unprepared(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
-            .await;
-        let _ = db.close().await;
+    let Ok(db) = Database::connect(pg_url().as_str()).await else {
+        return;
+    };
+    let drop = format!("DROP SCHEMA IF EXISTS {schema} CASCADE");
+    let _ = db.execute_unprepared("SET lock_timeout = '15s'").await;
+    if db.execute_unprepared(&drop).await.is_err() {
+        let holders = format!(
+            "SELECT a.pid, a.state, left(a.query, 200) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation \
+             JOIN pg_namespace n ON n.oid = c.relnamespace JOIN pg_stat_activity a ON a.pid = l.pid \
+             WHERE n.nspname = '{schema}' AND l.pid <> pg_backend_pid()"
+        );
+        if let Ok(rows) = db
+            .query_all_raw(sea_orm::Statement::from_string(sea_orm::DbBackend::Postgres, holders))
+            .await
+        {
+            for row in rows {
+                let pid: i32 = row.try_get_by_index(0).unwrap_or_default();
+                let state: Option<String> = row.try_get_by_index(1).unwrap_or_default();
+                let query: Option<String> = row.try_get_by_index(2).unwrap_or_default();
+                eprintln!("teardown of {schema}: ending session {pid} ({state:?}) that holds a lock: {query:?}");
+                let _ = db
+                    .execute_unprepared(&format!("SELECT pg_terminate_backend({pid})"))
+                    .await;
+            }
+        }
+        let _ = db.execute_unprepared(&drop).await;
     }
+    let _ = db.close().await;
 }
 
 /// One gRPC call of `path` over a bare HTTP/2 connection (no client-side

@@ -5,6 +5,7 @@
 //! commits several batches per transaction; its results are handed back once
 //! it has committed.
 
+use crate::event::Origin;
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -88,6 +89,8 @@ pub struct Importer<R> {
     /// Rows refused for the caller's rights, and the first of them (line,
     /// message): an import whose every row was refused so fails.
     refused: (u64, Option<(u64, String)>),
+    /// Whose changes the import's are: its events name the caller and the job.
+    origin: Origin,
     /// Renews the job's heartbeat while the import lives.
     _heartbeat: AbortOnDrop,
     /// The import's place under the server's caps, given back when it ends.
@@ -122,11 +125,13 @@ impl<R: TenantRepository + UserRepository + ImportRepository> Importer<R> {
         } else {
             SyncLease::none(tenant.id.clone(), job.id)
         };
-        if let Err(e) = repo.insert_import_job(&job).await {
+        let origin = Origin::of(&caller).for_import(job.id);
+        if let Err(e) = repo.insert_import_job(&job, &origin).await {
             sync_lock.release(&*repo).await;
             return Err(e);
         }
-        let writer = (!job.options.validate_only).then(|| Writer::spawn(Arc::clone(&repo), tenant.id.clone(), job.id));
+        let writer = (!job.options.validate_only)
+            .then(|| Writer::spawn(Arc::clone(&repo), tenant.id.clone(), job.id, origin.clone()));
         let heartbeat = spawn_heartbeat(Arc::clone(&repo), tenant.id.clone(), job.id, limits.job_lease);
         let intake = Intake::new(&job.options, limits.max_record_bytes);
         Ok(Self {
@@ -142,6 +147,7 @@ impl<R: TenantRepository + UserRepository + ImportRepository> Importer<R> {
             staged: VecDeque::new(),
             writer,
             refused: (0, None),
+            origin,
             _heartbeat: heartbeat,
             _slot: slot,
         })
@@ -224,7 +230,7 @@ impl<R: TenantRepository + UserRepository + ImportRepository> Importer<R> {
     async fn keep_alive(&mut self) -> Result<(), DomainError> {
         self.sync_lock.refresh_if_due(&*self.repo).await?;
         if self.last_save.elapsed() >= JOB_SAVE_EVERY {
-            self.repo.update_import_job(&self.job).await?;
+            self.repo.update_import_job(&self.job, &self.origin).await?;
             self.last_save = Instant::now();
         }
         Ok(())
@@ -305,6 +311,7 @@ impl<R: TenantRepository + UserRepository + ImportRepository> Importer<R> {
             protect: &protect,
             guard: DeleteGuard::of(&self.job.options),
             dry_run: self.job.options.validate_only,
+            origin: &self.origin,
         };
         let swept = self.repo.delete_absent_users(&tenant, sweep).await?;
         let absent = |(id, email, why): (UserId, String, Option<Kept>)| {
@@ -355,15 +362,15 @@ impl<R: TenantRepository + UserRepository + ImportRepository> Importer<R> {
         // The lock goes first: once the job says it ended, the tenant's next
         // FULL_SYNC may start.
         let released = self.sync_lock.release(&*self.repo).await;
-        if let Err(e) = self.repo.update_import_job(&self.job).await {
+        if let Err(e) = self.repo.update_import_job(&self.job, &self.origin).await {
             // Most often the database went away (the reason the import
             // ended): this server is alive and knows how it ended, so it
             // records that as soon as the database answers, not when the
             // job's lease runs out.
             tracing::warn!(error = %e, job = %self.job.resource_name(), "could not record the end of an import job; retrying");
-            super::job::spawn_record_end(Arc::clone(&self.repo), self.job.clone(), !released);
+            super::job::spawn_record_end(Arc::clone(&self.repo), self.job.clone(), self.origin.clone(), !released);
         } else if !released {
-            super::job::spawn_record_end(Arc::clone(&self.repo), self.job.clone(), true);
+            super::job::spawn_record_end(Arc::clone(&self.repo), self.job.clone(), self.origin.clone(), true);
         }
         results
     }

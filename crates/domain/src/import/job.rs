@@ -141,7 +141,12 @@ const RECORD_RETRY_FOR: Duration = Duration::from_secs(600);
 /// `release_lock`) once the database answers again, retrying every 250 ms
 /// for up to ten minutes; past that the job's lease tells other servers it
 /// ended (INTERRUPTED).
-pub(super) fn spawn_record_end<R: ImportRepository>(repo: Arc<R>, job: crate::import::ImportJob, release_lock: bool) {
+pub(super) fn spawn_record_end<R: ImportRepository>(
+    repo: Arc<R>,
+    job: crate::import::ImportJob,
+    origin: crate::event::Origin,
+    release_lock: bool,
+) {
     tokio::spawn(async move {
         let started = Instant::now();
         let mut lock_held = release_lock;
@@ -151,7 +156,7 @@ pub(super) fn spawn_record_end<R: ImportRepository>(repo: Arc<R>, job: crate::im
                 continue;
             }
             lock_held = false;
-            if repo.update_import_job(&job).await.is_ok() {
+            if repo.update_import_job(&job, &origin).await.is_ok() {
                 tracing::info!(job = %job.resource_name(), state = job.state.as_str(), "recorded the end of an import job once the database answered");
                 return;
             }

@@ -3,6 +3,7 @@
 //! empty cells, uniqueness in the file and in the tenant, and seats on paper
 //! for dry runs all live here.
 
+use crate::repo::Imported;
 use std::collections::{HashMap, HashSet};
 
 use uuid::Uuid;
@@ -39,10 +40,10 @@ pub(super) struct Plan {
     /// The cells and attempt of each create and update that runs again if
     /// another writer gets there first between its lookup and its write.
     retries: Vec<Option<Retry>>,
-    pub(super) creates: Vec<User>,
+    pub(super) creates: Vec<Imported>,
     update_results: Vec<(usize, RowResult)>,
     update_retries: Vec<Option<Retry>>,
-    pub(super) updates: Vec<(User, Revision)>,
+    pub(super) updates: Vec<(Imported, Revision)>,
 }
 
 impl Plan {
@@ -280,7 +281,11 @@ impl Planner {
                     let attempt = row.attempt + 1;
                     plan.retries
                         .push((attempt < ROW_ATTEMPTS).then(|| (PackedCells::pack(row.cells), attempt)));
-                    plan.creates.push(planned);
+                    plan.creates.push(Imported {
+                        user: planned,
+                        line: row.line,
+                        paths: Vec::new(),
+                    });
                 }
                 Some(user) if planned == *user => {
                     results[i] = Some(RowResult::done(row.line, RowOutcome::Unchanged, user));
@@ -291,7 +296,15 @@ impl Planner {
                     updated.revision = user.revision.next();
                     plan.update_results
                         .push((i, RowResult::done(row.line, RowOutcome::Updated, &updated)));
-                    plan.updates.push((updated, user.revision));
+                    let paths = crate::event::changed_user_paths(user, &updated);
+                    plan.updates.push((
+                        Imported {
+                            user: updated,
+                            line: row.line,
+                            paths,
+                        },
+                        user.revision,
+                    ));
                     let attempt = row.attempt + 1;
                     plan.update_retries
                         .push((attempt < ROW_ATTEMPTS).then(|| (PackedCells::pack(row.cells), attempt)));
@@ -524,6 +537,7 @@ mod tests {
 
     fn importer() -> Caller {
         Caller {
+            request: Default::default(),
             principal: Principal::key(Uuid::from_u128(99)),
             tenants: TenantScope::One(tenant().id),
             scopes: Scopes::of(&[Scope::Read, Scope::Import]),

@@ -121,6 +121,7 @@ mod tests {
     /// `user_management` for a member) or for nobody.
     fn caller(scopes: &[Scope], acting: Option<TenantRole>) -> Caller {
         Caller {
+            request: Default::default(),
             principal: Principal::key(Uuid::from_u128(99)),
             tenants: TenantScope::One(tenant()),
             scopes: Scopes::of(scopes),

@@ -19,6 +19,7 @@
 //! most [`MAX_QUEUED`] batches), not for a whole transaction. On PostgreSQL
 //! only writes that change the tenant or its seat count wait for the group.
 
+use crate::event::Origin;
 use std::sync::Arc;
 
 use tokio::sync::mpsc;
@@ -60,11 +61,11 @@ impl Drop for Writer {
 }
 
 impl Writer {
-    pub(super) fn spawn<R: ImportRepository>(repo: Arc<R>, tenant: TenantId, job: Uuid) -> Self {
+    pub(super) fn spawn<R: ImportRepository>(repo: Arc<R>, tenant: TenantId, job: Uuid, origin: Origin) -> Self {
         let (plans, inbox) = mpsc::channel(MAX_QUEUED);
         let (finished, done) = mpsc::unbounded_channel();
         // The import's span (its RPC's) is the parent of each batch's span.
-        let task = tokio::spawn(run(repo, tenant, job, inbox, finished).in_current_span());
+        let task = tokio::spawn(run(repo, tenant, job, origin, inbox, finished).in_current_span());
         Self {
             plans: Some(plans),
             done,
@@ -156,6 +157,7 @@ async fn run<R: ImportRepository>(
     repo: Arc<R>,
     tenant: TenantId,
     job: Uuid,
+    origin: Origin,
     mut inbox: mpsc::Receiver<Plan>,
     finished: mpsc::UnboundedSender<RepoResult<Written>>,
 ) {
@@ -167,7 +169,7 @@ async fn run<R: ImportRepository>(
             import.updated = tracing::field::Empty,
             import.failed = tracing::field::Empty,
         );
-        let written = write_group(&*repo, &tenant, job, first, &mut inbox)
+        let written = write_group(&*repo, &tenant, job, &origin, first, &mut inbox)
             .instrument(span.clone())
             .await;
         if let Ok(written) = &written {
@@ -208,6 +210,7 @@ async fn write_group<R: ImportRepository>(
     repo: &R,
     tenant: &TenantId,
     job: Uuid,
+    origin: &Origin,
     first: Plan,
     inbox: &mut mpsc::Receiver<Plan>,
 ) -> RepoResult<Written> {
@@ -235,7 +238,7 @@ async fn write_group<R: ImportRepository>(
         if step_rows > 0 {
             let txn = match txn.as_mut() {
                 Some(txn) => txn,
-                None => txn.insert(repo.begin_import_write(tenant, job).await?),
+                None => txn.insert(repo.begin_import_write(tenant, job, origin).await?),
             };
             txn.write(&creates, &updates).await?;
         }

@@ -5,7 +5,7 @@ use crate::access::{Action, Caller};
 use crate::admission::StreamKind;
 use crate::error::DomainError;
 use crate::list::UserQuery;
-use crate::repo::{TenantRepository, UserRepository};
+use crate::repo::{TenantRepository, UserRepository, UserSnapshot};
 use crate::tenant::TenantId;
 
 impl<R: TenantRepository + UserRepository + crate::repo::SnapshotRepository> Directory<R> {
@@ -23,7 +23,9 @@ impl<R: TenantRepository + UserRepository + crate::repo::SnapshotRepository> Dir
         let query = UserQuery::parse(tenant.as_str(), filter, order_by, 0, "", &self.tokens)?;
         self.repo.get_tenant(&tenant).await?;
         let slot = self.admission.admit(StreamKind::Export, &tenant)?;
-        let snapshot = self.repo.snapshot().await?;
-        Ok(crate::export::Exporter::new(snapshot, tenant, query, slot))
+        let mut snapshot = self.repo.snapshot().await?;
+        // The snapshot's first read: the feed's position and the users agree.
+        let cursor = snapshot.change_cursor(&tenant).await?;
+        Ok(crate::export::Exporter::new(snapshot, tenant, query, cursor, slot))
     }
 }

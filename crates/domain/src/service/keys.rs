@@ -1,6 +1,7 @@
 //! Managing API keys: making one (its token shown once), listing and
 //! revoking them, and the first operator key of an installation.
 
+use crate::event::Origin;
 use uuid::Uuid;
 
 use crate::access::{Action, Caller, KeyGrant, Scopes, Target, TenantRole, TenantScope};
@@ -288,7 +289,9 @@ impl<R: TenantRepository + UserRepository + ApiKeyRepository> Directory<R> {
             revoke_time: None,
             hash: new.hash(),
         };
-        self.repo().insert_api_key(&key, self.key_quota()).await?;
+        self.repo()
+            .insert_api_key(&key, self.key_quota(), &Origin::of(caller))
+            .await?;
         Ok(CreatedKey {
             key,
             token: new.token(),
@@ -406,7 +409,11 @@ impl<R: TenantRepository + UserRepository + ApiKeyRepository> Directory<R> {
         if key.revoke_time.is_some() {
             return Ok(key);
         }
-        match self.repo().revoke_api_key(id, Timestamp::now()).await? {
+        match self
+            .repo()
+            .revoke_api_key(id, Timestamp::now(), &Origin::of(caller))
+            .await?
+        {
             Revoked::Now | Revoked::Unchanged => self.visible_key(caller, id).await,
             Revoked::LastOperatorKey => Err(DomainError::Precondition {
                 reason: "LAST_OPERATOR_KEY",
@@ -464,7 +471,7 @@ impl<R: TenantRepository + UserRepository + ApiKeyRepository> Directory<R> {
             let new = NewApiKey::generate()
                 .map_err(|e| DomainError::storage(format!("no random bytes from the system: {e}")))?;
             let key = operator_key(new.id, new.hash(), "first start");
-            self.repo().insert_api_key(&key, quota).await?;
+            self.repo().insert_api_key(&key, quota, &Origin::server()).await?;
             return Ok(Bootstrap::Generated(Box::new(CreatedKey {
                 key,
                 token: new.token(),
@@ -474,7 +481,7 @@ impl<R: TenantRepository + UserRepository + ApiKeyRepository> Directory<R> {
             Some(stored) => stored,
             None => {
                 let key = operator_key(configured.id, configured.hash, "configuration");
-                match self.repo().insert_api_key(&key, quota).await {
+                match self.repo().insert_api_key(&key, quota, &Origin::server()).await {
                     Ok(()) => {
                         return Ok(Bootstrap::Configured {
                             id: configured.id,

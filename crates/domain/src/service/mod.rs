@@ -3,6 +3,7 @@
 //! and their rules live beside this folder, not in it.
 
 pub mod directory;
+pub mod events;
 mod exports;
 mod imports;
 pub mod keys;

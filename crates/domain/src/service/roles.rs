@@ -5,7 +5,8 @@
 use crate::access::{self, Action, Caller, Capabilities, Target, TenantRole};
 use crate::directory::{Directory, allow, reach};
 use crate::error::{DomainError, ResourceKind};
-use crate::repo::{TenantRepository, UserRepository};
+use crate::event::{EventType, Origin};
+use crate::repo::{TenantRepository, UserRepository, UserUpdate};
 use crate::tenant::TenantId;
 use crate::text::{Revision, Timestamp};
 use crate::user::{User, UserMask, UserName};
@@ -73,7 +74,16 @@ impl<R: TenantRepository + UserRepository> Directory<R> {
         user.role = role;
         user.update_time = Timestamp::now();
         user.revision = expected.next();
-        self.repo().update_user(&user, expected, demotes).await?;
+        self.repo()
+            .update_user(UserUpdate {
+                user: &user,
+                expected,
+                keep_an_admin: demotes,
+                kind: EventType::UserRoleSet,
+                paths: vec!["role".to_owned()],
+                origin: &Origin::of(caller),
+            })
+            .await?;
         Ok(user)
     }
 
@@ -97,7 +107,16 @@ impl<R: TenantRepository + UserRepository> Directory<R> {
         user.capabilities = capabilities;
         user.update_time = Timestamp::now();
         user.revision = expected.next();
-        self.repo().update_user(&user, expected, false).await?;
+        self.repo()
+            .update_user(UserUpdate {
+                user: &user,
+                expected,
+                keep_an_admin: false,
+                kind: EventType::UserCapabilitiesSet,
+                paths: vec!["capabilities".to_owned()],
+                origin: &Origin::of(caller),
+            })
+            .await?;
         Ok(user)
     }
 
@@ -134,7 +153,13 @@ impl<R: TenantRepository + UserRepository> Directory<R> {
             return Ok((next, None));
         }
         self.repo()
-            .transfer_ownership(&tenant, previous.as_ref().map(|p| p.id), next.id, Timestamp::now())
+            .transfer_ownership(
+                &tenant,
+                previous.as_ref().map(|p| p.id),
+                next.id,
+                Timestamp::now(),
+                &Origin::of(caller),
+            )
             .await?;
         let owner = self.repo().get_user(&to).await?;
         let previous = match previous {

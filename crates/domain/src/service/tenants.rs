@@ -3,6 +3,7 @@
 use super::directory::{Directory, Page, allow, check_etag, invalid, next_token, reach};
 use crate::access::{Action, Caller, TenantScope};
 use crate::error::{DomainError, ResourceKind};
+use crate::event::{Origin, changed_tenant_paths};
 use crate::list::{SortKey, page_size};
 use crate::repo::{TenantRepository, UserRepository};
 use crate::tenant::{Tenant, TenantId, TenantMask, TenantSettings};
@@ -41,11 +42,12 @@ impl<R: TenantRepository + UserRepository> Directory<R> {
                 Some(owner)
             }
         };
-        self.repo.insert_tenant(&tenant).await?;
+        let origin = Origin::of(caller);
+        self.repo.insert_tenant(&tenant, &origin).await?;
         match owner {
             None => Ok(tenant),
             Some(owner) => {
-                self.repo.insert_user(&owner).await?;
+                self.repo.insert_user(&owner, &origin).await?;
                 self.repo.get_tenant(&tenant.id).await
             }
         }
@@ -109,11 +111,15 @@ impl<R: TenantRepository + UserRepository> Directory<R> {
         allow(caller, &id, Action::UpdateTenant, None)?;
         let mask = TenantMask::parse(mask_paths, &settings)?;
         let mut tenant = self.repo.get_tenant(&id).await?;
+        let before = tenant.clone();
         let expected = tenant.revision;
         check_etag(etag, expected, ResourceKind::Tenant, name.to_owned())?;
         tenant.apply(settings, mask, Timestamp::now())?;
         tenant.revision = expected.next();
-        self.repo.update_tenant(&tenant, expected).await?;
+        let paths = changed_tenant_paths(&before, &tenant);
+        self.repo
+            .update_tenant(&tenant, expected, paths, &Origin::of(caller))
+            .await?;
         Ok(tenant)
     }
 }

@@ -3,8 +3,9 @@
 use super::directory::{Directory, Page, allow, check_etag, invalid, next_token, reach};
 use crate::access::{Action, Caller};
 use crate::error::{DomainError, ResourceKind};
+use crate::event::{EventType, Origin, changed_user_paths};
 use crate::list::{UserQuery, sort_key};
-use crate::repo::{TenantRepository, UserKey, UserRepository};
+use crate::repo::{TenantRepository, UserKey, UserRepository, UserUpdate};
 use crate::tenant::TenantId;
 use crate::text::{Revision, Timestamp};
 use crate::user::{User, UserInput, UserMask, UserName};
@@ -33,7 +34,7 @@ impl<R: TenantRepository + UserRepository> Directory<R> {
             }
             return Ok(user);
         }
-        self.repo.insert_user(&user).await?;
+        self.repo.insert_user(&user, &Origin::of(caller)).await?;
         Ok(user)
     }
 
@@ -102,6 +103,7 @@ impl<R: TenantRepository + UserRepository> Directory<R> {
             let expected = user.revision;
             check_etag(etag, expected, ResourceKind::User, name.to_string())?;
             let administered = user.administers();
+            let before = user.clone();
             if !user.apply(input.clone(), &mask, &tenant.custom_attributes)? {
                 return Ok(user);
             }
@@ -109,7 +111,15 @@ impl<R: TenantRepository + UserRepository> Directory<R> {
             let keep_an_admin = administered && !user.administers();
             user.update_time = Timestamp::now();
             user.revision = expected.next();
-            match self.repo.update_user(&user, expected, keep_an_admin).await {
+            let update = UserUpdate {
+                user: &user,
+                expected,
+                keep_an_admin,
+                kind: EventType::UserUpdated,
+                paths: changed_user_paths(&before, &user),
+                origin: &Origin::of(caller),
+            };
+            match self.repo.update_user(update).await {
                 Err(DomainError::EtagMismatch { .. }) if etag.is_empty() && attempt < ATTEMPTS => continue,
                 Err(e) => return Err(e),
                 Ok(()) => return Ok(user),
@@ -135,7 +145,9 @@ impl<R: TenantRepository + UserRepository> Directory<R> {
                 }
             }
         };
-        self.repo.delete_user(&parsed, expected, user.administers()).await
+        self.repo
+            .delete_user(&parsed, expected, user.administers(), &Origin::of(caller))
+            .await
     }
 
     pub async fn list_users(

@@ -1,6 +1,7 @@
 //! sea-orm entities: the tables exactly as migrated.
 
 pub mod api_key;
+pub mod event;
 pub mod import_deletion;
 pub mod import_job;
 pub mod service_key;

@@ -2,7 +2,7 @@
 
 use sea_orm::entity::prelude::*;
 
-#[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+#[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel, serde::Serialize, serde::Deserialize)]
 #[sea_orm(table_name = "tenants")]
 pub struct Model {
     #[sea_orm(primary_key, auto_increment = false)]
@@ -20,6 +20,10 @@ pub struct Model {
     pub sync_job: Option<Uuid>,
     /// When the lock holder last said it is alive (microseconds).
     pub sync_heartbeat: Option<i64>,
+    /// The number of the tenant's last event (see migration 13).
+    pub event_seq: i64,
+    /// Changes when the tenant's change feed restarts (a restore).
+    pub event_epoch: i64,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -14,6 +14,7 @@ mod m20261202_000009_user_roles;
 mod m20261203_000010_import_protected;
 mod m20261206_000011_api_key_changes;
 mod m20261207_000012_user_note;
+mod m20261208_000013_events;
 
 pub struct Migrator;
 
@@ -33,6 +34,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261203_000010_import_protected::Migration),
             Box::new(m20261206_000011_api_key_changes::Migration),
             Box::new(m20261207_000012_user_note::Migration),
+            Box::new(m20261208_000013_events::Migration),
         ]
     }
 }

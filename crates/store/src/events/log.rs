@@ -1,0 +1,146 @@
+//! Writing events: a write transaction of a tenant holds the tenant's lock
+//! (`seats::lock_tenant`, taken first), numbers its events after the last
+//! number it read there, inserts them in the same transaction and, last,
+//! moves the tenant's number. A writer of the same tenant waits for the
+//! lock, so it reads the number only once this one's commit is visible:
+//! numbers are dense (a rollback gives its numbers back) and in commit order.
+
+use sea_orm::ActiveValue::Set;
+use sea_orm::sea_query::Expr;
+use sea_orm::{ColumnTrait, ConnectionTrait, DatabaseTransaction, DbBackend, EntityTrait, QueryFilter, Statement};
+use userdir_domain::DomainError;
+use userdir_domain::event::{Change, EventType, Origin};
+use userdir_domain::repo::RepoResult;
+use userdir_domain::tenant::TenantId;
+use userdir_domain::text::Timestamp;
+use uuid::Uuid;
+
+use super::image;
+use crate::db_error;
+use crate::entity::{event, tenant};
+
+/// Events per multi-row insert (18 values each: within SQLite's 32,766
+/// parameters and PostgreSQL's 65,535).
+const INSERT_ROWS: usize = 1_000;
+
+/// The events of one transaction of one tenant, numbered as they come.
+pub(crate) struct EventLog {
+    tenant: TenantId,
+    origin: Origin,
+    /// The tenant's last number when the lock was taken.
+    start: i64,
+    /// The last number handed out.
+    last: i64,
+    /// Recorded, not inserted yet.
+    pending: Vec<event::ActiveModel>,
+}
+
+impl EventLog {
+    /// Events of `tenant` after number `last` (read under the tenant's lock).
+    pub(crate) fn new(tenant: &TenantId, origin: &Origin, last: i64) -> Self {
+        Self {
+            tenant: tenant.clone(),
+            origin: origin.clone(),
+            start: last,
+            last,
+            pending: Vec::new(),
+        }
+    }
+
+    /// Records `change`; it is inserted by the next [`Self::flush`].
+    pub(crate) fn record(&mut self, change: &Change) {
+        let after = image::encode(&change.after);
+        self.record_encoded(
+            change.kind,
+            &change.resource,
+            change.revision,
+            &change.paths,
+            change.line,
+            after,
+        );
+    }
+
+    /// [`Self::record`] of an image already encoded (an import packs every
+    /// row it writes anyway).
+    pub(crate) fn record_encoded(
+        &mut self,
+        kind: EventType,
+        resource: &str,
+        revision: i64,
+        paths: &[String],
+        line: Option<u64>,
+        after: String,
+    ) {
+        self.last += 1;
+        let o = &self.origin;
+        self.pending.push(event::ActiveModel {
+            tenant_id: Set(self.tenant.as_str().to_owned()),
+            seq: Set(self.last),
+            id: Set(Uuid::now_v7()),
+            time: Set(Timestamp::now().unix_micros()),
+            r#type: Set(kind.as_str().to_owned()),
+            resource: Set(resource.to_owned()),
+            revision: Set(revision),
+            api_key: Set(o.key),
+            certificate: Set(o.certificate.clone()),
+            acting_user: Set(o.acting_user.clone()),
+            acting_user_email: Set(o.acting_user_email.clone()),
+            request_id: Set(o.request_id.clone()),
+            trace_id: Set(o.trace_id.clone()),
+            import_job: Set(o.import_job),
+            import_line: Set(line.map(|l| i64::try_from(l).unwrap_or(i64::MAX))),
+            changed_paths: Set(paths.join(",")),
+            after: Set(after),
+        });
+    }
+
+    /// Events recorded in this transaction so far.
+    pub(crate) fn count(&self) -> i64 {
+        self.last - self.start
+    }
+
+    /// Inserts the events recorded since the last flush.
+    pub(crate) async fn flush(&mut self, txn: &DatabaseTransaction) -> RepoResult<()> {
+        for chunk in std::mem::take(&mut self.pending).chunks(INSERT_ROWS) {
+            event::Entity::insert_many(chunk.to_vec())
+                .exec_without_returning(txn)
+                .await
+                .map_err(db_error)?;
+        }
+        Ok(())
+    }
+
+    /// Inserts what is left and moves the tenant's number to the last event;
+    /// the caller commits next. A number that moved meanwhile (nothing
+    /// should move it without the lock) fails the transaction.
+    pub(crate) async fn finish(mut self, txn: &DatabaseTransaction) -> RepoResult<Option<(TenantId, i64)>> {
+        if self.count() == 0 {
+            return Ok(None);
+        }
+        self.flush(txn).await?;
+        let moved = tenant::Entity::update_many()
+            .col_expr(tenant::Column::EventSeq, Expr::value(self.last))
+            .filter(tenant::Column::Id.eq(self.tenant.as_str()))
+            .filter(tenant::Column::EventSeq.eq(self.start))
+            .exec(txn)
+            .await
+            .map_err(db_error)?;
+        if moved.rows_affected != 1 {
+            return Err(DomainError::storage(format!(
+                "the event number of {} moved while its lock was held",
+                self.tenant.resource_name()
+            )));
+        }
+        if txn.get_database_backend() == DbBackend::Postgres {
+            // Delivered on commit only: a hint for other replicas' watchers.
+            txn.execute_raw(Statement::from_sql_and_values(
+                DbBackend::Postgres,
+                "SELECT pg_notify('userdir_events', $1)",
+                [self.tenant.as_str().into()],
+            ))
+            .await
+            .map_err(db_error)?;
+        }
+        Ok(Some((self.tenant, self.last)))
+    }
+}

@@ -206,15 +206,18 @@ pub async fn serve(
         .map_err(ServeError::Keys)?;
     let key_keeper = tokio::spawn(Arc::clone(&auth).maintain(config.key_refresh(), Duration::from_secs(60)));
     let sweeper = tokio::spawn(sweep_import_jobs(directory.clone(), sqlite));
-    let purger = tokio::spawn(purge_events(
-        directory.clone(),
-        Duration::from_secs(u64::from(config.audit_retention_days) * 86_400),
-    ));
+    let purger = tokio::spawn(purge_events(directory.clone(), config.audit_retention_days));
     let lag_metrics = metrics.clone();
     let feed = Arc::new(
-        Feed::new(Arc::clone(&store), FeedOptions::default())
-            .with_stats(feed_stats)
-            .with_lag_observer(Arc::new(move |lag| lag_metrics.feed_lag(lag))),
+        Feed::new(
+            Arc::clone(&store),
+            FeedOptions {
+                buffer_batches: config.feed_buffer_batches as usize,
+                ..FeedOptions::default()
+            },
+        )
+        .with_stats(feed_stats)
+        .with_lag_observer(Arc::new(move |lag| lag_metrics.feed_lag(lag))),
     );
     let shutdown_reporter = reporter.clone();
     // Shutdown: NOT_SERVING at once and in-flight calls drain; when the
@@ -413,9 +416,9 @@ async fn serve_health(
 /// file), then every quarter lease (PostgreSQL replicas each do it).
 /// Purges the events past their retention, now and every ten minutes, in
 /// batches that keep each delete short.
-async fn purge_events(directory: Directory<Store>, retention: Duration) {
+async fn purge_events(directory: Directory<Store>, default_days: u32) {
     loop {
-        match directory.purge_events(retention).await {
+        match directory.purge_events(default_days).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(events = n, "purged events past their retention"),
             Err(e) => tracing::warn!(error = %e, "could not purge old events"),

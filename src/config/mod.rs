@@ -197,6 +197,13 @@ pub struct Config {
     #[arg(long, env = "USERDIR_AUDIT_RETENTION_DAYS", default_value_t = 180,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub audit_retention_days: u32,
+
+    /// Batches of events (up to 1,000 each) a change-feed watcher may fall
+    /// behind its tenant's newest before it is ended WATCHER_TOO_SLOW (it
+    /// resumes from its cursor).
+    #[arg(long, env = "USERDIR_FEED_BUFFER_BATCHES", default_value_t = 256,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub feed_buffer_batches: u32,
 }
 
 /// Settings of `userdir migrate`: just the database.
@@ -256,6 +263,7 @@ impl std::fmt::Debug for Config {
             .field("key_refresh_ms", &self.key_refresh_ms)
             .field("max_api_keys_per_tenant", &self.max_api_keys_per_tenant)
             .field("audit_retention_days", &self.audit_retention_days)
+            .field("feed_buffer_batches", &self.feed_buffer_batches)
             .finish()
     }
 }
@@ -299,6 +307,7 @@ impl Config {
             key_refresh_ms: 200,
             max_api_keys_per_tenant: userdir_domain::keys::DEFAULT_KEY_QUOTA,
             audit_retention_days: 180,
+            feed_buffer_batches: 256,
         }
     }
 

@@ -38,6 +38,7 @@ pub fn tenant_to_pb(t: Tenant) -> pb::Tenant {
         create_time: timestamp(t.create_time),
         update_time: timestamp(t.update_time),
         etag: t.revision.etag(),
+        audit_retention_days: t.audit_retention_days,
     }
 }
 
@@ -59,6 +60,7 @@ pub fn tenant_settings(t: pb::Tenant) -> TenantSettings {
                 )
             })
             .collect(),
+        audit_retention_days: t.audit_retention_days,
     }
 }
 

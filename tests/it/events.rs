@@ -486,13 +486,14 @@ async fn the_feed_resumes_from_its_cursor(s: TestServer) {
     // Past retention: the events after it are purged.
     let store = userdir_store::Store::connect(&s.store_options).await.unwrap();
     use userdir_domain::repo::EventRepository;
+    // As if a year went by: the default 180 days are past.
     let later = userdir_domain::text::Timestamp::from_unix_micros(
-        userdir_domain::text::Timestamp::now().unix_micros() + 1_000_000,
+        userdir_domain::text::Timestamp::now().unix_micros() + 365 * 86_400_000_000,
     );
     // Its own event purged, a cursor still resumes: nothing after it is gone.
-    assert_eq!(store.purge_events(later, 2).await.unwrap(), 2);
+    assert_eq!(store.purge_events(later, 180, 2).await.unwrap(), 2);
     feed.list_changes(page(&now.next_cursor, "")).await.unwrap();
-    assert_eq!(store.purge_events(later, 1).await.unwrap(), 1);
+    assert_eq!(store.purge_events(later, 180, 1).await.unwrap(), 1);
     let e = feed.list_changes(page(&now.next_cursor, "")).await.unwrap_err();
     assert_eq!(
         (e.code(), reason(&e).as_str()),
@@ -803,6 +804,132 @@ async fn export_then_follow_misses_nothing(s: TestServer) {
     assert_eq!(exported, listed);
 }
 
+/// A watcher whose reader stops reading is ended WATCHER_TOO_SLOW once it
+/// falls a whole buffer behind, with its cursor in the status; resumed from
+/// the last event it got, it misses nothing.
+async fn a_slow_watcher_is_ended_and_resumes(s: TestServer) {
+    s.tenant("acme").await;
+    // From now: the watcher follows the hub at once.
+    let mut stream = events(&s)
+        .watch_changes(WatchChangesRequest {
+            parent: "tenants/acme".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    // The reader reads nothing while 20,000 users come in batches of 1,000.
+    crate::import::seed_users(&s, 20_000).await;
+    let mut got: Vec<ChangeEvent> = Vec::new();
+    let ended = loop {
+        match tokio::time::timeout(Duration::from_secs(20), stream.message())
+            .await
+            .unwrap()
+        {
+            Ok(Some(WatchChangesResponse {
+                kind: Some(watch_changes_response::Kind::Event(e)),
+            })) => got.push(e),
+            Ok(Some(_)) => {}
+            Ok(None) => panic!("the watch ended OK"),
+            Err(status) => break status,
+        }
+    };
+    assert_eq!(ended.code(), tonic::Code::ResourceExhausted, "{ended:?}");
+    assert_eq!(reason(&ended), "WATCHER_TOO_SLOW");
+    let last = got.last().expect("some events came before the end");
+    let total = 1 + 20_000 + 2;
+    let got_last = 1 + got.len() as i64;
+    assert!(got_last < total, "it was ended before the end");
+    let seqs: Vec<i64> = got.iter().map(|e| e.event.as_ref().unwrap().seq).collect();
+    assert_eq!(seqs, (2..=got_last).collect::<Vec<_>>());
+    let mut rest = Vec::new();
+    let mut cursor = last.cursor.clone();
+    loop {
+        let page = events(&s)
+            .list_changes(ListChangesRequest {
+                parent: "tenants/acme".into(),
+                cursor: cursor.clone(),
+                page_size: 1000,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        if page.events.is_empty() {
+            break;
+        }
+        rest.extend(page.events.iter().map(|e| e.event.as_ref().unwrap().seq));
+        cursor = page.next_cursor;
+    }
+    assert_eq!(rest, ((got_last + 1)..=total).collect::<Vec<_>>());
+}
+
+/// An import cut off by its caller: the rows it committed have their
+/// events, the rows it rolled back none.
+async fn a_cut_import_leaves_events_for_its_committed_rows_only(s: TestServer) {
+    s.tenant("acme").await;
+    let (tx, mut stream) = crate::import::open_import(&s, options(ImportMode::Upsert)).await;
+    let rows = crate::import::many_rows(30_000);
+    let mut sent = 0;
+    for chunk in rows.as_bytes().chunks(64 * 1024) {
+        tx.send(ImportUsersRequest {
+            payload: Some(import_users_request::Payload::Chunk(chunk.to_vec())),
+        })
+        .await
+        .unwrap();
+        sent += chunk.len();
+        if sent > rows.len() / 2 {
+            break;
+        }
+    }
+    // Some results come back (committed), then the caller goes away.
+    let first = stream.message().await.unwrap();
+    assert!(first.is_some());
+    drop(tx);
+    drop(stream);
+    let job = crate::import::latest_job_when_done(&s).await;
+    assert_ne!(job.state, ImportJobState::Succeeded as i32, "{job:?}");
+    let created = job.counts.as_ref().unwrap().created;
+    let all = history(&s, "acme").await;
+    let of_job: Vec<&Event> = all.iter().filter(|e| e.import_job == job.name).collect();
+    let rows_created = of_job.iter().filter(|e| e.r#type == "user.created").count() as i64;
+    assert_eq!(rows_created, created, "one event per committed row");
+    assert_eq!(crate::import::users_of(&s, "acme").await.len() as i64, created);
+    assert_eq!(of_job.first().map(|e| e.r#type.as_str()), Some("import.started"));
+    assert_eq!(of_job.last().map(|e| e.r#type.as_str()), Some("import.finished"));
+}
+
+/// A tenant keeps its events as long as it says (at most ten years), the
+/// others as long as the server's default; the purge goes oldest first.
+async fn retention_is_per_tenant(s: TestServer) {
+    use userdir_domain::repo::EventRepository;
+    s.tenant("acme").await;
+    s.tenant("globex").await;
+    let keep = |days: u32| UpdateTenantRequest {
+        tenant: Some(Tenant {
+            name: "tenants/acme".into(),
+            audit_retention_days: days,
+            ..Default::default()
+        }),
+        update_mask: Some(prost_types::FieldMask {
+            paths: vec!["audit_retention_days".into()],
+        }),
+    };
+    let too_long = s.tenants.clone().update_tenant(keep(3651)).await.unwrap_err();
+    assert_eq!(too_long.code(), tonic::Code::InvalidArgument);
+    let acme = s.tenants.clone().update_tenant(keep(400)).await.unwrap().into_inner();
+    assert_eq!(acme.audit_retention_days, 400);
+    let store = userdir_store::Store::connect(&s.store_options).await.unwrap();
+    let in_a_year = userdir_domain::text::Timestamp::from_unix_micros(
+        userdir_domain::text::Timestamp::now().unix_micros() + 365 * 86_400_000_000,
+    );
+    // globex's one event (created) goes; acme's two (created, updated) stay.
+    assert_eq!(store.purge_events(in_a_year, 180, 1000).await.unwrap(), 1);
+    assert_eq!(history(&s, "acme").await.len(), 2);
+    assert!(history(&s, "globex").await.is_empty());
+    store.close().await.unwrap();
+}
+
 /// The scan every test's teardown runs finds a secret where one is.
 async fn the_secret_scan_finds_a_planted_token(s: TestServer) {
     use sea_orm::ConnectionTrait;
@@ -832,4 +959,24 @@ crate::on_both_backends!(
     racing_writers_leave_a_gap_free_feed,
     export_then_follow_misses_nothing,
     the_secret_scan_finds_a_planted_token,
+    a_cut_import_leaves_events_for_its_committed_rows_only,
+    retention_is_per_tenant,
 );
+
+/// With a buffer of one batch, as `--feed-buffer-batches 1` sets it.
+async fn slow_watcher(backend: crate::common::Backend) {
+    let Some(s) = crate::common::spawn_with(backend, |c| c.feed_buffer_batches = 1).await else {
+        return;
+    };
+    a_slow_watcher_is_ended_and_resumes(s).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_a_slow_watcher_is_ended_and_resumes() {
+    slow_watcher(crate::common::Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_slow_watcher_is_ended_and_resumes() {
+    slow_watcher(crate::common::Backend::Postgres).await;
+}

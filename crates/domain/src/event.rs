@@ -292,6 +292,9 @@ pub fn changed_tenant_paths(before: &Tenant, after: &Tenant) -> Vec<String> {
     if before.seat_limit != after.seat_limit {
         paths.push("seat_limit".to_owned());
     }
+    if before.audit_retention_days != after.audit_retention_days {
+        paths.push("audit_retention_days".to_owned());
+    }
     for slot in 0..CUSTOM_SLOTS {
         if before.custom_attributes[slot] != after.custom_attributes[slot] {
             paths.push(format!("custom_attributes.{}", custom_key(slot)));

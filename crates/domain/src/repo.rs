@@ -214,8 +214,15 @@ pub trait EventRepository: Send + Sync + 'static {
     ) -> impl Future<Output = RepoResult<Option<crate::event::Event>>> + Send;
     /// `NotFound` for an unknown tenant.
     fn feed_head(&self, tenant: &TenantId) -> impl Future<Output = RepoResult<FeedHead>> + Send;
-    /// Deletes up to `limit` events recorded before `before`; returns how many.
-    fn purge_events(&self, before: Timestamp, limit: u32) -> impl Future<Output = RepoResult<u64>> + Send;
+    /// Deletes up to `limit` events older, at `now`, than their tenant's
+    /// retention (its `audit_retention_days`, or `default_days`), oldest
+    /// first; returns how many.
+    fn purge_events(
+        &self,
+        now: Timestamp,
+        default_days: u32,
+        limit: u32,
+    ) -> impl Future<Output = RepoResult<u64>> + Send;
     /// Moves whenever events may have been written (a hint: readers read
     /// the events themselves, and poll too).
     fn event_signal(&self) -> tokio::sync::watch::Receiver<u64>;

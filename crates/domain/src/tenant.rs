@@ -100,6 +100,9 @@ pub fn custom_slot(key: &str) -> Option<usize> {
 /// The schema of all ten slots.
 pub type CustomAttributeSchema = [CustomAttributeDef; CUSTOM_SLOTS];
 
+/// The longest a tenant may keep its events: ten years.
+pub const MAX_RETENTION_DAYS: u32 = 3650;
+
 /// A tenant as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Tenant {
@@ -110,6 +113,8 @@ pub struct Tenant {
     pub custom_attributes: CustomAttributeSchema,
     /// Seats in use; maintained by the store.
     pub user_count: u32,
+    /// Days its events are kept; 0 = the server's default.
+    pub audit_retention_days: u32,
     pub create_time: Timestamp,
     pub update_time: Timestamp,
     pub revision: Revision,
@@ -122,6 +127,8 @@ pub struct TenantSettings {
     pub seat_limit: u32,
     /// `(key, definition)` pairs; slots not listed keep their current settings.
     pub custom_attributes: Vec<(String, CustomAttributeDef)>,
+    /// 0 = the server's default.
+    pub audit_retention_days: u32,
 }
 
 /// Which settings an update touches.
@@ -130,6 +137,7 @@ pub struct TenantMask {
     pub display_name: bool,
     pub seat_limit: bool,
     pub custom_attributes: bool,
+    pub audit_retention_days: bool,
 }
 
 impl TenantMask {
@@ -140,6 +148,7 @@ impl TenantMask {
                 display_name: !settings.display_name.is_empty(),
                 seat_limit: settings.seat_limit != 0,
                 custom_attributes: !settings.custom_attributes.is_empty(),
+                audit_retention_days: settings.audit_retention_days != 0,
             });
         }
         let mut mask = Self::default();
@@ -148,17 +157,22 @@ impl TenantMask {
                 "display_name" => mask.display_name = true,
                 "seat_limit" => mask.seat_limit = true,
                 "custom_attributes" => mask.custom_attributes = true,
+                "audit_retention_days" => mask.audit_retention_days = true,
                 "*" => {
                     mask = Self {
                         display_name: true,
                         seat_limit: true,
                         custom_attributes: true,
+                        audit_retention_days: true,
                     }
                 }
                 other => {
                     return Err(DomainError::invalid(
                         "update_mask",
-                        format!("unknown field {other:?}; allowed: display_name, seat_limit, custom_attributes"),
+                        format!(
+                            "unknown field {other:?}; allowed: display_name, seat_limit, custom_attributes, \
+                             audit_retention_days"
+                        ),
                     ));
                 }
             }
@@ -176,6 +190,7 @@ impl Tenant {
             seat_limit: 0,
             custom_attributes: Default::default(),
             user_count: 0,
+            audit_retention_days: 0,
             create_time: now,
             update_time: now,
             revision: Revision::FIRST,
@@ -184,6 +199,7 @@ impl Tenant {
             display_name: true,
             seat_limit: true,
             custom_attributes: true,
+            audit_retention_days: true,
         };
         tenant.apply(settings, all, now)?;
         Ok(tenant)
@@ -206,6 +222,16 @@ impl Tenant {
         }
         if mask.seat_limit {
             self.seat_limit = settings.seat_limit;
+        }
+        if mask.audit_retention_days {
+            if settings.audit_retention_days > MAX_RETENTION_DAYS {
+                v.add(
+                    "audit_retention_days",
+                    format!("at most {MAX_RETENTION_DAYS} days (0: the server's default)"),
+                );
+            } else {
+                self.audit_retention_days = settings.audit_retention_days;
+            }
         }
         if mask.custom_attributes {
             let mut seen = [false; CUSTOM_SLOTS];

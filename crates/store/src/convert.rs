@@ -31,6 +31,7 @@ pub(crate) fn tenant_from_row(row: tenant::Model) -> Result<Tenant, DomainError>
         seat_limit: to_u32("seat limit", row.seat_limit)?,
         custom_attributes,
         user_count: to_u32("user count", row.user_count)?,
+        audit_retention_days: to_u32("audit retention", row.audit_retention_days)?,
         create_time: Timestamp::from_unix_micros(row.create_time),
         update_time: Timestamp::from_unix_micros(row.update_time),
         revision: Revision(row.revision),
@@ -47,6 +48,7 @@ pub(crate) fn tenant_to_active(t: &Tenant) -> tenant::ActiveModel {
         create_time: Set(t.create_time.unix_micros()),
         update_time: Set(t.update_time.unix_micros()),
         revision: Set(t.revision.0),
+        audit_retention_days: Set(i64::from(t.audit_retention_days)),
         ..Default::default()
     }
 }

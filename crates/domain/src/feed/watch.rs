@@ -128,6 +128,10 @@ impl<R: EventRepository> Watch<R> {
                 }
             }
             if self.catching_up {
+                // What the hub published so far is in the database: only
+                // what it publishes from here on is wanted, and a watcher
+                // catching up at its own pace never falls behind the hub.
+                self.rx = self.rx.resubscribe();
                 let query = EventQuery {
                     tenant: self.tenant.clone(),
                     order: EventOrder::Ascending {

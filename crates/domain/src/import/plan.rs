@@ -515,6 +515,7 @@ mod tests {
             seat_limit: 0,
             custom_attributes: Default::default(),
             user_count: 0,
+            audit_retention_days: 0,
             create_time: Timestamp::from_unix_micros(0),
             update_time: Timestamp::from_unix_micros(0),
             revision: Revision(1),

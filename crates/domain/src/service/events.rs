@@ -283,16 +283,14 @@ impl<R: TenantRepository + UserRepository + EventRepository> Directory<R> {
         Ok(feed.watch(&tenant, at, head.last, filter, keys, every))
     }
 
-    /// Purges the events older than `retention`, in batches; returns how many.
-    pub async fn purge_events(&self, retention: Duration) -> Result<u64, DomainError> {
+    /// Purges the events past their tenant's retention (`default_days` for
+    /// a tenant that sets none), in batches; returns how many.
+    pub async fn purge_events(&self, default_days: u32) -> Result<u64, DomainError> {
         const BATCH: u32 = 10_000;
-        let micros = i64::try_from(retention.as_micros()).unwrap_or(i64::MAX);
-        let before = crate::text::Timestamp::from_unix_micros(
-            crate::text::Timestamp::now().unix_micros().saturating_sub(micros),
-        );
+        let now = crate::text::Timestamp::now();
         let mut purged = 0;
         loop {
-            let n = self.repo.purge_events(before, BATCH).await?;
+            let n = self.repo.purge_events(now, default_days, BATCH).await?;
             purged += n;
             if n < u64::from(BATCH) {
                 return Ok(purged);

@@ -24,6 +24,8 @@ pub struct Model {
     pub event_seq: i64,
     /// Changes when the tenant's change feed restarts (a restore).
     pub event_epoch: i64,
+    /// Days its events are kept; 0 = the server's default.
+    pub audit_retention_days: i64,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

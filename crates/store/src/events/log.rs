@@ -5,7 +5,6 @@
 //! lock, so it reads the number only once this one's commit is visible:
 //! numbers are dense (a rollback gives its numbers back) and in commit order.
 
-use sea_orm::ActiveValue::Set;
 use sea_orm::sea_query::Expr;
 use sea_orm::{ColumnTrait, ConnectionTrait, DatabaseTransaction, DbBackend, EntityTrait, QueryFilter, Statement};
 use userdir_domain::DomainError;
@@ -16,12 +15,9 @@ use userdir_domain::text::Timestamp;
 use uuid::Uuid;
 
 use super::image;
+use super::insert::{Pending, insert};
 use crate::db_error;
-use crate::entity::{event, tenant};
-
-/// Events per multi-row insert (18 values each: within SQLite's 32,766
-/// parameters and PostgreSQL's 65,535).
-const INSERT_ROWS: usize = 1_000;
+use crate::entity::tenant;
 
 /// The events of one transaction of one tenant, numbered as they come.
 pub(crate) struct EventLog {
@@ -32,7 +28,7 @@ pub(crate) struct EventLog {
     /// The last number handed out.
     last: i64,
     /// Recorded, not inserted yet.
-    pending: Vec<event::ActiveModel>,
+    pending: Vec<Pending>,
 }
 
 impl EventLog {
@@ -72,25 +68,16 @@ impl EventLog {
         after: String,
     ) {
         self.last += 1;
-        let o = &self.origin;
-        self.pending.push(event::ActiveModel {
-            tenant_id: Set(self.tenant.as_str().to_owned()),
-            seq: Set(self.last),
-            id: Set(Uuid::now_v7()),
-            time: Set(Timestamp::now().unix_micros()),
-            r#type: Set(kind.as_str().to_owned()),
-            resource: Set(resource.to_owned()),
-            revision: Set(revision),
-            api_key: Set(o.key),
-            certificate: Set(o.certificate.clone()),
-            acting_user: Set(o.acting_user.clone()),
-            acting_user_email: Set(o.acting_user_email.clone()),
-            request_id: Set(o.request_id.clone()),
-            trace_id: Set(o.trace_id.clone()),
-            import_job: Set(o.import_job),
-            import_line: Set(line.map(|l| i64::try_from(l).unwrap_or(i64::MAX))),
-            changed_paths: Set(paths.join(",")),
-            after: Set(after),
+        self.pending.push(Pending {
+            seq: self.last,
+            id: Uuid::now_v7(),
+            time: Timestamp::now().unix_micros(),
+            kind: kind.as_str(),
+            resource: resource.to_owned(),
+            revision,
+            line: line.map(|l| i64::try_from(l).unwrap_or(i64::MAX)),
+            paths: paths.join(","),
+            after,
         });
     }
 
@@ -101,13 +88,8 @@ impl EventLog {
 
     /// Inserts the events recorded since the last flush.
     pub(crate) async fn flush(&mut self, txn: &DatabaseTransaction) -> RepoResult<()> {
-        for chunk in std::mem::take(&mut self.pending).chunks(INSERT_ROWS) {
-            event::Entity::insert_many(chunk.to_vec())
-                .exec_without_returning(txn)
-                .await
-                .map_err(db_error)?;
-        }
-        Ok(())
+        let pending = std::mem::take(&mut self.pending);
+        insert(txn, &self.tenant, &self.origin, pending).await.map_err(db_error)
     }
 
     /// Inserts what is left and moves the tenant's number to the last event;

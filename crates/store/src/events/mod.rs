@@ -3,6 +3,7 @@
 //! wake-up that tells watchers a tenant has new events ([`signal`]).
 
 pub(crate) mod image;
+mod insert;
 pub(crate) mod log;
 pub(crate) mod read;
 pub(crate) mod signal;

@@ -145,38 +145,48 @@ impl EventRepository for Store {
         })
     }
 
-    async fn purge_events(&self, before: Timestamp, limit: u32) -> RepoResult<u64> {
-        let tenants: Vec<String> = tenant::Entity::find()
+    async fn purge_events(&self, now: Timestamp, default_days: u32, limit: u32) -> RepoResult<u64> {
+        let tenants: Vec<(String, i64)> = tenant::Entity::find()
             .select_only()
             .column(tenant::Column::Id)
+            .column(tenant::Column::AuditRetentionDays)
             .into_tuple()
             .all(self.connection())
             .await
             .map_err(|e| self.db_error(e))?;
         let mut purged = 0u64;
-        for tenant in tenants {
+        for (tenant, days) in tenants {
             if purged >= u64::from(limit) {
                 break;
             }
-            // The newest event past retention; every older one goes, oldest
-            // first, so the events kept stay one run of numbers.
-            let cut: Option<i64> = event::Entity::find()
+            let days = if days > 0 { days } else { i64::from(default_days) };
+            let before = Timestamp::from_unix_micros(now.unix_micros().saturating_sub(days * 86_400_000_000));
+            // The run of oldest events past retention, at most `room` of
+            // them: the events kept stay one run of numbers.
+            let tenant_id = TenantId::parse("tenant_id", &tenant).map_err(|e| corrupt("tenant id", e))?;
+            let Some(oldest) = self.oldest_event(&tenant_id).await? else {
+                continue;
+            };
+            let room = i64::from(limit) - i64::try_from(purged).unwrap_or(i64::MAX);
+            let times: Vec<(i64, i64)> = event::Entity::find()
                 .select_only()
                 .column(event::Column::Seq)
+                .column(event::Column::Time)
                 .filter(event::Column::TenantId.eq(tenant.as_str()))
-                .filter(event::Column::Time.lt(before.unix_micros()))
-                .order_by_desc(event::Column::Time)
-                .limit(1)
+                .filter(event::Column::Seq.gte(oldest))
+                .filter(event::Column::Seq.lt(oldest + room))
+                .order_by_asc(event::Column::Seq)
                 .into_tuple()
-                .one(self.connection())
+                .all(self.connection())
                 .await
                 .map_err(|e| self.db_error(e))?;
-            let Some(cut) = cut else { continue };
-            let oldest = self
-                .oldest_event(&TenantId::parse("tenant_id", &tenant).map_err(|e| corrupt("tenant id", e))?)
-                .await?;
-            let room = i64::from(limit) - i64::try_from(purged).unwrap_or(i64::MAX);
-            let upto = cut.min(oldest.unwrap_or(cut) + room - 1);
+            let past = times
+                .iter()
+                .take_while(|(_, time)| *time < before.unix_micros())
+                .count();
+            let Some(&(upto, _)) = past.checked_sub(1).and_then(|i| times.get(i)) else {
+                continue;
+            };
             let deleted = event::Entity::delete_many()
                 .filter(event::Column::TenantId.eq(tenant.as_str()))
                 .filter(event::Column::Seq.lte(upto))

@@ -1,0 +1,195 @@
+//! Multi-row inserts of events, as the users' bulk insert does them: the
+//! SQL made once per shape, the values taken straight from the events (an
+//! import writes one event per row, on the writer's path). The origin is the
+//! same for every event of a transaction: PostgreSQL takes it once, as
+//! plain parameters beside the `unnest` arrays of what varies.
+
+use std::sync::LazyLock;
+
+use sea_orm::sea_query::{ArrayType, Value};
+use sea_orm::{ConnectionTrait, DatabaseTransaction, DbBackend, DbErr, Statement};
+use userdir_domain::event::Origin;
+use userdir_domain::tenant::TenantId;
+use uuid::Uuid;
+
+/// An event numbered and encoded, not inserted yet.
+pub(crate) struct Pending {
+    pub(crate) seq: i64,
+    pub(crate) id: Uuid,
+    pub(crate) time: i64,
+    pub(crate) kind: &'static str,
+    pub(crate) resource: String,
+    pub(crate) revision: i64,
+    pub(crate) line: Option<i64>,
+    pub(crate) paths: String,
+    pub(crate) after: String,
+}
+
+/// Every column, in the order of the SQLite values.
+const COLUMNS: [&str; 17] = [
+    "tenant_id",
+    "seq",
+    "id",
+    "time",
+    "type",
+    "resource",
+    "revision",
+    "api_key",
+    "certificate",
+    "acting_user",
+    "acting_user_email",
+    "request_id",
+    "trace_id",
+    "import_job",
+    "import_line",
+    "changed_paths",
+    "after",
+];
+
+/// Events per SQLite statement: 17,000 values, within its 32,766.
+pub(crate) const SQLITE_ROWS: usize = 1_000;
+
+fn sqlite_sql(rows: usize) -> String {
+    let row = format!("({})", vec!["?"; COLUMNS.len()].join(", "));
+    format!(
+        "INSERT INTO events ({}) VALUES {}",
+        COLUMNS.join(", "),
+        vec![row.as_str(); rows].join(", ")
+    )
+}
+
+static SQLITE_FULL: LazyLock<String> = LazyLock::new(|| sqlite_sql(SQLITE_ROWS));
+
+/// The origin's values, in column order (`api_key` .. `import_job`).
+fn origin_values(o: &Origin) -> [Value; 7] {
+    [
+        Value::Uuid(o.key),
+        Value::String(o.certificate.clone()),
+        Value::String(o.acting_user.clone()),
+        Value::String(o.acting_user_email.clone()),
+        Value::String(o.request_id.clone()),
+        Value::String(o.trace_id.clone()),
+        Value::Uuid(o.import_job),
+    ]
+}
+
+async fn insert_sqlite(
+    txn: &DatabaseTransaction,
+    tenant: &TenantId,
+    origin: &Origin,
+    events: Vec<Pending>,
+) -> Result<(), DbErr> {
+    let rows = events.len();
+    let origin = origin_values(origin);
+    let mut values = Vec::with_capacity(events.len() * COLUMNS.len());
+    for e in events {
+        values.extend([
+            Value::String(Some(tenant.as_str().to_owned())),
+            Value::BigInt(Some(e.seq)),
+            Value::Uuid(Some(e.id)),
+            Value::BigInt(Some(e.time)),
+            Value::String(Some(e.kind.to_owned())),
+            Value::String(Some(e.resource)),
+            Value::BigInt(Some(e.revision)),
+        ]);
+        values.extend(origin.iter().cloned());
+        values.extend([
+            Value::BigInt(e.line),
+            Value::String(Some(e.paths)),
+            Value::String(Some(e.after)),
+        ]);
+    }
+    let sql = if rows == SQLITE_ROWS {
+        SQLITE_FULL.clone()
+    } else {
+        sqlite_sql(rows)
+    };
+    txn.execute_raw(Statement::from_sql_and_values(DbBackend::Sqlite, sql, values))
+        .await
+        .map(|_| ())
+}
+
+/// `INSERT ... SELECT` of the origin as parameters `$2`..`$8` and one
+/// `unnest` array per varying column (`import_line` -1 for none).
+static POSTGRES: LazyLock<String> = LazyLock::new(|| {
+    "INSERT INTO events (tenant_id, api_key, certificate, acting_user, acting_user_email, request_id, trace_id, \
+     import_job, seq, id, time, type, resource, revision, import_line, changed_paths, after) \
+     SELECT $1, $2::uuid, $3, $4, $5, $6, $7, $8::uuid, u.seq, u.id, u.time, u.type, u.resource, u.revision, \
+     NULLIF(u.import_line, -1), u.changed_paths, u.after \
+     FROM unnest($9::int8[], $10::uuid[], $11::int8[], $12::text[], $13::text[], $14::int8[], $15::int8[], \
+     $16::text[], $17::text[]) AS u(seq, id, time, type, resource, revision, import_line, changed_paths, after)"
+        .to_owned()
+});
+
+async fn insert_postgres(
+    txn: &DatabaseTransaction,
+    tenant: &TenantId,
+    origin: &Origin,
+    events: Vec<Pending>,
+) -> Result<(), DbErr> {
+    let n = events.len();
+    let mut columns: [Vec<Value>; 9] = std::array::from_fn(|_| Vec::with_capacity(n));
+    for e in events {
+        let row = [
+            Value::BigInt(Some(e.seq)),
+            Value::Uuid(Some(e.id)),
+            Value::BigInt(Some(e.time)),
+            Value::String(Some(e.kind.to_owned())),
+            Value::String(Some(e.resource)),
+            Value::BigInt(Some(e.revision)),
+            Value::BigInt(Some(e.line.unwrap_or(-1))),
+            Value::String(Some(e.paths)),
+            Value::String(Some(e.after)),
+        ];
+        for (column, value) in columns.iter_mut().zip(row) {
+            column.push(value);
+        }
+    }
+    let kinds = [
+        ArrayType::BigInt,
+        ArrayType::Uuid,
+        ArrayType::BigInt,
+        ArrayType::String,
+        ArrayType::String,
+        ArrayType::BigInt,
+        ArrayType::BigInt,
+        ArrayType::String,
+        ArrayType::String,
+    ];
+    let mut values = vec![Value::String(Some(tenant.as_str().to_owned()))];
+    values.extend(origin_values(origin));
+    values.extend(
+        kinds
+            .into_iter()
+            .zip(columns)
+            .map(|(kind, column)| Value::Array(kind, Some(Box::new(column)))),
+    );
+    txn.execute_raw(Statement::from_sql_and_values(
+        DbBackend::Postgres,
+        POSTGRES.as_str(),
+        values,
+    ))
+    .await
+    .map(|_| ())
+}
+
+/// Inserts `events` of `tenant`, all made by `origin`.
+pub(crate) async fn insert(
+    txn: &DatabaseTransaction,
+    tenant: &TenantId,
+    origin: &Origin,
+    events: Vec<Pending>,
+) -> Result<(), DbErr> {
+    let pg = txn.get_database_backend() == DbBackend::Postgres;
+    let per_statement = if pg { 5 * SQLITE_ROWS } else { SQLITE_ROWS };
+    let mut events = events.into_iter().peekable();
+    while events.peek().is_some() {
+        let chunk: Vec<Pending> = events.by_ref().take(per_statement).collect();
+        if pg {
+            insert_postgres(txn, tenant, origin, chunk).await?;
+        } else {
+            insert_sqlite(txn, tenant, origin, chunk).await?;
+        }
+    }
+    Ok(())
+}

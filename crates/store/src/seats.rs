@@ -4,7 +4,7 @@
 //! tenant, then its rows), so two writers of a tenant never deadlock.
 
 use sea_orm::sea_query::Expr;
-use sea_orm::{ColumnTrait, DatabaseTransaction, EntityTrait, ExprTrait, QueryFilter};
+use sea_orm::{ColumnTrait, DatabaseTransaction, EntityTrait, QueryFilter};
 use userdir_domain::DomainError;
 use userdir_domain::repo::RepoResult;
 use userdir_domain::tenant::TenantId;
@@ -22,49 +22,51 @@ pub(crate) struct Seats {
     pub(crate) free: Option<u64>,
     /// The number of the tenant's last event (see `events::log`).
     pub(crate) last_event: i64,
+    /// Seats taken (freed, when negative) by this transaction so far: the
+    /// tenant's count moves by this much as the transaction ends, in the
+    /// statement that numbers its events.
+    pub(crate) moved: i64,
+}
+
+impl Seats {
+    /// Takes `n` seats the lock found free (the caller checked).
+    pub(crate) fn take(&mut self, n: u64) {
+        self.free = self.free.map(|f| f.saturating_sub(n));
+        let n = i64::try_from(n).unwrap_or(i64::MAX);
+        self.users += n;
+        self.moved += n;
+    }
+
+    /// Frees `n` seats.
+    pub(crate) fn give_back(&mut self, n: u64) {
+        self.free = self.free.map(|f| f + n);
+        let n = i64::try_from(n).unwrap_or(i64::MAX);
+        self.users -= n;
+        self.moved -= n;
+    }
 }
 
 /// Locks the tenant row for the rest of `txn` (a write, so SQLite takes its
 /// write lock before anything is read; on PostgreSQL the row lock makes
 /// "are seats free?", "is there another admin?" and "who owns the tenant?"
-/// answers that hold until the commit) and returns its seats.
+/// answers that hold until the commit) and returns its seats, in one
+/// statement.
 pub(crate) async fn lock_tenant(txn: &DatabaseTransaction, tenant: &TenantId) -> RepoResult<Seats> {
-    let touched = tenant::Entity::update_many()
+    let rows = tenant::Entity::update_many()
         .col_expr(tenant::Column::UserCount, Expr::col(tenant::Column::UserCount))
         .filter(tenant::Column::Id.eq(tenant.as_str()))
-        .exec(txn)
+        .exec_with_returning(txn)
         .await
         .map_err(db_error)?;
-    if touched.rows_affected == 0 {
-        return Err(tenant_not_found(tenant));
-    }
-    let row = tenant::Entity::find_by_id(tenant.as_str())
-        .one(txn)
-        .await
-        .map_err(db_error)?;
-    let row = row.ok_or_else(|| tenant_not_found(tenant))?;
+    let row = rows.into_iter().next().ok_or_else(|| tenant_not_found(tenant))?;
     let free = (row.seat_limit != 0).then(|| u64::try_from(row.seat_limit - row.user_count).unwrap_or(0));
     Ok(Seats {
         users: row.user_count,
         limit: row.seat_limit,
         free,
         last_event: row.event_seq,
+        moved: 0,
     })
-}
-
-/// Moves the tenant's seats in use by `delta` (under its lock).
-pub(crate) async fn add_seats(txn: &DatabaseTransaction, tenant: &TenantId, delta: i64) -> Result<(), sea_orm::DbErr> {
-    if delta != 0 {
-        tenant::Entity::update_many()
-            .col_expr(
-                tenant::Column::UserCount,
-                Expr::col(tenant::Column::UserCount).add(delta),
-            )
-            .filter(tenant::Column::Id.eq(tenant.as_str()))
-            .exec(txn)
-            .await?;
-    }
-    Ok(())
 }
 
 pub(crate) fn seat_error(tenant: &TenantId, seats: &Seats) -> DomainError {

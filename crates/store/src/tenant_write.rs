@@ -50,7 +50,7 @@ impl TenantWrite {
 
     /// Writes the events, commits, and wakes the tenant's watchers.
     pub(crate) async fn commit(self, store: &Store) -> RepoResult<()> {
-        let head = self.events.finish(&self.txn).await?;
+        let head = self.events.finish(&self.txn, self.seats.moved).await?;
         if let Some(faults) = store.commit_faults() {
             // Random bits of a UUIDv7.
             let dice = uuid::Uuid::now_v7().as_u128() as u64;

@@ -21,7 +21,7 @@ use crate::bulk_insert::{CHUNK, UNNEST_CHUNK, insert_or_fail, insert_unnest};
 use crate::db_error;
 use crate::entity::user;
 use crate::error::user_write_error;
-use crate::seats::{add_seats, seat_error};
+use crate::seats::seat_error;
 use crate::tenant_write::TenantWrite;
 use crate::user_row::{user_from_row, user_to_active};
 
@@ -53,20 +53,13 @@ pub(crate) fn seat_free(w: &TenantWrite) -> bool {
     w.seats.free != Some(0)
 }
 
-/// Takes `n` seats counted free by the lock (the caller checked there are).
-fn take_seats(w: &mut TenantWrite, n: u64) {
-    w.seats.free = w.seats.free.map(|f| f.saturating_sub(n));
-    w.seats.users += i64::try_from(n).unwrap_or(i64::MAX);
-}
-
 /// Inserts `user` into a free seat ([`seat_free`]) and records `user.created`.
 /// A unique violation comes back as the database's error.
 pub(crate) async fn insert(w: &mut TenantWrite, user: &User) -> Result<(), DbErr> {
     user::Entity::insert(user_to_active(user))
         .exec_without_returning(&w.txn)
         .await?;
-    add_seats(&w.txn, &w.tenant, 1).await?;
-    take_seats(w, 1);
+    w.seats.take(1);
     w.record(&Change::user(EventType::UserCreated, user, Vec::new()));
     Ok(())
 }
@@ -190,9 +183,7 @@ pub(crate) async fn delete(
         .exec(&w.txn)
         .await
         .map_err(db_error)?;
-    add_seats(&w.txn, &w.tenant, -1).await.map_err(db_error)?;
-    w.seats.users -= 1;
-    w.seats.free = w.seats.free.map(|f| f + 1);
+    w.seats.give_back(1);
     let mut change = Change::user(EventType::UserDeleted, &user, Vec::new());
     change.line = line;
     w.record(&change);
@@ -222,11 +213,7 @@ pub(crate) async fn delete_many(w: &mut TenantWrite, ids: &[uuid::Uuid]) -> Repo
             w.record(&Change::user(EventType::UserDeleted, &user, Vec::new()));
         }
     }
-    add_seats(&w.txn, &w.tenant, -(deleted as i64))
-        .await
-        .map_err(db_error)?;
-    w.seats.users -= deleted as i64;
-    w.seats.free = w.seats.free.map(|f| f + deleted);
+    w.seats.give_back(deleted);
     Ok(deleted)
 }
 
@@ -255,8 +242,7 @@ pub(crate) async fn insert_many(w: &mut TenantWrite, rows: Vec<Create<'_>>) -> R
             insert_or_fail(&w.txn, &w.tenant, chunk).await?;
         }
     }
-    add_seats(&w.txn, &w.tenant, allowed as i64).await?;
-    take_seats(w, allowed as u64);
+    w.seats.take(allowed as u64);
     for row in rows.into_iter().take(allowed) {
         let resource = row.user.name().to_string();
         w.events.record_encoded(
@@ -322,8 +308,7 @@ pub(crate) async fn write_alone(w: &mut TenantWrite, row: Row) -> RepoResult<Rep
     if outcome.is_ok() {
         let kind = match row.expected {
             None => {
-                add_seats(&w.txn, &w.tenant, 1).await.map_err(db_error)?;
-                take_seats(w, 1);
+                w.seats.take(1);
                 EventType::UserCreated
             }
             Some(_) => EventType::UserUpdated,

@@ -5,8 +5,7 @@
 //! lock, so it reads the number only once this one's commit is visible:
 //! numbers are dense (a rollback gives its numbers back) and in commit order.
 
-use sea_orm::sea_query::Expr;
-use sea_orm::{ColumnTrait, ConnectionTrait, DatabaseTransaction, DbBackend, EntityTrait, QueryFilter, Statement};
+use sea_orm::{ConnectionTrait, DatabaseTransaction, DbBackend, Statement};
 use userdir_domain::DomainError;
 use userdir_domain::event::{Change, EventType, Origin};
 use userdir_domain::repo::RepoResult;
@@ -17,7 +16,6 @@ use uuid::Uuid;
 use super::image;
 use super::insert::{Pending, insert};
 use crate::db_error;
-use crate::entity::tenant;
 
 /// The events of one transaction of one tenant, numbered as they come.
 pub(crate) struct EventLog {
@@ -92,37 +90,57 @@ impl EventLog {
         insert(txn, &self.tenant, &self.origin, pending).await.map_err(db_error)
     }
 
-    /// Inserts what is left and moves the tenant's number to the last event;
-    /// the caller commits next. A number that moved meanwhile (nothing
-    /// should move it without the lock) fails the transaction.
-    pub(crate) async fn finish(mut self, txn: &DatabaseTransaction) -> RepoResult<Option<(TenantId, i64)>> {
-        if self.count() == 0 {
+    /// Inserts what is left, then in one statement moves the tenant's
+    /// number to the last event and its seats in use by `seats_moved` (and,
+    /// on PostgreSQL, sends the `NOTIFY` that wakes other replicas'
+    /// watchers: delivered on commit only, a hint); the caller commits next.
+    /// A number that moved meanwhile (nothing moves it without the lock)
+    /// fails the transaction.
+    pub(crate) async fn finish(
+        mut self,
+        txn: &DatabaseTransaction,
+        seats_moved: i64,
+    ) -> RepoResult<Option<(TenantId, i64)>> {
+        if self.count() == 0 && seats_moved == 0 {
             return Ok(None);
         }
         self.flush(txn).await?;
-        let moved = tenant::Entity::update_many()
-            .col_expr(tenant::Column::EventSeq, Expr::value(self.last))
-            .filter(tenant::Column::Id.eq(self.tenant.as_str()))
-            .filter(tenant::Column::EventSeq.eq(self.start))
-            .exec(txn)
+        let values = [
+            self.last.into(),
+            seats_moved.into(),
+            self.tenant.as_str().into(),
+            self.start.into(),
+        ];
+        let moved = if txn.get_database_backend() == DbBackend::Postgres {
+            let notify = if self.count() > 0 {
+                "RETURNING pg_notify('userdir_events', id)"
+            } else {
+                "RETURNING id"
+            };
+            let sql = format!(
+                "UPDATE tenants SET event_seq = $1, user_count = user_count + $2 WHERE id = $3 AND event_seq = $4 \
+                 {notify}"
+            );
+            txn.query_all_raw(Statement::from_sql_and_values(DbBackend::Postgres, sql, values))
+                .await
+                .map_err(db_error)?
+                .len() as u64
+        } else {
+            txn.execute_raw(Statement::from_sql_and_values(
+                DbBackend::Sqlite,
+                "UPDATE tenants SET event_seq = ?, user_count = user_count + ? WHERE id = ? AND event_seq = ?",
+                values,
+            ))
             .await
-            .map_err(db_error)?;
-        if moved.rows_affected != 1 {
+            .map_err(db_error)?
+            .rows_affected()
+        };
+        if moved != 1 {
             return Err(DomainError::storage(format!(
                 "the event number of {} moved while its lock was held",
                 self.tenant.resource_name()
             )));
         }
-        if txn.get_database_backend() == DbBackend::Postgres {
-            // Delivered on commit only: a hint for other replicas' watchers.
-            txn.execute_raw(Statement::from_sql_and_values(
-                DbBackend::Postgres,
-                "SELECT pg_notify('userdir_events', $1)",
-                [self.tenant.as_str().into()],
-            ))
-            .await
-            .map_err(db_error)?;
-        }
-        Ok(Some((self.tenant, self.last)))
+        Ok((self.count() > 0).then_some((self.tenant, self.last)))
     }
 }

@@ -500,8 +500,10 @@ pub async fn drop_pg_schema(schema: &str) {
         return;
     };
     let drop = format!("DROP SCHEMA IF EXISTS {schema} CASCADE");
-    let _ = db.execute_unprepared("SET lock_timeout = '15s'").await;
-    if db.execute_unprepared(&drop).await.is_err() {
+    // One round trip, so the timeout holds on the connection that drops (a
+    // pool hands each statement any of its connections).
+    let timed_drop = format!("SET lock_timeout = '15s'; {drop}");
+    if db.execute_unprepared(&timed_drop).await.is_err() {
         let holders = format!(
             "SELECT a.pid, a.state, left(a.query, 200) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation \
              JOIN pg_namespace n ON n.oid = c.relnamespace JOIN pg_stat_activity a ON a.pid = l.pid \

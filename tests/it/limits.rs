@@ -302,6 +302,66 @@ async fn unary_deadline_is_deadline_exceeded(backend: Backend) {
     lookup(&s, "on-time@example.com").await.unwrap();
 }
 
+/// Writes cut off by their deadlines at every point (BEGIN on the wire
+/// among them) leave no connection inside a transaction: afterwards the
+/// users table can be locked exclusively at once, as a migration would.
+async fn cut_writes_leave_no_open_transaction(s: TestServer) {
+    use sea_orm::ConnectionTrait;
+    s.tenant("acme").await;
+    let path = "/userdir.v1.UserDirectory/CreateUser";
+    let tasks: Vec<_> = (0..8)
+        .map(|t| {
+            let (addr, users) = (s.addr, s.users.clone());
+            tokio::spawn(async move {
+                for i in 0..150 {
+                    let create = userdir::pb::CreateUserRequest {
+                        parent: "tenants/acme".into(),
+                        user: Some(userdir::pb::User {
+                            email: format!("cut-{t}-{i}@example.com"),
+                            display_name: "Cut".into(),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    };
+                    let timeout = format!("{}u", 200 + (i * 37 + t * 101) % 3000);
+                    let _ = raw_unary(addr, path, create, &timeout).await;
+                    // A read, on whatever connection the pool hands out next.
+                    let _ = users
+                        .clone()
+                        .lookup_user(userdir::pb::LookupUserRequest {
+                            parent: "tenants/acme".into(),
+                            key: Some(userdir::pb::lookup_user_request::Key::Email(
+                                "cut-0-0@example.com".into(),
+                            )),
+                        })
+                        .await;
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let schema = s.store_options.pg_schema.clone().unwrap();
+    let db = sea_orm::Database::connect(crate::common::pg_url().as_str())
+        .await
+        .unwrap();
+    let locked = db
+        .execute_unprepared(&format!(
+            "BEGIN; SET LOCAL lock_timeout = '5s'; LOCK TABLE {schema}.users IN ACCESS EXCLUSIVE MODE; ROLLBACK"
+        ))
+        .await;
+    assert!(locked.is_ok(), "a connection was left inside a transaction: {locked:?}");
+    db.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_cut_writes_leave_no_open_transaction() {
+    if let Some(s) = crate::common::spawn_with(Backend::Postgres, |c| c.db_max_connections = 2).await {
+        cut_writes_leave_no_open_transaction(s).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_unary_deadline_is_deadline_exceeded() {
     unary_deadline_is_deadline_exceeded(Backend::Sqlite).await;

@@ -67,13 +67,26 @@ impl Store {
 
     /// Begins a transaction on `conn` for `operation`, telling the observer
     /// how long that took.
+    ///
+    /// The BEGIN runs in a task of its own, so that a call cancelled while
+    /// it is on the wire (a deadline that passes) cannot leave it behind:
+    /// sqlx counts a transaction only once PostgreSQL has answered its
+    /// BEGIN, so one cancelled in between was rolled back by nobody, and its
+    /// connection went back to the pool inside an open transaction (every
+    /// later statement on it ran in that transaction, its locks held until
+    /// some COMMIT; a test's `DROP SCHEMA` waited on it). Finished in its
+    /// task, a transaction nobody took is dropped there and rolled back.
     pub(crate) async fn begin_on(
         &self,
         conn: &DatabaseConnection,
         operation: &'static str,
     ) -> RepoResult<DatabaseTransaction> {
         let start = Instant::now();
-        let txn = conn.begin().await.map_err(|e| self.db_error(e))?;
+        let conn = conn.clone();
+        let txn = tokio::spawn(async move { conn.begin().await })
+            .await
+            .map_err(|e| userdir_domain::DomainError::storage(format!("a transaction's BEGIN did not finish: {e}")))?
+            .map_err(|e| self.db_error(e))?;
         self.observed(operation, start);
         Ok(txn)
     }

@@ -34,15 +34,21 @@ impl SnapshotRepository for Store {
 
     async fn snapshot(&self) -> RepoResult<StoreSnapshot> {
         let start = std::time::Instant::now();
-        let txn = match self.backend() {
-            DbBackend::Postgres => self
-                .connection()
-                .begin_with_config(Some(IsolationLevel::RepeatableRead), Some(AccessMode::ReadOnly))
-                .await
-                .map_err(|e| self.db_error(e))?,
-            // SQLite: the first read fixes the snapshot for the transaction.
-            _ => self.connection().begin().await.map_err(|e| self.db_error(e))?,
-        };
+        // In a task of its own, as `Store::begin_on` explains.
+        let conn = self.connection().clone();
+        let pg = self.backend() == DbBackend::Postgres;
+        let txn = tokio::spawn(async move {
+            if pg {
+                conn.begin_with_config(Some(IsolationLevel::RepeatableRead), Some(AccessMode::ReadOnly))
+                    .await
+            } else {
+                // SQLite: the first read fixes the snapshot for the transaction.
+                conn.begin().await
+            }
+        })
+        .await
+        .map_err(|e| userdir_domain::DomainError::storage(format!("a snapshot's BEGIN did not finish: {e}")))?
+        .map_err(|e| self.db_error(e))?;
         self.observed("snapshot", start);
         Ok(StoreSnapshot { txn })
     }

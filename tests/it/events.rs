@@ -16,10 +16,10 @@ pub(crate) fn events(s: &TestServer) -> EventsClient<userdir::client::AuthedChan
     EventsClient::new(s.channel.clone())
 }
 
-/// Every event of `tenant` from the oldest, through ListChanges pages.
-pub(crate) async fn history(s: &TestServer, tenant: &str) -> Vec<Event> {
+/// Every event of `tenant` after `cursor`, through ListChanges pages.
+pub(crate) async fn changes_after(s: &TestServer, tenant: &str, cursor: &str) -> Vec<Event> {
     let mut all = Vec::new();
-    let mut cursor = "oldest".to_owned();
+    let mut cursor = cursor.to_owned();
     loop {
         let page = events(s)
             .list_changes(ListChangesRequest {
@@ -37,6 +37,11 @@ pub(crate) async fn history(s: &TestServer, tenant: &str) -> Vec<Event> {
         all.extend(page.events.into_iter().map(|e| e.event.unwrap()));
         cursor = page.next_cursor;
     }
+}
+
+/// Every event of `tenant` kept, from the oldest.
+pub(crate) async fn history(s: &TestServer, tenant: &str) -> Vec<Event> {
+    changes_after(s, tenant, "oldest").await
 }
 
 fn types(events: &[Event]) -> Vec<&str> {
@@ -765,25 +770,7 @@ async fn export_then_follow_misses_nothing(s: TestServer) {
         }
     }
     writer.await.unwrap();
-    let mut cursor = cursor.expect("a trailer");
-    let mut after = Vec::new();
-    loop {
-        let page = events(&s)
-            .list_changes(ListChangesRequest {
-                parent: "tenants/acme".into(),
-                cursor: cursor.clone(),
-                page_size: 1000,
-                ..Default::default()
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        if page.events.is_empty() {
-            break;
-        }
-        after.extend(page.events.into_iter().map(|e| e.event.unwrap()));
-        cursor = page.next_cursor;
-    }
+    let after = changes_after(&s, "acme", &cursor.expect("a trailer")).await;
     for e in &after {
         match (&e.r#type[..], &e.resource_after) {
             ("user.deleted", _) => {
@@ -842,25 +829,11 @@ async fn a_slow_watcher_is_ended_and_resumes(s: TestServer) {
     assert!(got_last < total, "it was ended before the end");
     let seqs: Vec<i64> = got.iter().map(|e| e.event.as_ref().unwrap().seq).collect();
     assert_eq!(seqs, (2..=got_last).collect::<Vec<_>>());
-    let mut rest = Vec::new();
-    let mut cursor = last.cursor.clone();
-    loop {
-        let page = events(&s)
-            .list_changes(ListChangesRequest {
-                parent: "tenants/acme".into(),
-                cursor: cursor.clone(),
-                page_size: 1000,
-                ..Default::default()
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        if page.events.is_empty() {
-            break;
-        }
-        rest.extend(page.events.iter().map(|e| e.event.as_ref().unwrap().seq));
-        cursor = page.next_cursor;
-    }
+    let rest: Vec<i64> = changes_after(&s, "acme", &last.cursor)
+        .await
+        .iter()
+        .map(|e| e.seq)
+        .collect();
     assert_eq!(rest, ((got_last + 1)..=total).collect::<Vec<_>>());
 }
 

@@ -67,6 +67,13 @@ impl EventType {
     }
 }
 
+impl EventType {
+    /// An API key's event: only callers who may list keys see it in the feed.
+    pub fn is_api_key(self) -> bool {
+        matches!(self, Self::ApiKeyCreated | Self::ApiKeyRevoked)
+    }
+}
+
 impl fmt::Display for EventType {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
@@ -269,10 +276,10 @@ pub fn changed_user_paths(before: &User, after: &User) -> Vec<String> {
     differs(before.enabled != after.enabled, "enabled");
     differs(before.status != after.status, "status");
     for slot in 0..CUSTOM_SLOTS {
-        differs(
-            before.custom[slot] != after.custom[slot],
-            &format!("custom_attributes.{}", custom_key(slot)),
-        );
+        // Named only when it differs: an imported update runs this per row.
+        if before.custom[slot] != after.custom[slot] {
+            differs(true, &format!("custom_attributes.{}", custom_key(slot)));
+        }
     }
     differs(before.external_id != after.external_id, "external_id");
     for field in ProfileField::ALL {

@@ -7,7 +7,7 @@ use sea_orm::ActiveValue::Set;
 use sea_orm::{ColumnTrait, DatabaseTransaction, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect};
 use userdir_domain::DomainError;
 use userdir_domain::access::TenantRole;
-use userdir_domain::repo::{AbsentSweep, RepoResult, Swept};
+use userdir_domain::repo::{AbsentSweep, Kept, RepoResult, Swept};
 use userdir_domain::tenant::TenantId;
 use userdir_domain::user::UserId;
 use uuid::Uuid;
@@ -20,31 +20,22 @@ use crate::tenants::tenant_not_found;
 use crate::user_writes;
 use crate::{Store, db_error};
 
-/// See `ImportRepository::delete_absent_users`.
-pub(crate) async fn delete_absent_users(store: &Store, tenant: &TenantId, sweep: AbsentSweep<'_>) -> RepoResult<Swept> {
-    let txn = store.begin_on(store.writer(), "delete_absent_users").await?;
-    let (txn, write, users) = if sweep.dry_run {
-        let row = tenant::Entity::find_by_id(tenant.as_str())
-            .one(&txn)
-            .await
-            .map_err(db_error)?;
-        let users = row.ok_or_else(|| tenant_not_found(tenant))?.user_count;
-        (Some(txn), None, users)
-    } else {
-        // The tenant's lock: the admins counted below stay counted.
-        let write = TenantWrite::lock(txn, tenant, sweep.origin).await?;
-        let users = write.seats.users;
-        (None, Some(write), users)
+/// The users a FULL_SYNC would delete (id, email), those it keeps, and how
+/// many of the first are enabled admins or owners.
+struct Absent {
+    absent: Vec<(Uuid, String)>,
+    protected: Vec<(UserId, String, Kept)>,
+    admins: u64,
+}
+
+/// Reads, page by page in `conn`, the users of `tenant` made before the
+/// sweep began that its file did not list.
+async fn find_absent(conn: &DatabaseTransaction, tenant: &TenantId, sweep: &AbsentSweep<'_>) -> RepoResult<Absent> {
+    let mut found = Absent {
+        absent: Vec::new(),
+        protected: Vec::new(),
+        admins: 0,
     };
-    let conn: &DatabaseTransaction = match (&txn, &write) {
-        (Some(txn), _) => txn,
-        (None, Some(w)) => &w.txn,
-        (None, None) => unreachable!("one of the two is set"),
-    };
-    let mut absent: Vec<(Uuid, String)> = Vec::new();
-    let mut protected = Vec::new();
-    // Enabled admins and owners absent from the file, and deleted.
-    let mut admins_deleted = 0u64;
     let mut after: Option<Uuid> = None;
     loop {
         let mut page = user::Entity::find()
@@ -71,62 +62,101 @@ pub(crate) async fn delete_absent_users(store: &Store, tenant: &TenantId, sweep:
                 .parse()
                 .map_err(|e| DomainError::storage(format!("stored user {id} has an unreadable role: {e}")))?;
             match sweep.protect.reason(id, role) {
-                Some(why) => protected.push((UserId(id), email, why)),
+                Some(why) => found.protected.push((UserId(id), email, why)),
                 None => {
-                    admins_deleted += u64::from(enabled && role >= TenantRole::Admin);
-                    absent.push((id, email));
+                    found.admins += u64::from(enabled && role >= TenantRole::Admin);
+                    found.absent.push((id, email));
                 }
             }
         }
     }
+    Ok(found)
+}
+
+/// The guards: the delete guard on `users` (the tenant's count), and
+/// LAST_ADMIN when no enabled admin or owner would be left.
+async fn check(
+    conn: &DatabaseTransaction,
+    tenant: &TenantId,
+    sweep: &AbsentSweep<'_>,
+    found: &Absent,
+    users: i64,
+) -> RepoResult<()> {
     if let Some(guard) = sweep.guard {
-        guard.check(absent.len() as u64, u64::try_from(users).unwrap_or(0))?;
+        guard.check(found.absent.len() as u64, u64::try_from(users).unwrap_or(0))?;
     }
-    if admins_deleted > 0 {
-        let admins = user::Entity::find()
-            .filter(user::Column::TenantId.eq(tenant.as_str()))
-            .filter(user::Column::Enabled.eq(true))
-            .filter(user::Column::Role.is_in(["admin", "owner"]))
-            .count(conn)
+    if found.admins == 0 {
+        return Ok(());
+    }
+    let admins = user::Entity::find()
+        .filter(user::Column::TenantId.eq(tenant.as_str()))
+        .filter(user::Column::Enabled.eq(true))
+        .filter(user::Column::Role.is_in(["admin", "owner"]))
+        .count(conn)
+        .await
+        .map_err(db_error)?;
+    if admins <= found.admins {
+        return Err(DomainError::Precondition {
+            reason: "LAST_ADMIN",
+            message: format!(
+                "this FULL_SYNC would delete every enabled admin of {} (seed 004: there is always at least \
+                 one); nothing was deleted (the file's rows were imported). List an admin in the file, or \
+                 set keep_admins",
+                tenant.resource_name()
+            ),
+        });
+    }
+    Ok(())
+}
+
+fn swept(found: Absent) -> Swept {
+    Swept {
+        deleted: found
+            .absent
+            .into_iter()
+            .map(|(id, email)| (UserId(id), email))
+            .collect(),
+        protected: found.protected,
+    }
+}
+
+/// See `ImportRepository::delete_absent_users`.
+pub(crate) async fn delete_absent_users(store: &Store, tenant: &TenantId, sweep: AbsentSweep<'_>) -> RepoResult<Swept> {
+    if sweep.dry_run {
+        // Nothing is written: no lock, so the tenant's writers go on.
+        let txn = store.begin_on(store.writer(), "delete_absent_users").await?;
+        let row = tenant::Entity::find_by_id(tenant.as_str())
+            .one(&txn)
             .await
             .map_err(db_error)?;
-        if admins <= admins_deleted {
-            return Err(DomainError::Precondition {
-                reason: "LAST_ADMIN",
-                message: format!(
-                    "this FULL_SYNC would delete every enabled admin of {} (seed 004: there is always at least \
-                     one); nothing was deleted (the file's rows were imported). List an admin in the file, or \
-                     set keep_admins",
-                    tenant.resource_name()
-                ),
-            });
-        }
-    }
-    if let Some(mut w) = write {
-        let ids: Vec<Uuid> = absent.iter().map(|(id, _)| *id).collect();
-        let deleted = user_writes::delete_many(&mut w, &ids).await?;
-        // Which users, and how many, go with the deletion: a server that
-        // dies before replying leaves a job that says what it deleted.
-        for chunk in absent.chunks(CHUNK) {
-            let rows = chunk.iter().map(|(id, email)| import_deletion::ActiveModel {
-                job_id: Set(sweep.job),
-                user_id: Set(*id),
-                tenant_id: Set(tenant.as_str().to_owned()),
-                email: Set(email.clone()),
-            });
-            import_deletion::Entity::insert_many(rows)
-                .exec_without_returning(&w.txn)
-                .await
-                .map_err(db_error)?;
-        }
-        add_job_counts(&w.txn, sweep.job, 0, 0, i64::try_from(deleted).unwrap_or(i64::MAX)).await?;
-        w.commit(store).await?;
-        store.checkpoint_soon();
-    } else if let Some(txn) = txn {
+        let users = row.ok_or_else(|| tenant_not_found(tenant))?.user_count;
+        let found = find_absent(&txn, tenant, &sweep).await?;
+        check(&txn, tenant, &sweep, &found, users).await?;
         txn.commit().await.map_err(db_error)?;
+        return Ok(swept(found));
     }
-    Ok(Swept {
-        deleted: absent.into_iter().map(|(id, email)| (UserId(id), email)).collect(),
-        protected,
-    })
+    // The tenant's lock: the admins counted stay counted.
+    let mut w = TenantWrite::begin(store, tenant, sweep.origin, "delete_absent_users").await?;
+    let found = find_absent(&w.txn, tenant, &sweep).await?;
+    check(&w.txn, tenant, &sweep, &found, w.seats.users).await?;
+    let ids: Vec<Uuid> = found.absent.iter().map(|(id, _)| *id).collect();
+    let deleted = user_writes::delete_many(&mut w, &ids).await?;
+    // Which users, and how many, go with the deletion: a server that dies
+    // before replying leaves a job that says what it deleted.
+    for chunk in found.absent.chunks(CHUNK) {
+        let rows = chunk.iter().map(|(id, email)| import_deletion::ActiveModel {
+            job_id: Set(sweep.job),
+            user_id: Set(*id),
+            tenant_id: Set(tenant.as_str().to_owned()),
+            email: Set(email.clone()),
+        });
+        import_deletion::Entity::insert_many(rows)
+            .exec_without_returning(&w.txn)
+            .await
+            .map_err(db_error)?;
+    }
+    add_job_counts(&w.txn, sweep.job, 0, 0, i64::try_from(deleted).unwrap_or(i64::MAX)).await?;
+    w.commit(store).await?;
+    store.checkpoint_soon();
+    Ok(swept(found))
 }

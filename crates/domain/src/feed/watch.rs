@@ -13,7 +13,7 @@ use tokio::sync::broadcast::error::RecvError;
 
 use super::{Batch, Cursor, Feed, Open, READ_BATCH};
 use crate::error::DomainError;
-use crate::event::{Event, EventType};
+use crate::event::Event;
 use crate::event_filter::EventFilter;
 use crate::repo::{EventOrder, EventQuery, EventRepository};
 use crate::tenant::TenantId;
@@ -90,8 +90,7 @@ impl<R: EventRepository> Watch<R> {
     }
 
     fn keeps(&self, event: &Event) -> bool {
-        (self.keys_visible || !matches!(event.change.kind, EventType::ApiKeyCreated | EventType::ApiKeyRevoked))
-            && self.filter.matches(event)
+        (self.keys_visible || !event.change.kind.is_api_key()) && self.filter.matches(event)
     }
 
     /// The next event or bookmark. An error ends the watch: the caller

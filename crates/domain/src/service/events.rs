@@ -8,7 +8,7 @@ use std::time::Duration;
 use super::directory::{Directory, Page, allow, invalid, next_token};
 use crate::access::{self, Action, Caller};
 use crate::error::DomainError;
-use crate::event::{Event, EventType};
+use crate::event::Event;
 use crate::event_filter::EventFilter;
 use crate::feed::{Cursor, Feed, READ_BATCH, Watch};
 use crate::list::page_size;
@@ -240,8 +240,7 @@ impl<R: TenantRepository + UserRepository + EventRepository> Directory<R> {
                     seq: event.seq,
                     event: event.id,
                 };
-                let key_event = matches!(event.change.kind, EventType::ApiKeyCreated | EventType::ApiKeyRevoked);
-                if (keys || !key_event) && filter.matches(&event) {
+                if (keys || !event.change.kind.is_api_key()) && filter.matches(&event) {
                     events.push((event, at));
                     if events.len() == limit {
                         break;

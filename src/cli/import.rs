@@ -1,4 +1,4 @@
-//! `userdir import`: streams a CSV file to a server's ImportUsers, shows
+//! `userdir import`: streams a CSV file or an Excel workbook to a server's ImportUsers, shows
 //! progress, prints the summary and writes the failed rows to an errors file
 //! that can be fixed and imported again.
 
@@ -51,11 +51,15 @@ pub enum Encoding {
     ShiftJis,
 }
 
-/// Import users from a CSV file.
+/// Import users from a CSV file or an Excel workbook (.xlsx, .xls).
 #[derive(Args, Debug)]
 pub struct ImportArgs {
-    /// The CSV file.
+    /// The CSV file or workbook; its format comes from its name (.csv,
+    /// .xlsx, .xls), else from its first bytes.
     pub file: PathBuf,
+    /// A workbook's sheet to import; default the first.
+    #[arg(long)]
+    pub sheet: Option<String>,
     /// Tenant id (`acme` or `tenants/acme`).
     #[arg(long)]
     pub tenant: String,
@@ -133,7 +137,31 @@ fn options(args: &ImportArgs) -> Result<pb::ImportOptions, String> {
         validate_only: args.dry_run,
         allow_delete_all: args.allow_delete_all,
         max_delete_percent: args.max_delete_percent.unwrap_or(0),
+        format: file_format(&args.file) as i32,
+        sheet: args.sheet.clone().unwrap_or_default(),
     })
+}
+
+/// The format a file's name says (AUTO: the server looks at its first bytes).
+fn file_format(file: &Path) -> pb::ImportFormat {
+    let extension = file
+        .extension()
+        .map(|e| e.to_string_lossy().to_ascii_lowercase())
+        .unwrap_or_default();
+    match extension.as_str() {
+        "csv" => pb::ImportFormat::Csv,
+        "xlsx" | "xlsm" => pb::ImportFormat::Xlsx,
+        "xls" => pb::ImportFormat::Xls,
+        _ => pb::ImportFormat::Auto,
+    }
+}
+
+/// Whether `file` is a workbook, by its first bytes.
+fn is_workbook(file: &Path) -> bool {
+    let mut first = [0u8; userdir_domain::import::workbook::SNIFF_BYTES];
+    std::fs::File::open(file)
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut first))
+        .is_ok_and(|()| userdir_domain::import::workbook::sniff(&first).is_some())
 }
 
 fn progress(total: u64) -> ProgressBar {
@@ -324,7 +352,12 @@ async fn import(args: &ImportArgs) -> Result<Ended, String> {
             Encoding::Utf8 => DeclaredEncoding::Utf8,
             Encoding::ShiftJis => DeclaredEncoding::ShiftJis,
         };
-        write_errors(&args.file, encoding, &failures, &path).map_err(|e| format!("writing {}: {e}", path.display()))?;
+        let written = if is_workbook(&args.file) {
+            write_workbook_errors(&failures, &path)
+        } else {
+            write_errors(&args.file, encoding, &failures, &path)
+        };
+        written.map_err(|e| format!("writing {}: {e}", path.display()))?;
         println!(
             "{} failed rows written to {} (fix them and import that file again)",
             failures.len(),
@@ -456,6 +489,27 @@ fn write_errors(
         [b"\xEF\xBB\xBF".as_slice(), text.as_bytes()].concat()
     };
     std::fs::write(out, encoded)
+}
+
+/// The failed rows of a workbook, by row number, with the field, reason
+/// and message the server gave (UTF-8 with a BOM, for Excel): fix those rows
+/// in the workbook and import it again.
+fn write_workbook_errors(failures: &BTreeMap<u64, Failure>, out: &Path) -> std::io::Result<()> {
+    let mut text = String::from("\u{FEFF}");
+    push_record(
+        &mut text,
+        ["import_line", "import_field", "import_reason", "import_message"],
+        "\r\n",
+    );
+    for (line, f) in failures {
+        let line = line.to_string();
+        push_record(
+            &mut text,
+            [line.as_str(), f.field.as_str(), f.reason.as_str(), f.message.as_str()],
+            "\r\n",
+        );
+    }
+    std::fs::write(out, text)
 }
 
 /// The lines of a text: LF, CR LF and a lone CR end a line, as the import counts them.

@@ -72,6 +72,16 @@ pub struct Config {
     /// alone with RECORD_TOO_LARGE.
     #[arg(long, env = "USERDIR_MAX_RECORD_KIB", default_value_t = 64)]
     pub max_record_kib: usize,
+    /// The largest workbook (.xlsx, .xls) an import takes, in MiB: it is
+    /// spooled to a temporary file (in TMPDIR) while it arrives. A larger
+    /// one fails RESOURCE_EXHAUSTED `WORKBOOK_TOO_LARGE`.
+    #[arg(long, env = "USERDIR_IMPORT_MAX_WORKBOOK_MIB", default_value_t = 100)]
+    pub import_max_workbook_mib: u64,
+    /// The most an xlsx may inflate to, all its parts together, in MiB (its
+    /// shared strings, held in memory while it is read, an eighth of it): a
+    /// zip bomb fails RESOURCE_EXHAUSTED `WORKBOOK_INFLATES_TOO_FAR`.
+    #[arg(long, env = "USERDIR_IMPORT_MAX_INFLATED_MIB", default_value_t = 1024)]
+    pub import_max_inflated_mib: u64,
     /// Seconds after which a RUNNING import job without a heartbeat (its
     /// server stopped) is marked INTERRUPTED, by any replica.
     #[arg(long, env = "USERDIR_IMPORT_JOB_LEASE_SECS", default_value_t = 60)]
@@ -238,6 +248,8 @@ impl std::fmt::Debug for Config {
             .field("pg_schema", &self.pg_schema)
             .field("sqlite_max_size_mib", &self.sqlite_max_size_mib)
             .field("max_record_kib", &self.max_record_kib)
+            .field("import_max_workbook_mib", &self.import_max_workbook_mib)
+            .field("import_max_inflated_mib", &self.import_max_inflated_mib)
             .field("import_job_lease_secs", &self.import_job_lease_secs)
             .field("import_idle_timeout_secs", &self.import_idle_timeout_secs)
             .field("shutdown_grace_secs", &self.shutdown_grace_secs)
@@ -282,6 +294,8 @@ impl Config {
             pg_schema: String::new(),
             sqlite_max_size_mib: 0,
             max_record_kib: 64,
+            import_max_workbook_mib: 100,
+            import_max_inflated_mib: 1024,
             import_job_lease_secs: 60,
             import_idle_timeout_secs: 60,
             shutdown_grace_secs: 5,
@@ -399,6 +413,10 @@ impl Config {
             max_record_bytes: self.max_record_kib.saturating_mul(1024).max(1024),
             job_lease: Duration::from_secs(self.import_job_lease_secs.max(1)),
             idle_timeout: Duration::from_secs(self.import_idle_timeout_secs.max(1)),
+            workbook: userdir_domain::import::workbook::WorkbookLimits {
+                max_bytes: self.import_max_workbook_mib.max(1).saturating_mul(1024 * 1024),
+                max_inflated_bytes: self.import_max_inflated_mib.max(1).saturating_mul(1024 * 1024),
+            },
         }
     }
 

@@ -8,7 +8,7 @@ use tonic::{Code, Status, Streaming};
 use userdir_domain::DomainError;
 use userdir_domain::import::engine::Importer;
 use userdir_domain::import::{
-    DeclaredEncoding, ImportJob, ImportMode, ImportOptions, ImportState, MatchKey, RowOutcome, RowResult,
+    DeclaredEncoding, FileFormat, ImportJob, ImportMode, ImportOptions, ImportState, MatchKey, RowOutcome, RowResult,
 };
 use userdir_domain::repo::{ImportRepository, TenantRepository, UserRepository};
 
@@ -187,6 +187,19 @@ where
         };
         if !deliver(importer, tx, step).await {
             return;
+        }
+    }
+    // A workbook's rows are read only now (its index is at its end), a
+    // batch at a time, their results sent as they come.
+    loop {
+        match importer.read_rest().await {
+            Ok(Some(results)) => {
+                if !deliver(importer, tx, Ok(results)).await {
+                    return;
+                }
+            }
+            Ok(None) => break,
+            Err(e) => return fail(importer, tx, e).await,
         }
     }
     let ended = match importer.end_input().await {
@@ -375,6 +388,18 @@ pub fn import_options(o: pb::ImportOptions) -> Result<(String, ImportOptions), D
             ));
         }
     };
+    let format = match pb::ImportFormat::try_from(o.format) {
+        Ok(pb::ImportFormat::Unspecified | pb::ImportFormat::Auto) => FileFormat::Auto,
+        Ok(pb::ImportFormat::Csv) => FileFormat::Csv,
+        Ok(pb::ImportFormat::Xlsx) => FileFormat::Xlsx,
+        Ok(pb::ImportFormat::Xls) => FileFormat::Xls,
+        Err(_) => {
+            return Err(DomainError::invalid(
+                "options.format",
+                format!("{} is not an ImportFormat", o.format),
+            ));
+        }
+    };
     let options = ImportOptions {
         mode,
         match_key,
@@ -385,6 +410,8 @@ pub fn import_options(o: pb::ImportOptions) -> Result<(String, ImportOptions), D
         validate_only: o.validate_only,
         allow_delete_all: o.allow_delete_all,
         max_delete_percent: o.max_delete_percent.min(100),
+        format,
+        sheet: o.sheet,
     };
     Ok((o.parent, options))
 }
@@ -414,6 +441,13 @@ fn options_to_pb(parent: String, o: &ImportOptions) -> pb::ImportOptions {
         validate_only: o.validate_only,
         allow_delete_all: o.allow_delete_all,
         max_delete_percent: o.max_delete_percent,
+        format: match o.format {
+            FileFormat::Auto => pb::ImportFormat::Auto,
+            FileFormat::Csv => pb::ImportFormat::Csv,
+            FileFormat::Xlsx => pb::ImportFormat::Xlsx,
+            FileFormat::Xls => pb::ImportFormat::Xls,
+        } as i32,
+        sheet: o.sheet.clone(),
     }
 }
 

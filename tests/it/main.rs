@@ -27,3 +27,4 @@ mod telemetry;
 mod tenants;
 mod tls;
 mod users;
+mod workbook;

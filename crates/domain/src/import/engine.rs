@@ -86,6 +86,8 @@ pub struct Importer<R> {
     staged: VecDeque<Staged>,
     /// Writes decided batches, group-committing them; `None` in dry runs.
     writer: Option<Writer>,
+    /// Whether the end of the input was taken in ([`Self::read_rest`]).
+    input_ended: bool,
     /// Rows refused for the caller's rights, and the first of them (line,
     /// message): an import whose every row was refused so fails.
     refused: (u64, Option<(u64, String)>),
@@ -133,7 +135,7 @@ impl<R: TenantRepository + UserRepository + ImportRepository> Importer<R> {
         let writer = (!job.options.validate_only)
             .then(|| Writer::spawn(Arc::clone(&repo), tenant.id.clone(), job.id, origin.clone()));
         let heartbeat = spawn_heartbeat(Arc::clone(&repo), tenant.id.clone(), job.id, limits.job_lease);
-        let intake = Intake::new(&job.options, limits.max_record_bytes);
+        let intake = Intake::new(&job.options, limits.max_record_bytes, limits.workbook);
         Ok(Self {
             repo,
             planner: Planner::new(tenant, job.options.clone(), caller),
@@ -146,6 +148,7 @@ impl<R: TenantRepository + UserRepository + ImportRepository> Importer<R> {
             last_progress: tokio::time::Instant::now(),
             staged: VecDeque::new(),
             writer,
+            input_ended: false,
             refused: (0, None),
             origin,
             _heartbeat: heartbeat,
@@ -236,11 +239,32 @@ impl<R: TenantRepository + UserRepository + ImportRepository> Importer<R> {
         Ok(())
     }
 
-    /// Ends the input: processes what is left and returns its results;
-    /// [`Self::conclude`] then ends the import.
+    /// After the end message: the input's last rows, a workbook's (read only
+    /// now: its index is at its end) a batch at a time, each call returning
+    /// the results of the rows it moved along; `None` once every row is
+    /// read. [`Self::end_input`] then finishes the rows.
+    pub async fn read_rest(&mut self) -> Result<Option<Vec<RowResult>>, DomainError> {
+        if !self.input_ended {
+            self.input_ended = true;
+            self.intake.finish(&mut self.pending)?;
+        }
+        match self.intake.read_more(&mut self.pending).await? {
+            None => Ok(None),
+            Some(read) => {
+                self.note_rows(read);
+                self.flush_full_batches().await.map(Some)
+            }
+        }
+    }
+
+    /// Ends the input: processes what is left (what [`Self::read_rest`] did
+    /// not read yet too) and returns its results; [`Self::conclude`] then
+    /// ends the import.
     pub async fn end_input(&mut self) -> Result<Vec<RowResult>, DomainError> {
-        self.intake.finish(&mut self.pending)?;
         let mut results = Vec::new();
+        while let Some(read) = self.read_rest().await? {
+            results.extend(read);
+        }
         // Rows whose create lost a race come back as pending once written.
         loop {
             while !self.pending.is_empty() {

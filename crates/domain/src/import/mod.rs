@@ -11,6 +11,7 @@ mod plan;
 mod rights;
 mod rows;
 mod seen;
+pub mod workbook;
 mod writer;
 
 pub use rows::unprotect_formula;
@@ -58,6 +59,18 @@ pub enum MatchKey {
     ExternalId,
 }
 
+/// The format of an import's file bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum FileFormat {
+    /// By the first bytes: a zip is an xlsx, an OLE compound file an xls,
+    /// anything else CSV.
+    #[default]
+    Auto,
+    Csv,
+    Xlsx,
+    Xls,
+}
+
 /// The options of one import, as validated.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ImportOptions {
@@ -74,6 +87,11 @@ pub struct ImportOptions {
     /// FULL_SYNC's delete guard, in percent of the tenant (0 = the default).
     #[serde(default)]
     pub max_delete_percent: u32,
+    #[serde(default)]
+    pub format: FileFormat,
+    /// A workbook's sheet to read; empty for the first.
+    #[serde(default)]
+    pub sheet: String,
 }
 
 /// FULL_SYNC's delete guard: a file that would delete much of the tenant
@@ -219,6 +237,8 @@ pub struct ImportLimits {
     /// `IMPORT_IDLE_TIMEOUT`): a silent or trickling client cannot hold a
     /// FULL_SYNC lock, a transaction or a job for ever.
     pub idle_timeout: std::time::Duration,
+    /// How large a workbook may be, spooled and inflated.
+    pub workbook: workbook::WorkbookLimits,
 }
 
 impl Default for ImportLimits {
@@ -227,6 +247,7 @@ impl Default for ImportLimits {
             max_record_bytes: csv::DEFAULT_MAX_RECORD_BYTES,
             job_lease: std::time::Duration::from_secs(60),
             idle_timeout: std::time::Duration::from_secs(60),
+            workbook: workbook::WorkbookLimits::default(),
         }
     }
 }
@@ -323,6 +344,8 @@ mod tests {
             validate_only: false,
             allow_delete_all,
             max_delete_percent,
+            format: FileFormat::Auto,
+            sheet: String::new(),
         }
     }
 

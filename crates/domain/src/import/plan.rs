@@ -533,6 +533,8 @@ mod tests {
             validate_only: false,
             allow_delete_all: false,
             max_delete_percent: 0,
+            format: crate::import::FileFormat::Auto,
+            sheet: String::new(),
         }
     }
 

@@ -378,6 +378,31 @@ async fn hostile_workbooks_get_clear_errors(s: TestServer) {
     assert_eq!(err.code(), Code::InvalidArgument);
 }
 
+/// An .xls workbook (Excel 97-2003), by its first bytes: the committed
+/// fixture `tests/fixtures/excel/users.xls` (made by `make_xls.py` there).
+async fn an_xls_workbook_imports(s: TestServer) {
+    s.tenant("acme").await;
+    let book = include_bytes!("../fixtures/excel/users.xls");
+    let (results, _) = run(&s, options(ImportMode::Upsert), chunks(book, 1000)).await.unwrap();
+    assert_eq!(
+        outcomes(&results),
+        [
+            (2, ImportOutcome::Created),
+            (3, ImportOutcome::Created),
+            (4, ImportOutcome::Failed)
+        ]
+    );
+    assert_eq!(failed(&results, 4).reason, "NUMBER_IN_TEXT_COLUMN");
+    let users = by_email(&users(&s).await);
+    let sato = &users["sato@example.jp"];
+    assert_eq!(sato.display_name, "佐藤 花子");
+    assert_eq!(sato.custom_attributes["custom_01"], "90");
+    assert_eq!(sato.custom_attributes["custom_02"], "2024-04-01");
+    let suzuki = &users["suzuki@example.jp"];
+    assert_eq!(suzuki.custom_attributes["custom_01"], "0.5");
+    assert_eq!(suzuki.custom_attributes["custom_02"], "2023-12-31");
+}
+
 /// A zip bomb and a workbook over the size limit, against a server with
 /// small limits (1 MiB each).
 async fn oversized_workbooks_are_refused(backend: Backend) {
@@ -432,4 +457,5 @@ crate::on_both_backends!(
     cells_read_as_a_person_reads_them,
     a_sheet_is_chosen_by_name,
     hostile_workbooks_get_clear_errors,
+    an_xls_workbook_imports,
 );

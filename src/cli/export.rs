@@ -1,4 +1,5 @@
-//! `userdir export`: streams a tenant's users to a CSV file and checks the
+//! `userdir export`: streams a tenant's users to a CSV file (or an Excel
+//! workbook, for an output named `.xlsx`) and checks the
 //! trailer (count and checksum) before calling it done. The file is written
 //! under a temporary name and renamed only when complete, so a cut export
 //! never leaves a plausible-looking file behind.
@@ -27,7 +28,7 @@ pub enum Encoding {
     ShiftJis,
 }
 
-/// Export users to a CSV file.
+/// Export users to a CSV file, or to an Excel workbook for `-o users.xlsx`.
 #[derive(Args, Debug)]
 pub struct ExportArgs {
     /// Tenant id (`acme` or `tenants/acme`).
@@ -61,6 +62,13 @@ pub struct ExportArgs {
     pub server: super::common::ServerArgs,
 }
 
+/// Whether the output is named as a workbook.
+fn is_xlsx(output: &std::path::Path) -> bool {
+    output
+        .extension()
+        .is_some_and(|e| e.to_string_lossy().eq_ignore_ascii_case("xlsx"))
+}
+
 pub async fn run(args: ExportArgs) -> ExitCode {
     match export(&args).await {
         Ok(()) => ExitCode::SUCCESS,
@@ -76,7 +84,11 @@ async fn export(args: &ExportArgs) -> Result<(), String> {
         parent: super::common::tenant_parent(&args.tenant)?,
         filter: args.filter.clone(),
         order_by: args.order_by.clone(),
-        format: pb::ExportFormat::Csv as i32,
+        format: if is_xlsx(&args.output) {
+            pb::ExportFormat::Xlsx
+        } else {
+            pb::ExportFormat::Csv
+        } as i32,
         encoding: match args.encoding {
             Encoding::Utf8Bom => pb::ExportEncoding::Utf8Bom,
             Encoding::Utf8 => pb::ExportEncoding::Utf8,

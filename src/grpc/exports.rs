@@ -9,6 +9,7 @@ use prost::Message;
 use tokio::sync::mpsc;
 use tonic::Status;
 use userdir_domain::DomainError;
+use userdir_domain::export::xlsx::{self, XlsxWriter};
 use userdir_domain::export::{CsvEncoding, CsvSettings, CsvWriter, ExportColumn, Exporter, default_columns};
 use userdir_domain::repo::UserSnapshot;
 use xxhash_rust::xxh3::Xxh3Default;
@@ -33,6 +34,7 @@ type Sender = mpsc::Sender<Result<pb::ExportUsersResponse, Status>>;
 /// What the request asked for.
 pub enum ExportFormat {
     Csv(CsvSettings),
+    Xlsx(Vec<ExportColumn>),
     Rows,
 }
 
@@ -62,6 +64,9 @@ pub fn export_format(req: &pb::ExportUsersRequest) -> Result<ExportFormat, Domai
             .map(|c| ExportColumn::parse(c))
             .collect::<Result<_, _>>()?
     };
+    if format == pb::ExportFormat::Xlsx {
+        return Ok(ExportFormat::Xlsx(columns));
+    }
     Ok(ExportFormat::Csv(CsvSettings {
         columns,
         encoding,
@@ -89,6 +94,7 @@ pub fn spawn_export<S: UserSnapshot>(
         let work = async {
             match format {
                 ExportFormat::Csv(settings) => export_csv(exporter, settings, &out).await,
+                ExportFormat::Xlsx(columns) => export_xlsx(exporter, columns, &out).await,
                 ExportFormat::Rows => export_rows(exporter, &out).await,
             }
         };
@@ -224,6 +230,97 @@ async fn export_csv<S: UserSnapshot>(
     };
     out.send(Payload::Trailer(trailer)).await?;
     Ok(())
+}
+
+async fn export_xlsx<S: UserSnapshot>(
+    mut exporter: Exporter<S>,
+    columns: Vec<ExportColumn>,
+    out: &Out<'_>,
+) -> Result<(), DomainError> {
+    // Refused before anything is written: a sheet has room for so many.
+    if exporter.count_up_to(xlsx::MAX_USERS + 1).await? > xlsx::MAX_USERS {
+        return Err(DomainError::Precondition {
+            reason: "TOO_MANY_ROWS_FOR_XLSX",
+            message: format!(
+                "the export selects more than the {} users a sheet holds (1,048,576 rows with the header): \
+                 export CSV, or narrow the export with a filter",
+                xlsx::MAX_USERS
+            ),
+        });
+    }
+    let mut writer = XlsxWriter::new(columns)?;
+    let mut count = 0i64;
+    while let Some(users) = exporter.next_page(PAGE).await? {
+        segment_span(users.len()).in_scope(|| users.iter().try_for_each(|user| writer.row(user)))?;
+        count += users.len() as i64;
+        out.metrics.export_rows("xlsx", users.len() as u64);
+    }
+    // The workbook is assembled from its rows on a blocking thread, its
+    // bytes sent on as they are written.
+    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(2);
+    let assemble = tokio::task::spawn_blocking(move || {
+        let mut chunks = ChunkWriter {
+            tx,
+            buf: Vec::with_capacity(CHUNK),
+        };
+        writer.finish(&mut chunks)?;
+        chunks
+            .send_rest()
+            .map_err(|e| DomainError::storage(format!("could not send the workbook: {e}")))
+    });
+    let mut hasher = Xxh3Default::new();
+    while let Some(chunk) = rx.recv().await {
+        hasher.update(&chunk);
+        if !out.send(Payload::Chunk(chunk)).await? {
+            // The reader is gone: the assembly stops at its next send.
+            return Ok(());
+        }
+    }
+    assemble
+        .await
+        .map_err(|e| DomainError::storage(format!("the workbook's assembly stopped: {e}")))??;
+    let trailer = pb::ExportTrailer {
+        user_count: count,
+        checksum: format!("{:016x}", hasher.digest()),
+        replaced: Vec::new(),
+        change_cursor: exporter.change_cursor().to_owned(),
+    };
+    out.send(Payload::Trailer(trailer)).await?;
+    Ok(())
+}
+
+/// A workbook's bytes, in chunks of [`CHUNK`], to the export's task.
+struct ChunkWriter {
+    tx: mpsc::Sender<Vec<u8>>,
+    buf: Vec<u8>,
+}
+
+impl ChunkWriter {
+    fn send(&mut self) -> std::io::Result<()> {
+        let chunk = std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK));
+        self.tx
+            .blocking_send(chunk)
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the export's reader is gone"))
+    }
+
+    /// Sends what is left.
+    fn send_rest(mut self) -> std::io::Result<()> {
+        if self.buf.is_empty() { Ok(()) } else { self.send() }
+    }
+}
+
+impl std::io::Write for ChunkWriter {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(bytes);
+        if self.buf.len() >= CHUNK {
+            self.send()?;
+        }
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 async fn export_rows<S: UserSnapshot>(mut exporter: Exporter<S>, out: &Out<'_>) -> Result<(), DomainError> {

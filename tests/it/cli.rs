@@ -218,6 +218,70 @@ async fn export_cli_to_stdout_and_flags_it_names(s: TestServer) {
     assert!(!Path::new("-").exists());
 }
 
+/// `userdir export -o users.xlsx` writes a workbook; `userdir import
+/// users.xlsx` takes it by its name and reports every row unchanged; a
+/// failed row of a workbook goes to an errors file by its row number.
+async fn excel_through_the_cli(s: TestServer) {
+    s.tenant("acme").await;
+    s.user("acme", "taro@example.jp", "山田 太郎").await;
+    let server = format!("http://{}", s.addr);
+    let dir = tempfile::tempdir().unwrap();
+    let book = dir.path().join("users.xlsx").display().to_string();
+    let out = userdir(args(&["export", "--tenant", "acme", "-o", &book, "--server", &server])).await;
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert!(std::fs::read(&book).unwrap().starts_with(b"PK\x03\x04"));
+    let import = |file: String| {
+        let server = server.clone();
+        async move {
+            userdir(args(&[
+                "import",
+                "--tenant",
+                "acme",
+                "--mode",
+                "upsert",
+                "--match-key",
+                "user-id",
+                "--server",
+                &server,
+                &file,
+            ]))
+            .await
+        }
+    };
+    let out = import(book.clone()).await;
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert!(text(&out.stdout).contains("unchanged 1"), "{}", text(&out.stdout));
+
+    // A workbook with a bad row: the errors file names its row.
+    let bad = dir.path().join("bad.xlsx");
+    let mut workbook = rust_xlsxwriter::Workbook::new();
+    let sheet = workbook.add_worksheet();
+    for (col, value) in ["email", "name"].iter().enumerate() {
+        sheet.write_string(0, col as u16, *value).unwrap();
+    }
+    sheet.write_string(1, 0, "not an email").unwrap();
+    sheet.write_string(1, 1, "X").unwrap();
+    workbook.save(&bad).unwrap();
+    let out = userdir(args(&[
+        "import",
+        "--tenant",
+        "acme",
+        "--mode",
+        "upsert",
+        "--server",
+        &server,
+        &bad.display().to_string(),
+    ]))
+    .await;
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let errors = std::fs::read_to_string(dir.path().join("bad.errors.csv")).unwrap();
+    assert!(
+        errors.contains("import_line,import_field,import_reason,import_message"),
+        "{errors}"
+    );
+    assert!(errors.contains("\r\n2,email,"), "{errors}");
+}
+
 /// `userdir audit` prints the log newest first (filtered); `userdir watch`
 /// prints events as JSON lines and the cursor to resume from, from which a
 /// second watch goes on where the first stopped.
@@ -348,5 +412,6 @@ crate::on_both_backends!(
     import_cli_as_an_operator_meets_it,
     export_cli_to_stdout_and_flags_it_names,
     health_cli_for_a_healthcheck,
-    audit_and_watch_cli
+    audit_and_watch_cli,
+    excel_through_the_cli
 );

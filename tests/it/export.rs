@@ -117,6 +117,53 @@ async fn seed_001_csv_format(s: TestServer) {
     assert!(text.contains(",\" padded \","));
 }
 
+/// An XLSX export: one sheet of text cells with seed 001's header, Japanese
+/// text exact, a formula-looking value as text (never a formula), the
+/// trailer's count and the checksum of the file's bytes.
+async fn xlsx_holds_text_cells(s: TestServer) {
+    use calamine::{Data, Reader, Xlsx};
+    seed(&s).await;
+    let req = ExportUsersRequest {
+        format: ExportFormat::Xlsx as i32,
+        ..request("acme")
+    };
+    let (bytes, trailer) = export_csv(&s, req).await.unwrap();
+    let trailer = trailer.expect("a complete export ends with a trailer");
+    assert_eq!(trailer.user_count, 3);
+    assert_eq!(trailer.checksum, format!("{:016x}", xxh3_64(&bytes)));
+    assert!(bytes.starts_with(b"PK\x03\x04"), "a zip: an xlsx");
+    let mut book = Xlsx::new(std::io::Cursor::new(bytes)).unwrap();
+    assert_eq!(book.sheet_names(), ["users"]);
+    let formulas = book.worksheet_formula("users").unwrap();
+    assert!(formulas.used_cells().next().is_none(), "no cell is a formula");
+    let sheet = book.worksheet_range("users").unwrap();
+    let rows: Vec<Vec<String>> = sheet
+        .rows()
+        .map(|r| r.iter().map(|c| c.to_string()).collect())
+        .collect();
+    assert_eq!(
+        rows[0].join(","),
+        "userid,email,name,enabled,status,created,updated,custom_01,custom_02,custom_03,custom_04,custom_05,custom_06,custom_07,custom_08,custom_09,custom_10"
+    );
+    let row = |email: &str| rows.iter().find(|r| r[1] == email).unwrap().clone();
+    let taro = row("taro@example.jp");
+    assert_eq!(
+        (taro[2].as_str(), taro[3].as_str(), taro[7].as_str()),
+        ("髙橋 ソ 表 能", "true", "①㈱～")
+    );
+    assert!(taro[5].ends_with('Z'), "RFC 3339 UTC times: {}", taro[5]);
+    assert_eq!(
+        row("plain@example.com")[7],
+        "=SUM(A1)",
+        "as written: a text cell cannot run"
+    );
+    assert_eq!(row("quote@example.com")[7], " padded ");
+    assert!(
+        sheet.used_cells().all(|(_, _, c)| matches!(c, Data::String(_))),
+        "every cell is text"
+    );
+}
+
 async fn shift_jis_exact_and_unmappable(s: TestServer) {
     seed(&s).await;
     let req = ExportUsersRequest {
@@ -158,20 +205,29 @@ async fn shift_jis_exact_and_unmappable(s: TestServer) {
 
 async fn round_trip_through_import(s: TestServer) {
     seed(&s).await;
-    for encoding in [ExportEncoding::Utf8Bom, ExportEncoding::Utf8, ExportEncoding::ShiftJis] {
+    // Each CSV encoding, and an Excel workbook (`encoding` -1 names it).
+    let formats = [
+        (ExportFormat::Csv, ExportEncoding::Utf8Bom),
+        (ExportFormat::Csv, ExportEncoding::Utf8),
+        (ExportFormat::Csv, ExportEncoding::ShiftJis),
+        (ExportFormat::Xlsx, ExportEncoding::Unspecified),
+    ];
+    for (format, encoding) in formats {
         let (bytes, _) = export_csv(
             &s,
             ExportUsersRequest {
+                format: format as i32,
                 encoding: encoding as i32,
                 ..request("acme")
             },
         )
         .await
         .unwrap();
+        let encoding = (format, encoding);
         let outcomes = import_bytes(&s, "acme", &bytes).await;
         assert_eq!(outcomes, vec![ImportOutcome::Unchanged as i32; 3], "{encoding:?}");
         // Into an empty tenant: the same users again.
-        let tenant = format!("copy-{}", encoding as i32);
+        let tenant = format!("copy-{}-{}", format as i32, encoding.1 as i32);
         s.tenant(&tenant).await;
         let outcomes = import_bytes(&s, &tenant, &bytes).await;
         assert_eq!(outcomes, vec![ImportOutcome::Created as i32; 3], "{encoding:?}");
@@ -376,6 +432,7 @@ crate::on_both_backends!(
     seed_001_csv_format,
     shift_jis_exact_and_unmappable,
     round_trip_through_import,
+    xlsx_holds_text_cells,
     rows_over_a_snapshot,
     reader_leaving_frees_the_snapshot,
     store_pages_match_the_keyset_walk,

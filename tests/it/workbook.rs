@@ -378,6 +378,59 @@ async fn hostile_workbooks_get_clear_errors(s: TestServer) {
     assert_eq!(err.code(), Code::InvalidArgument);
 }
 
+/// The committed workbook in the shape Japanese Excel saves
+/// (`tests/fixtures/excel/users.xlsx`, made by `make_xlsx.py` there): Japanese
+/// headers mapped to fields, furigana that is not part of the text, a date,
+/// a formula's cached text and number, custom attributes.
+async fn an_excel_workbook_imports_exactly(s: TestServer) {
+    s.tenant("acme").await;
+    let book = include_bytes!("../fixtures/excel/users.xlsx");
+    let mapping = [
+        ("メールアドレス", "email"),
+        ("氏名", "display_name"),
+        ("部署", "department"),
+        ("入社日", "custom_01"),
+        ("社員番号", "external_id"),
+        ("等級", "custom_02"),
+    ];
+    let opts = userdir::pb::ImportOptions {
+        column_mapping: mapping.iter().map(|(h, f)| (h.to_string(), f.to_string())).collect(),
+        ..options(ImportMode::Upsert)
+    };
+    let (results, _) = run(&s, opts, chunks(book, 1000)).await.unwrap();
+    assert_eq!(
+        outcomes(&results),
+        [
+            (2, ImportOutcome::Created),
+            (3, ImportOutcome::Created),
+            (4, ImportOutcome::Created)
+        ]
+    );
+    let users = by_email(&users(&s).await);
+    let got = |email: &str| {
+        let u = &users[email];
+        (
+            u.display_name.as_str(),
+            u.department.as_str(),
+            u.external_id.as_str(),
+            u.custom_attributes["custom_01"].as_str(),
+            u.custom_attributes["custom_02"].as_str(),
+        )
+    };
+    assert_eq!(
+        got("yamada@example.jp"),
+        ("山田 太郎", "営業部", "E-0042", "2019-04-01", "3")
+    );
+    assert_eq!(
+        got("takahashi@example.jp"),
+        ("髙橋 花子", "開発部", "E-0043", "2022-04-01", "5")
+    );
+    assert_eq!(
+        got("watanabe@example.jp"),
+        ("渡邉 一郎", "総務部", "E-0044", "2024-04-01", "2.5")
+    );
+}
+
 /// An .xls workbook (Excel 97-2003), by its first bytes: the committed
 /// fixture `tests/fixtures/excel/users.xls` (made by `make_xls.py` there).
 async fn an_xls_workbook_imports(s: TestServer) {
@@ -458,4 +511,5 @@ crate::on_both_backends!(
     a_sheet_is_chosen_by_name,
     hostile_workbooks_get_clear_errors,
     an_xls_workbook_imports,
+    an_excel_workbook_imports_exactly,
 );

@@ -465,6 +465,15 @@ pub trait UserSnapshot: Send + Sized + 'static {
     /// The change feed's cursor of `tenant` as the snapshot sees it.
     fn change_cursor(&mut self, tenant: &TenantId) -> impl Future<Output = RepoResult<crate::feed::Cursor>> + Send;
 
+    /// How many users of `tenant` `query` selects, inside the snapshot,
+    /// counting at most `cap` of them.
+    fn count_users(
+        &mut self,
+        tenant: &TenantId,
+        query: &UserQuery,
+        cap: u64,
+    ) -> impl Future<Output = RepoResult<u64>> + Send;
+
     /// As [`UserRepository::list_users`], inside the snapshot.
     fn list_users(
         &mut self,

@@ -8,7 +8,7 @@ use sea_orm::{
     AccessMode, ConnectionTrait, DatabaseTransaction, DbBackend, IdenStatic, IsolationLevel, QueryTrait, StreamTrait,
     TransactionTrait,
 };
-use sea_orm::{EntityTrait, QuerySelect};
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QuerySelect};
 use userdir_domain::feed::Cursor;
 use userdir_domain::list::UserQuery;
 use userdir_domain::list::sort_key;
@@ -17,8 +17,9 @@ use userdir_domain::repo::{PageSender, RepoResult, SnapshotRepository, UserSnaps
 use userdir_domain::tenant::TenantId;
 use userdir_domain::user::User;
 
+use crate::entity::user;
 use crate::entity::{event, tenant};
-use crate::query::{order_column, page_select};
+use crate::query::{filter_condition, order_column, page_select};
 use crate::tenants::tenant_not_found;
 use crate::user_row::{ROW_SQLITE, unpack_users};
 use crate::user_row::{select_row_columns, user_by_index};
@@ -77,6 +78,27 @@ impl UserSnapshot for StoreSnapshot {
             seq,
             event: id.unwrap_or_default(),
         })
+    }
+
+    async fn count_users(&mut self, tenant: &TenantId, query: &UserQuery, cap: u64) -> RepoResult<u64> {
+        let mut select = user::Entity::find()
+            .select_only()
+            .column(user::Column::Id)
+            .filter(user::Column::TenantId.eq(tenant.as_str()));
+        if let Some(filter) = &query.filter {
+            select = select.filter(filter_condition(filter));
+        }
+        // The count of a subquery with a limit: at most `cap` index entries read.
+        let count = Query::select()
+            .expr(Expr::cust("COUNT(*)"))
+            .from_subquery(select.limit(cap).into_query(), Alias::new("u"))
+            .to_owned();
+        let row = self.txn.query_one(&count).await.map_err(db_error)?;
+        let n = match row {
+            Some(row) => row.try_get_by_index::<i64>(0).map_err(db_error)?,
+            None => 0,
+        };
+        Ok(u64::try_from(n).unwrap_or(0))
     }
 
     /// On PostgreSQL, typed rows read by position. On SQLite, a page as one

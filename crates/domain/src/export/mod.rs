@@ -1,5 +1,7 @@
 //! Export: the columns and encodings of seed 001's CSV, formula protection,
-//! and the paged walk over a snapshot.
+//! the paged walk over a snapshot, and the workbook ([`xlsx`]).
+
+pub mod xlsx;
 
 use std::borrow::Cow;
 
@@ -90,7 +92,7 @@ impl ExportColumn {
     }
 
     /// The cell of `u`; borrowed where the user holds the text as written.
-    fn value(self, u: &User) -> Cow<'_, str> {
+    pub fn value(self, u: &User) -> Cow<'_, str> {
         match self {
             Self::UserId => Cow::Owned(u.id.to_string()),
             Self::Email => Cow::Borrowed(u.email.as_str()),
@@ -294,6 +296,15 @@ impl<S: UserSnapshot> Exporter<S> {
     /// feed from it misses no change after the export and repeats none.
     pub fn change_cursor(&self) -> &str {
         &self.change_cursor
+    }
+
+    /// How many users the export selects, counting up to `cap` (so that a
+    /// large tenant is not counted whole); before the first page only.
+    pub async fn count_up_to(&mut self, cap: u64) -> Result<u64, DomainError> {
+        let Some((snapshot, tenant, query)) = self.start.as_mut() else {
+            return Err(DomainError::storage("an export is counted before its first page"));
+        };
+        snapshot.count_users(tenant, query, cap).await
     }
 
     /// The next page of at most `size` users (fixed by the first call), or

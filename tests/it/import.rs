@@ -1068,7 +1068,42 @@ async fn slow_reader_gets_every_result(s: TestServer) {
     assert_eq!(summary.unwrap().counts.unwrap().created, 5000);
 }
 
+/// An import by user id reaches only its own tenant's users: the id of
+/// another tenant's user (in the file, with that user's email) matches
+/// nothing, creates nothing under that id, and leaves that user as it was.
+async fn a_user_id_of_another_tenant_matches_nothing(s: TestServer) {
+    s.tenant("acme").await;
+    s.tenant("globex").await;
+    let theirs = s.user("globex", "ceo@globex.example", "Their CEO").await;
+    let ours = s.user("acme", "me@acme.example", "Me").await;
+    let text = format!(
+        "userid,email,name\n{},ceo@globex.example,Taken Over\n{},me@acme.example,Renamed\n",
+        theirs.user_id, ours.user_id
+    );
+    let opts = ImportOptions {
+        match_key: MatchKey::UserId as i32,
+        ..options(ImportMode::UpdateOnly)
+    };
+    let (results, _) = csv(&s, opts, &text).await;
+    let outcomes = outcomes(&results);
+    assert_eq!(outcomes[1], (3, ImportOutcome::Updated));
+    // Not found, as any unknown id: not a conflict that tells the id exists.
+    assert_eq!(outcomes[0], (2, ImportOutcome::Failed));
+    assert_eq!(
+        (results[0].reason.as_str(), results[0].user.as_str()),
+        ("USER_NOT_FOUND", ""),
+        "{results:?}"
+    );
+    let globex = users_of(&s, "globex").await;
+    assert_eq!(globex.len(), 1);
+    assert_eq!(globex[0].display_name, "Their CEO");
+    let acme = users(&s).await;
+    assert_eq!(acme.len(), 1);
+    assert_eq!(acme[0].display_name, "Renamed");
+}
+
 crate::on_both_backends!(
+    a_user_id_of_another_tenant_matches_nothing,
     a_row_racing_another_writer_fails_alone,
     seed_001_upsert_then_rerun_changes_nothing,
     shift_jis_files,

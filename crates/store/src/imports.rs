@@ -21,6 +21,7 @@ use uuid::Uuid;
 use crate::entity::{import_job, tenant, user};
 use crate::import_jobs::{job_from_row, job_to_active};
 use crate::import_write::StoreImportWrite;
+use crate::query::users_by_ids;
 use crate::tenant_write::TenantWrite;
 use crate::tenants::tenant_not_found;
 use crate::user_row::{PACK_SQLITE, unpack_users};
@@ -265,56 +266,63 @@ impl ImportRepository for Store {
             let values = v.iter().map(|s| Value::String(Some(s.clone()))).collect();
             Expr::val(Value::Array(ArrayType::String, Some(Box::new(values))))
         };
-        let mut any = Condition::any();
+        let mut terms = Vec::new();
         if !email_keys.is_empty() {
-            any = any.add(if pg {
+            terms.push(if pg {
                 Expr::col(user::Column::EmailKey).eq(PgFunc::any(strings(email_keys)))
             } else {
                 user::Column::EmailKey.is_in(email_keys.iter().map(String::as_str))
             });
         }
         if !external_ids.is_empty() {
-            any = any.add(if pg {
+            terms.push(if pg {
                 Expr::col(user::Column::ExternalId).eq(PgFunc::any(strings(external_ids)))
             } else {
                 user::Column::ExternalId.is_in(external_ids.iter().map(String::as_str))
             });
         }
-        if !ids.is_empty() {
-            any = any.add(if pg {
-                let values = ids.iter().map(|id| Value::Uuid(Some(*id))).collect();
-                Expr::col(user::Column::Id).eq(PgFunc::any(Expr::val(Value::Array(
-                    ArrayType::Uuid,
-                    Some(Box::new(values)),
-                ))))
-            } else {
-                user::Column::Id.is_in(ids.iter().copied())
-            });
+        if pg && !ids.is_empty() {
+            let values = ids.iter().map(|id| Value::Uuid(Some(*id))).collect();
+            terms.push(Expr::col(user::Column::Id).eq(PgFunc::any(Expr::val(Value::Array(
+                ArrayType::Uuid,
+                Some(Box::new(values)),
+            )))));
         }
-        if any.is_empty() {
-            return Ok(Vec::new());
-        }
-        let select = user::Entity::find()
-            .filter(user::Column::TenantId.eq(tenant.as_str()))
-            .filter(any);
+        let of_tenant = || user::Entity::find().filter(user::Column::TenantId.eq(tenant.as_str()));
         if pg {
+            if terms.is_empty() {
+                return Ok(Vec::new());
+            }
+            let any = terms.into_iter().fold(Condition::any(), Condition::add);
             let rows = self
                 .connection()
-                .query_all(select_row_columns(select).as_query())
+                .query_all(select_row_columns(of_tenant().filter(any)).as_query())
                 .await
                 .map_err(db_error)?;
             return rows.iter().map(|row| user_by_index(row, tenant)).collect();
         }
-        // SQLite: the whole batch comes back as one packed text value in one
-        // row: for 500 users that is one value to decode instead of 14,500.
-        let packed: Option<Option<String>> = select
-            .select_only()
-            .column_as(Expr::cust(PACK_SQLITE.as_str()), "users")
-            .into_tuple()
-            .one(self.connection())
-            .await
-            .map_err(|e| self.db_error(e))?;
-        unpack_users(packed.flatten(), tenant)
+        // SQLite: one query per key, each on its own index (an OR of `id IN`
+        // and `email_key IN` made SQLite scan the tenant for every batch: a
+        // 100k re-import of an export by user id took 13.2 s instead of
+        // 0.7 s; the ids by the primary key, see `users_by_ids`), each
+        // batch coming back as one packed text value in one row: for 500
+        // users one value to decode instead of 14,500.
+        let mut found: Vec<User> = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        let by_id =
+            (!ids.is_empty()).then(|| user::Entity::find().filter(users_by_ids(DbBackend::Sqlite, tenant, ids)));
+        for select in terms.into_iter().map(|term| of_tenant().filter(term)).chain(by_id) {
+            let packed: Option<Option<String>> = select
+                .select_only()
+                .column_as(Expr::cust(PACK_SQLITE.as_str()), "users")
+                .into_tuple()
+                .one(self.connection())
+                .await
+                .map_err(|e| self.db_error(e))?;
+            let users = unpack_users(packed.flatten(), tenant)?;
+            found.extend(users.into_iter().filter(|u| seen.insert(u.id.0)));
+        }
+        Ok(found)
     }
 
     type ImportWrite = StoreImportWrite;

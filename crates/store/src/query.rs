@@ -1,7 +1,9 @@
 //! The domain's filter and keyset cursor as SQL conditions.
 
 use sea_orm::sea_query::{Expr, Func, LikeExpr, SimpleExpr};
-use sea_orm::{ColumnTrait, EntityTrait, ExprTrait, Order, QueryFilter, QueryOrder, QuerySelect, Select};
+use sea_orm::{
+    ColumnTrait, Condition, DbBackend, EntityTrait, ExprTrait, Order, QueryFilter, QueryOrder, QuerySelect, Select,
+};
 use userdir_domain::DomainError;
 use userdir_domain::filter::{Comparison, Filter, FilterField, Op, Value};
 use userdir_domain::list::{OrderBy, OrderField, SortKey, UserQuery};
@@ -9,6 +11,23 @@ use userdir_domain::tenant::TenantId;
 use uuid::Uuid;
 
 use crate::entity::user::{CUSTOM_COLUMNS, Column, Entity, PROFILE_COLUMNS};
+
+/// `tenant_id = tenant AND id IN ids`, led by the primary key. SQLite,
+/// without statistics, takes a `(tenant_id, ...)` index for the tenant's
+/// term instead and reads the whole tenant for every list of ids (a 900k
+/// re-import of an export by user id took 80 s instead of 6); a unary `+`
+/// keeps that term off the indexes there. PostgreSQL needs no help (and has
+/// no `+` for text).
+pub(crate) fn users_by_ids(backend: DbBackend, tenant: &TenantId, ids: &[Uuid]) -> Condition {
+    let of_tenant = if backend == DbBackend::Sqlite {
+        Expr::cust_with_values("+tenant_id = ?", [tenant.as_str()])
+    } else {
+        Column::TenantId.eq(tenant.as_str())
+    };
+    Condition::all()
+        .add(of_tenant)
+        .add(Column::Id.is_in(ids.iter().copied()))
+}
 
 /// The SQL condition of a parsed filter.
 pub(crate) fn filter_condition(filter: &Filter) -> SimpleExpr {

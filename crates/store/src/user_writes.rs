@@ -21,6 +21,7 @@ use crate::bulk_insert::{CHUNK, UNNEST_CHUNK, insert_or_fail, insert_unnest};
 use crate::db_error;
 use crate::entity::user;
 use crate::error::user_write_error;
+use crate::query::users_by_ids;
 use crate::seats::seat_error;
 use crate::tenant_write::TenantWrite;
 use crate::user_row::{user_from_row, user_to_active};
@@ -195,15 +196,14 @@ pub(crate) async fn delete(
 pub(crate) async fn delete_many(w: &mut TenantWrite, ids: &[uuid::Uuid]) -> RepoResult<u64> {
     let mut deleted = 0u64;
     for chunk in ids.chunks(CHUNK) {
+        let backend = w.txn.get_database_backend();
         let rows = user::Entity::find()
-            .filter(user::Column::TenantId.eq(w.tenant.as_str()))
-            .filter(user::Column::Id.is_in(chunk.iter().copied()))
+            .filter(users_by_ids(backend, &w.tenant, chunk))
             .all(&w.txn)
             .await
             .map_err(db_error)?;
         let result = user::Entity::delete_many()
-            .filter(user::Column::TenantId.eq(w.tenant.as_str()))
-            .filter(user::Column::Id.is_in(chunk.iter().copied()))
+            .filter(users_by_ids(backend, &w.tenant, chunk))
             .exec(&w.txn)
             .await
             .map_err(db_error)?;

@@ -446,6 +446,16 @@ async fn an_xls_workbook_imports(s: TestServer) {
         ]
     );
     assert_eq!(failed(&results, 4).reason, "NUMBER_IN_TEXT_COLUMN");
+    // A 6 KB .xls with a stray cell in the far corner spans 65,536 by 256
+    // cells: refused from its record headers, before it is read whole (it
+    // took the server to 1 GB).
+    let corner = include_bytes!("../fixtures/excel/corner.xls");
+    let err = run(&s, options(ImportMode::Upsert), chunks(corner, 1000))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::ResourceExhausted);
+    assert_eq!(reason(&err), "WORKBOOK_SHEET_TOO_LARGE");
+    assert!(err.message().contains("16777216 cells"), "{}", err.message());
     let users = by_email(&users(&s).await);
     let sato = &users["sato@example.jp"];
     assert_eq!(sato.display_name, "佐藤 花子");

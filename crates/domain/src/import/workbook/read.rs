@@ -150,8 +150,103 @@ fn read_xlsx(file: File, sheet: &str, limits: WorkbookLimits, gather: &mut Gathe
     Ok(true)
 }
 
+/// Cells an xls sheet may span: calamine reads an xls whole, every sheet
+/// at once, into a grid from its first cell to its last, so a 6 KB file
+/// with two cells in opposite corners (65,536 rows by 256 columns) took 1 GB.
+/// 65,536 rows of 32 columns is more than a sheet of users needs.
+pub(super) const XLS_MAX_CELLS: u64 = 65_536 * 32;
+
+/// Refuses an xls any of whose sheets spans more than [`XLS_MAX_CELLS`],
+/// by the extent its own records declare (`DIMENSIONS`) and the one its
+/// cells take, read from the record headers before calamine allocates.
+fn check_xls_extent(file: &File) -> Result<(), DomainError> {
+    let copy = file
+        .try_clone()
+        .map_err(|e| DomainError::storage(format!("could not read the workbook: {e}")))?;
+    // Not an OLE file calamine can read: it says why itself.
+    let Ok(mut ole) = cfb::CompoundFile::open(BufReader::new(copy)) else {
+        return Ok(());
+    };
+    let Some(stream) = ["/Workbook", "/Book"].into_iter().find(|s| ole.is_stream(s)) else {
+        return Ok(());
+    };
+    let mut biff = Vec::new();
+    ole.open_stream(stream)
+        .and_then(|mut s| s.read_to_end(&mut biff))
+        .map_err(|e| damaged(&e))?;
+    let mut extent = Extent::default();
+    let mut at = 0usize;
+    while let Some(header) = biff.get(at..at + 4) {
+        let kind = u16::from_le_bytes([header[0], header[1]]);
+        let len = usize::from(u16::from_le_bytes([header[2], header[3]]));
+        let data = biff.get(at + 4..at + 4 + len).unwrap_or_default();
+        at += 4 + len;
+        match kind {
+            // BOF: a sheet (or the globals) starts.
+            0x0809 => extent = Extent::default(),
+            // DIMENSIONS (BIFF8): first row, last row + 1, first column, last column + 1.
+            0x0200 if data.len() >= 12 => {
+                let u32_at = |i: usize| u32::from_le_bytes([data[i], data[i + 1], data[i + 2], data[i + 3]]);
+                let u16_at = |i: usize| u16::from_le_bytes([data[i], data[i + 1]]);
+                let rows = u64::from(u32_at(4).saturating_sub(u32_at(0)));
+                let cols = u64::from(u16_at(10).saturating_sub(u16_at(8)));
+                extent.check(rows.saturating_mul(cols))?;
+            }
+            // Cell records: each starts with its row and column.
+            0x0203 | 0x0204 | 0x00D6 | 0x0205 | 0x027E | 0x00FD | 0x00BD | 0x0006 if data.len() >= 4 => {
+                let row = u16::from_le_bytes([data[0], data[1]]);
+                let col = u16::from_le_bytes([data[2], data[3]]);
+                // A MULRK names its last column at its end.
+                let last = if kind == 0x00BD && data.len() >= 6 {
+                    u16::from_le_bytes([data[data.len() - 2], data[data.len() - 1]])
+                } else {
+                    col
+                };
+                extent.add(row, col.min(last), col.max(last))?;
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// The rows and columns one sheet's cells span so far.
+#[derive(Default)]
+struct Extent {
+    rows: Option<(u16, u16)>,
+    cols: Option<(u16, u16)>,
+}
+
+impl Extent {
+    fn add(&mut self, row: u16, first: u16, last: u16) -> Result<(), DomainError> {
+        let (r0, r1) = self.rows.unwrap_or((row, row));
+        let (c0, c1) = self.cols.unwrap_or((first, last));
+        let rows = (r0.min(row), r1.max(row));
+        let cols = (c0.min(first), c1.max(last));
+        self.rows = Some(rows);
+        self.cols = Some(cols);
+        let span = |(a, b): (u16, u16)| u64::from(b - a) + 1;
+        self.check(span(rows) * span(cols))
+    }
+
+    fn check(&self, cells: u64) -> Result<(), DomainError> {
+        if cells <= XLS_MAX_CELLS {
+            return Ok(());
+        }
+        Err(DomainError::Exhausted {
+            reason: "WORKBOOK_SHEET_TOO_LARGE",
+            message: format!(
+                "a sheet of the .xls workbook spans {cells} cells from its first to its last, more than the \
+                 {XLS_MAX_CELLS} (65,536 rows of 32 columns) an .xls may (it is read whole): delete the stray \
+                 cells far from the data, or save the workbook as .xlsx or CSV"
+            ),
+        })
+    }
+}
+
 /// Reads an xls's sheet into `gather`; `false` when the import stopped.
 fn read_xls(mut file: File, sheet: &str, gather: &mut Gather<'_>) -> Result<bool, DomainError> {
+    check_xls_extent(&file)?;
     let copy = file
         .try_clone()
         .map_err(|e| DomainError::storage(format!("could not read the workbook: {e}")))?;

@@ -24,18 +24,13 @@ GRPCURL=${GRPCURL:-$(cd "$(dirname "$0")" && pwd)/../../../shared/tools/grpcurl.
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/events-ceiling.XXXXXX")
 SCHEMA=events_ceiling
 trap 'rm -rf "$WORK"; psql "$PG_URL" -q -c "DROP SCHEMA IF EXISTS $SCHEMA CASCADE" >/dev/null 2>&1 || true' EXIT
-PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+source "$(cd "$(dirname "$0")" && pwd)/server.sh"
 
 # The schema, made by the server itself, with one tenant.
 schema() { # url schema
-  "$BIN" keys generate > "$WORK/gen.txt" 2>/dev/null
-  USERDIR_LISTEN=127.0.0.1:$PORT USERDIR_DATABASE_URL="$1" USERDIR_PG_SCHEMA="$2" \
-    USERDIR_OPERATOR_KEY=$(sed -n 2p "$WORK/gen.txt") RUST_LOG=warn "$BIN" serve > "$WORK/server.log" 2>&1 &
-  local pid=$!
-  for _ in $(seq 100); do "$BIN" health --server "http://127.0.0.1:$PORT" >/dev/null 2>&1 && break; sleep 0.1; done
-  bash "$GRPCURL" -plaintext -H "authorization: Bearer $(sed -n 1p "$WORK/gen.txt")" \
-    -d '{"tenant_id":"bench","tenant":{"display_name":"Bench"}}' "127.0.0.1:$PORT" userdir.v1.TenantAdmin/CreateTenant >/dev/null
-  kill "$pid"; wait "$pid" 2>/dev/null || true
+  start_server "$BIN" "$1" "$2" "$WORK/server.log"
+  create_tenant bench
+  stop_server
 }
 
 psql "$PG_URL" -q -c "DROP SCHEMA IF EXISTS $SCHEMA CASCADE; CREATE SCHEMA $SCHEMA" >/dev/null 2>&1

@@ -18,45 +18,30 @@ cleanup() {
 }
 trap cleanup EXIT
 python3 "$HERE/gen_users_csv.py" --rows "$ROWS" --out "$WORK/users.csv" >/dev/null
-PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+source "$HERE/server.sh"
 if [ "$BACKEND" = postgres ]; then
   URL=$PG_URL; psql "$PG_URL" -q -c "DROP SCHEMA IF EXISTS $SCHEMA CASCADE; CREATE SCHEMA $SCHEMA" >/dev/null
 else
   URL="sqlite://$WORK/db.sqlite?mode=rwc"; SCHEMA=""
 fi
-"$BIN" keys generate > "$WORK/gen.txt" 2>/dev/null
-KEY=$(sed -n 1p "$WORK/gen.txt"); HASH=$(sed -n 2p "$WORK/gen.txt")
-export USERDIR_API_KEY=$KEY
 
 # step LABEL ROWS COMMAND...: runs COMMAND against a fresh server; prints
 # the seconds, rows/s and the server's peak RSS.
 step() {
   local label=$1 rows=$2; shift 2
-  USERDIR_LISTEN=127.0.0.1:$PORT USERDIR_DATABASE_URL="$URL" USERDIR_PG_SCHEMA="$SCHEMA" \
-    USERDIR_OPERATOR_KEY=$HASH RUST_LOG=warn "$BIN" serve > "$WORK/server.log" 2>&1 &
-  local pid=$!
-  for _ in $(seq 100); do "$BIN" health --server "http://127.0.0.1:$PORT" >/dev/null 2>&1 && break; sleep 0.1; done
-  local start end
+  start_server "$BIN" "$URL" "$SCHEMA" "$WORK/server.log"
+  local start end peak
   start=$(date +%s.%N)
-  "$@" --server "http://127.0.0.1:$PORT" > "$WORK/step.log" 2>&1 || { cat "$WORK/step.log"; kill "$pid"; exit 1; }
+  USERDIR_API_KEY=$KEY "$@" --server "$SERVER" > "$WORK/step.log" 2>&1 || { cat "$WORK/step.log"; stop_server; exit 1; }
   end=$(date +%s.%N)
-  local peak
-  peak=$(awk '/VmHWM/ {print int($2/1024)}' "/proc/$pid/status")
-  kill "$pid"; wait "$pid" 2>/dev/null || true
+  peak=$(awk '/VmHWM/ {print int($2/1024)}' "/proc/$SERVER_PID/status")
+  stop_server
   python3 -c "s=$end-$start; print(f'| $label | {s:.1f} | {$rows/s:,.0f} | $peak |')"
 }
 
-tenant() {
-  USERDIR_LISTEN=127.0.0.1:$PORT USERDIR_DATABASE_URL="$URL" USERDIR_PG_SCHEMA="$SCHEMA" \
-    USERDIR_OPERATOR_KEY=$HASH RUST_LOG=warn "$BIN" serve > "$WORK/server.log" 2>&1 &
-  local pid=$!
-  for _ in $(seq 100); do "$BIN" health --server "http://127.0.0.1:$PORT" >/dev/null 2>&1 && break; sleep 0.1; done
-  bash "$GRPCURL" -plaintext -H "authorization: Bearer $KEY" \
-    -d "{\"tenant_id\":\"$1\",\"tenant\":{\"display_name\":\"$1\"}}" "127.0.0.1:$PORT" userdir.v1.TenantAdmin/CreateTenant >/dev/null
-  kill "$pid"; wait "$pid" 2>/dev/null || true
-}
-
-tenant csv; tenant xlsx
+start_server "$BIN" "$URL" "$SCHEMA" "$WORK/server.log"
+create_tenant csv; create_tenant xlsx
+stop_server
 echo "$BACKEND, $ROWS users: one server per step"
 echo "| step | s | rows/s | server peak RSS MiB |"
 echo "|---|---|---|---|"

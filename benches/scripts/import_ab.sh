@@ -15,24 +15,17 @@ GRPCURL=${GRPCURL:-$HERE/../../../shared/tools/grpcurl.sh}
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/import-ab.XXXXXX")
 trap 'rm -rf "$WORK"' EXIT
 python3 "$HERE/gen_users_csv.py" --rows "$ROWS" --out "$WORK/users.csv" >/dev/null
-PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+source "$HERE/server.sh"
 
 run() { # bin label url schema
   local bin=$1 label=$2 url=$3 schema=$4
   rm -f "$WORK"/db.sqlite*
   if [ -n "$schema" ]; then psql "$PG_URL" -q -c "DROP SCHEMA IF EXISTS $schema CASCADE; CREATE SCHEMA $schema" >/dev/null 2>&1; fi
-  "$bin" keys generate > "$WORK/gen.txt" 2>/dev/null
-  local key hash
-  key=$(sed -n 1p "$WORK/gen.txt"); hash=$(sed -n 2p "$WORK/gen.txt")
-  USERDIR_LISTEN=127.0.0.1:$PORT USERDIR_DATABASE_URL="$url" USERDIR_PG_SCHEMA="$schema" \
-    USERDIR_OPERATOR_KEY=$hash RUST_LOG=warn "$bin" serve > "$WORK/server.log" 2>&1 &
-  local pid=$!
-  for _ in $(seq 100); do "$bin" health --server "http://127.0.0.1:$PORT" >/dev/null 2>&1 && break; sleep 0.1; done
-  bash "$GRPCURL" -plaintext -H "authorization: Bearer $key" \
-    -d '{"tenant_id":"bench","tenant":{"display_name":"Bench"}}' "127.0.0.1:$PORT" userdir.v1.TenantAdmin/CreateTenant >/dev/null
-  USERDIR_API_KEY=$key "$bin" import --tenant bench --mode upsert \
-    --server "http://127.0.0.1:$PORT" "$WORK/users.csv" 2>&1 | grep -E 'SUCCEEDED|FAILED|error' | sed "s/^/$label: /" || true
-  kill "$pid"; wait "$pid" 2>/dev/null || true
+  start_server "$bin" "$url" "$schema" "$WORK/server.log"
+  create_tenant bench
+  USERDIR_API_KEY=$KEY "$bin" import --tenant bench --mode upsert \
+    --server "$SERVER" "$WORK/users.csv" 2>&1 | grep -E 'SUCCEEDED|FAILED|error' | sed "s/^/$label: /" || true
+  stop_server
   if [ -n "$schema" ]; then psql "$PG_URL" -q -c "DROP SCHEMA IF EXISTS $schema CASCADE" >/dev/null 2>&1; fi
 }
 

@@ -15,15 +15,18 @@ pub(crate) const CHUNK: usize = 500;
 /// Rows per PostgreSQL `unnest` insert.
 pub(crate) const UNNEST_CHUNK: usize = 5_000;
 
+/// `head` (`INSERT INTO t (a, b)`) and a `VALUES` list of `rows` rows of
+/// `width` parameters each (SQLite's `?`).
+pub(crate) fn values_sql(head: &str, width: usize, rows: usize) -> String {
+    let row = format!("({})", vec!["?"; width].join(", "));
+    format!("{head} VALUES {}", vec![row.as_str(); rows].join(", "))
+}
+
 /// SQLite: `INSERT OR FAIL INTO users (...) VALUES (...), ...` for `rows` rows.
 fn insert_or_fail_sql(rows: usize) -> String {
     let names: Vec<&str> = INSERT_COLUMNS.iter().map(|c| c.as_str()).collect();
-    let row = format!("({})", vec!["?"; names.len() + 1].join(", "));
-    format!(
-        "INSERT OR FAIL INTO users (tenant_id, {}) VALUES {}",
-        names.join(", "),
-        vec![row.as_str(); rows].join(", ")
-    )
+    let head = format!("INSERT OR FAIL INTO users (tenant_id, {})", names.join(", "));
+    values_sql(&head, names.len() + 1, rows)
 }
 
 /// The statement of a full [`CHUNK`].

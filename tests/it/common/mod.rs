@@ -187,13 +187,7 @@ impl TestServer {
     /// Another server on the same database (a replica), with a client; it
     /// stops when the returned sender is dropped.
     pub async fn replica(&self) -> (UserDirectoryClient<AuthedChannel>, oneshot::Sender<()>) {
-        let (addr, stop) = self.replica_at().await;
-        let channel = Channel::from_shared(format!("http://{addr}"))
-            .expect("uri")
-            .connect()
-            .await
-            .expect("connect");
-        (UserDirectoryClient::new(with_key(&channel, Some(operator_key()))), stop)
+        self.replica_with(self.store_options.clone()).await
     }
 
     /// A replica whose store opens with `options` (a test's faults, say).

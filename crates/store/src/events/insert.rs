@@ -8,6 +8,8 @@ use std::sync::LazyLock;
 
 use sea_orm::sea_query::{ArrayType, Value};
 use sea_orm::{ConnectionTrait, DatabaseTransaction, DbBackend, DbErr, Statement};
+
+use crate::bulk_insert::values_sql;
 use userdir_domain::event::Origin;
 use userdir_domain::tenant::TenantId;
 use uuid::Uuid;
@@ -25,15 +27,11 @@ pub(crate) struct Pending {
     pub(crate) after: String,
 }
 
-/// Every column, in the order of the SQLite values.
+/// Every column: the tenant, the origin (the same for every event of a
+/// transaction), then what varies by event ([`varying`]), in the order of
+/// the SQLite values and of PostgreSQL's statement.
 const COLUMNS: [&str; 17] = [
     "tenant_id",
-    "seq",
-    "id",
-    "time",
-    "type",
-    "resource",
-    "revision",
     "api_key",
     "certificate",
     "acting_user",
@@ -41,6 +39,12 @@ const COLUMNS: [&str; 17] = [
     "request_id",
     "trace_id",
     "import_job",
+    "seq",
+    "id",
+    "time",
+    "type",
+    "resource",
+    "revision",
     "import_line",
     "changed_paths",
     "after",
@@ -53,11 +57,10 @@ const COLUMNS: [&str; 17] = [
 const SQLITE_SIZES: [usize; 5] = [1_000, 200, 40, 8, 1];
 
 fn sqlite_sql(rows: usize) -> String {
-    let row = format!("({})", vec!["?"; COLUMNS.len()].join(", "));
-    format!(
-        "INSERT INTO events ({}) VALUES {}",
-        COLUMNS.join(", "),
-        vec![row.as_str(); rows].join(", ")
+    values_sql(
+        &format!("INSERT INTO events ({})", COLUMNS.join(", ")),
+        COLUMNS.len(),
+        rows,
     )
 }
 
@@ -74,6 +77,22 @@ fn origin_values(o: &Origin) -> [Value; 7] {
         Value::String(o.request_id.clone()),
         Value::String(o.trace_id.clone()),
         Value::Uuid(o.import_job),
+    ]
+}
+
+/// An event's own values, in column order (`seq` .. `after`), with `line`
+/// for its import line.
+fn varying(e: Pending, line: Value) -> [Value; 9] {
+    [
+        Value::BigInt(Some(e.seq)),
+        Value::Uuid(Some(e.id)),
+        Value::BigInt(Some(e.time)),
+        Value::String(Some(e.kind.to_owned())),
+        Value::String(Some(e.resource)),
+        Value::BigInt(Some(e.revision)),
+        line,
+        Value::String(Some(e.paths)),
+        Value::String(Some(e.after)),
     ]
 }
 
@@ -94,21 +113,10 @@ async fn insert_sqlite(
             .unwrap_or((SQLITE_SIZES.len() - 1, &1));
         let mut values = Vec::with_capacity(rows * COLUMNS.len());
         for e in events.by_ref().take(rows) {
-            values.extend([
-                Value::String(Some(tenant.as_str().to_owned())),
-                Value::BigInt(Some(e.seq)),
-                Value::Uuid(Some(e.id)),
-                Value::BigInt(Some(e.time)),
-                Value::String(Some(e.kind.to_owned())),
-                Value::String(Some(e.resource)),
-                Value::BigInt(Some(e.revision)),
-            ]);
+            values.push(Value::String(Some(tenant.as_str().to_owned())));
             values.extend(origin.iter().cloned());
-            values.extend([
-                Value::BigInt(e.line),
-                Value::String(Some(e.paths)),
-                Value::String(Some(e.after)),
-            ]);
+            let line = Value::BigInt(e.line);
+            values.extend(varying(e, line));
         }
         let sql = SQLITE_SQL.get(shape).cloned().unwrap_or_else(|| sqlite_sql(rows));
         txn.execute_raw(Statement::from_sql_and_values(DbBackend::Sqlite, sql, values))
@@ -120,13 +128,13 @@ async fn insert_sqlite(
 /// `INSERT ... SELECT` of the origin as parameters `$2`..`$8` and one
 /// `unnest` array per varying column (`import_line` -1 for none).
 static POSTGRES: LazyLock<String> = LazyLock::new(|| {
-    "INSERT INTO events (tenant_id, api_key, certificate, acting_user, acting_user_email, request_id, trace_id, \
-     import_job, seq, id, time, type, resource, revision, import_line, changed_paths, after) \
-     SELECT $1, $2::uuid, $3, $4, $5, $6, $7, $8::uuid, u.seq, u.id, u.time, u.type, u.resource, u.revision, \
+    format!(
+        "INSERT INTO events ({}) SELECT $1, $2::uuid, $3, $4, $5, $6, $7, $8::uuid, u.seq, u.id, u.time, u.type, u.resource, u.revision, \
      NULLIF(u.import_line, -1), u.changed_paths, u.after \
      FROM unnest($9::int8[], $10::uuid[], $11::int8[], $12::text[], $13::text[], $14::int8[], $15::int8[], \
-     $16::text[], $17::text[]) AS u(seq, id, time, type, resource, revision, import_line, changed_paths, after)"
-        .to_owned()
+     $16::text[], $17::text[]) AS u(seq, id, time, type, resource, revision, import_line, changed_paths, after)",
+        COLUMNS.join(", ")
+    )
 });
 
 async fn insert_postgres(
@@ -138,18 +146,8 @@ async fn insert_postgres(
     let n = events.len();
     let mut columns: [Vec<Value>; 9] = std::array::from_fn(|_| Vec::with_capacity(n));
     for e in events {
-        let row = [
-            Value::BigInt(Some(e.seq)),
-            Value::Uuid(Some(e.id)),
-            Value::BigInt(Some(e.time)),
-            Value::String(Some(e.kind.to_owned())),
-            Value::String(Some(e.resource)),
-            Value::BigInt(Some(e.revision)),
-            Value::BigInt(Some(e.line.unwrap_or(-1))),
-            Value::String(Some(e.paths)),
-            Value::String(Some(e.after)),
-        ];
-        for (column, value) in columns.iter_mut().zip(row) {
+        let line = Value::BigInt(Some(e.line.unwrap_or(-1)));
+        for (column, value) in columns.iter_mut().zip(varying(e, line)) {
             column.push(value);
         }
     }
